@@ -1,0 +1,1 @@
+"""ctmirror: a change-tracking mirror of ClinicalTrials.gov."""

@@ -1,0 +1,171 @@
+"""Settings: one TOML file plus ``CTMIRROR_<SECTION>__<KEY>`` environment overrides.
+
+The file is ``--config PATH``, else ``$CTMIRROR_CONFIG``, else ``./config/ctmirror.toml``
+when it exists, else the defaults below (``config/ctmirror.toml`` documents every one).
+Anything unknown or mistyped is a :class:`ConfigError` at start-up, naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from mirror.errors import ConfigError
+
+ENV_PREFIX = "CTMIRROR_"
+# Variables with our prefix that are not settings.
+_NOT_SETTINGS = ("CTMIRROR_CONFIG", "CTMIRROR_TEST_", "CTMIRROR_CTGOV_DATA")
+DEFAULT_CONFIG_FILE = Path("config/ctmirror.toml")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(Section):
+    url: str = "sqlite:///ctmirror.db"
+    echo: bool = False
+
+
+class SourceSettings(Section):
+    base_url: str = "https://clinicaltrials.gov/api/v2"
+    requests_per_minute: float = Field(30, gt=0)
+    concurrency: int = Field(2, ge=1, le=32)
+    timeout_seconds: float = Field(30, gt=0)
+    max_retries: int = Field(5, ge=0)
+    retry_base_seconds: float = Field(2, ge=0)
+    retry_max_seconds: float = Field(120, ge=0)
+    ids_per_request: int = Field(100, ge=1, le=1000)
+    page_size: int = Field(1000, ge=1, le=1000)
+    user_agent: str = "ctmirror/0.1 (+https://github.com/ctmirror/ctmirror)"
+
+
+class DiffSettings(Section):
+    ignore: tuple[str, ...] = ("derived.*",)
+
+
+class SyncSettings(Section):
+    batch_size: int = Field(200, ge=1, le=5000)
+
+
+class LogSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class PagesSettings(Section):
+    # Where this mirror publishes its pages: canonical_url = <base>/<NCT id>.md
+    canonical_base_url: str = "http://127.0.0.1:8000/trials"
+    recent_days: int = Field(30, ge=0)
+    footer_note: str = "This page is a raw mirror with no AI summary and no editorial enrichment."
+    # The seed page's set, in its order, plus every site.
+    recent_fields: tuple[str, ...] = (
+        "status.overallStatus",
+        "status.primaryCompletionDate",
+        "status.completionDate",
+        "status.lastUpdatePostDate",
+        "design.enrollmentCount",
+        "eligibility.criteria",
+        "eligibility.minAge",
+        "eligibility.maxAge",
+        "eligibility.sex",
+        "outcomes.primary",
+        "outcomes.secondary",
+        "armsInterventions.arms",
+        "sponsor.lead",
+        "results.hasResults",
+        "locations.*",
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    database: DatabaseSettings = DatabaseSettings()
+    source: SourceSettings = SourceSettings()
+    diff: DiffSettings = DiffSettings()
+    sync: SyncSettings = SyncSettings()
+    log: LogSettings = LogSettings()
+    pages: PagesSettings = PagesSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init kwargs; the environment must beat them.
+        return (env_settings, init_settings)
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The settings file to read, or None for the built-in defaults."""
+    if explicit:
+        return Path(explicit)
+    if env := os.environ.get("CTMIRROR_CONFIG"):
+        return Path(env)
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Read and validate every setting; raise ConfigError naming each bad key."""
+    file = config_path(path)
+    origin = str(file) if file else "defaults"
+    data = _read_toml(file) if file else {}
+    for section, values in overrides.items():
+        data.setdefault(section, {}).update(values)
+    problems = _unknown_env_vars()
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        problems += [_describe(err) for err in exc.errors()]
+    if problems:
+        raise ConfigError(problems, origin + " + environment")
+    return settings
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    try:
+        with file.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError([f"settings file {file} does not exist"], str(file)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], str(file)) from None
+
+
+def _unknown_env_vars() -> list[str]:
+    # pydantic reports unknown keys of known sections; an unknown section it skips silently.
+    return [
+        f"{name}: unknown setting (there is no [{_section_of(name)}] section)"
+        for name in sorted(os.environ)
+        if name.startswith(ENV_PREFIX)
+        and not name.startswith(_NOT_SETTINGS)
+        and _section_of(name) not in Settings.model_fields
+    ]
+
+
+def _section_of(env_name: str) -> str:
+    return env_name[len(ENV_PREFIX) :].split("__", 1)[0].lower()
+
+
+def _describe(err: Any) -> str:
+    key = ".".join(str(part) for part in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown setting"
+    return f"{key}: {err['msg']} (got {err.get('input')!r})"
+
+
+def dump_defaults() -> dict[str, dict[str, Any]]:
+    """The default value of every setting, by section (used to check config/ctmirror.toml)."""
+    return Settings.model_construct().model_dump(mode="json")

@@ -1,0 +1,69 @@
+"""Field-level differences between two canonical records.
+
+Canonical records are flat (field path -> value) and their lists are already in
+identity order (see ``mirror.normalize``), so a changed field is exactly a top-level
+key whose value differs. DeepDiff finds them, but only within the parts (areas)
+whose content hash changed: an unchanged part is never walked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from deepdiff import DeepDiff
+
+from mirror.normalize import Canonical, area_of
+from mirror.store import ChangeKind
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    field: str
+    kind: ChangeKind
+    old: Any
+    new: Any
+
+
+def initial_changes(record: Canonical) -> list[FieldChange]:
+    """A study's first version: every field is ``added``."""
+    return [FieldChange(field, ChangeKind.ADDED, None, value) for field, value in record.items()]
+
+
+def diff_records(
+    old: Canonical,
+    new: Canonical,
+    old_parts: Mapping[str, str] | None = None,
+    new_parts: Mapping[str, str] | None = None,
+) -> list[FieldChange]:
+    """The fields that differ between ``old`` and ``new``, in path order.
+
+    With the part hashes of both records, only the parts whose hash differs are compared.
+    """
+    if old_parts is not None and new_parts is not None:
+        changed_areas = {
+            area
+            for area in old_parts.keys() | new_parts.keys()
+            if old_parts.get(area) != new_parts.get(area)
+        }
+        old = {k: v for k, v in old.items() if area_of(k) in changed_areas}
+        new = {k: v for k, v in new.items() if area_of(k) in changed_areas}
+    return [_change(field, old, new) for field in sorted(_changed_fields(old, new))]
+
+
+def _changed_fields(old: Canonical, new: Canonical) -> set[str]:
+    if not old and not new:
+        return set()
+    tree = DeepDiff(old, new, view="tree", verbose_level=0, cache_size=0)
+    return {
+        str(level.path(output_format="list")[0]) for levels in tree.values() for level in levels
+    }
+
+
+def _change(field: str, old: Canonical, new: Canonical) -> FieldChange:
+    if field not in old:
+        return FieldChange(field, ChangeKind.ADDED, None, new[field])
+    if field not in new:
+        return FieldChange(field, ChangeKind.REMOVED, old[field], None)
+    return FieldChange(field, ChangeKind.CHANGED, old[field], new[field])

@@ -1,0 +1,342 @@
+"""Where study records come from: the ClinicalTrials.gov API v2.
+
+The source is polite by construction: every request passes one rate limiter
+(``source.requests_per_minute``) and one semaphore (``source.concurrency``), and
+only named transient failures (429, 5xx, timeouts, dropped or truncated
+responses) are retried, with exponential backoff and jitter, honouring
+``Retry-After``. Anything else is a :class:`SourceError` with the server's words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from types import TracebackType
+from typing import Any, Protocol
+
+import httpx
+import orjson
+import structlog
+from aiolimiter import AsyncLimiter
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from mirror.config import SourceSettings
+from mirror.errors import InvalidNctId, SourceError, TransientSourceError, UsageError
+from mirror.ingest import Disappearance, Observation
+from mirror.store import utcnow
+
+log = structlog.get_logger(__name__)
+
+NCT_ID = re.compile(r"^NCT\d{8}$")
+# The saved-search parameters of GET /studies that a watch may carry.
+SEARCH_PARAMS = frozenset(
+    {
+        "query.term", "query.cond", "query.spons", "query.intr", "query.titles",
+        "query.locn", "query.outc", "query.lead", "query.id", "query.patient",
+        "filter.overallStatus", "filter.advanced", "filter.ids", "filter.geo",
+        "filter.synonyms",
+    }
+)  # fmt: skip
+
+
+def parse_nct_id(value: str) -> str:
+    """``nct03039062`` -> ``NCT03039062``; InvalidNctId for anything that is not an NCT id."""
+    candidate = value.strip().upper()
+    if not NCT_ID.match(candidate):
+        raise InvalidNctId(value)
+    return candidate
+
+
+def check_search(params: Mapping[str, str]) -> dict[str, str]:
+    """A saved search's parameters, or UsageError naming the first unknown one."""
+    for key, value in params.items():
+        if key not in SEARCH_PARAMS:
+            known = ", ".join(sorted(SEARCH_PARAMS))
+            raise UsageError(f"unknown search parameter {key!r} (known: {known})")
+        if not str(value).strip():
+            raise UsageError(f"search parameter {key!r} is empty")
+    if not params:
+        raise UsageError("a saved search needs at least one query.* or filter.* parameter")
+    return dict(params)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchFailure:
+    """The source could say nothing about ``nct_id`` (retries ran out, or it answered nonsense)."""
+
+    nct_id: str
+    error: str
+
+
+FetchItem = Observation | Disappearance | FetchFailure
+
+
+@dataclass(slots=True)
+class Page:
+    """What one step of a fetch produced, and how many studies the whole fetch expects."""
+
+    items: list[FetchItem] = field(default_factory=list)
+    total: int | None = None
+
+
+class StudySource(Protocol):
+    """A registry that can be read by id and by saved search.
+
+    ``by_ids`` yields, for each requested id, an Observation, a Disappearance (404 or a
+    merged id) or a FetchFailure. ``search`` yields Observations of every study that
+    matches ``params``, restricted to those updated on or after ``since`` when given;
+    it raises SourceError when the search itself cannot be completed.
+    """
+
+    def by_ids(self, nct_ids: Sequence[str]) -> AsyncIterator[Page]: ...
+
+    def search(
+        self, params: Mapping[str, str], since: date | None = None
+    ) -> AsyncIterator[Page]: ...
+
+
+class ApiSource:
+    """ClinicalTrials.gov API v2 (``source.base_url``)."""
+
+    def __init__(self, settings: SourceSettings, transport: httpx.AsyncBaseTransport | None = None):
+        self.settings = settings
+        self._client = httpx.AsyncClient(
+            base_url=settings.base_url,
+            timeout=settings.timeout_seconds,
+            headers={"User-Agent": settings.user_agent, "Accept": "application/json"},
+            limits=httpx.Limits(max_connections=settings.concurrency),
+            follow_redirects=False,
+            transport=transport,
+        )
+        self._limiter = AsyncLimiter(settings.requests_per_minute, 60)
+        self._slots = asyncio.Semaphore(settings.concurrency)
+
+    async def __aenter__(self) -> ApiSource:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._client.aclose()
+
+    async def data_timestamp(self) -> str:
+        """When the registry's data was last refreshed (``GET /version``)."""
+        _, body = await self._get("version")
+        return str(body.get("dataTimestamp", ""))
+
+    # -- by id ---------------------------------------------------------------------------
+
+    async def by_ids(self, nct_ids: Sequence[str]) -> AsyncIterator[Page]:
+        ids = list(dict.fromkeys(nct_ids))
+        chunks = [
+            ids[i : i + self.settings.ids_per_request]
+            for i in range(0, len(ids), self.settings.ids_per_request)
+        ]
+        pending = {
+            asyncio.ensure_future(self._chunk(c)) for c in chunks[: self.settings.concurrency]
+        }
+        queued = iter(chunks[self.settings.concurrency :])
+        first = True
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if (nxt := next(queued, None)) is not None:
+                        pending.add(asyncio.ensure_future(self._chunk(nxt)))
+                    yield Page(task.result(), len(ids) if first else None)
+                    first = False
+        finally:
+            for task in pending:
+                task.cancel()
+
+    async def _chunk(self, ids: list[str]) -> list[FetchItem]:
+        """One ``filter.ids`` request; ids it does not return are asked for one by one."""
+        try:
+            studies = [s async for s in self._pages({"filter.ids": ",".join(ids)}, len(ids))]
+        except SourceError as exc:
+            return [FetchFailure(i, exc.message) for i in ids]
+        now = utcnow()
+        items: list[FetchItem] = []
+        found: set[str] = set()
+        for study in studies:
+            nct_id, aliases = _ids_of(study)
+            found.add(nct_id)
+            items.append(Observation(nct_id, orjson.dumps(study), study, now))
+            for alias in aliases & set(ids):
+                found.add(alias)
+                items.append(Disappearance(alias, now, alias_of=nct_id))
+        for missing in (i for i in ids if i not in found):
+            items.extend(await self.study(missing))
+        return items
+
+    async def study(self, nct_id: str) -> list[FetchItem]:
+        """``GET /studies/{id}``: the record or why there is none; a merged id brings its target."""
+        try:
+            response, body = await self._get(f"studies/{nct_id}", allow=(301, 404))
+        except SourceError as exc:
+            return [FetchFailure(nct_id, exc.message)]
+        now = utcnow()
+        if response.status_code == 404:
+            return [Disappearance(nct_id, now)]
+        if response.status_code == 301:
+            target = _alias_target(response)
+            if target is None or target == nct_id:
+                return [
+                    FetchFailure(
+                        nct_id,
+                        f"301 without a usable Location ({response.headers.get('location')!r})",
+                    )
+                ]
+            return [Disappearance(nct_id, now, alias_of=target), *await self.study(target)]
+        return [Observation(nct_id, response.content, body, now)]
+
+    # -- by search -----------------------------------------------------------------------
+
+    async def search(
+        self, params: Mapping[str, str], since: date | None = None
+    ) -> AsyncIterator[Page]:
+        query = dict(params)
+        if since is not None:
+            window = f"AREA[LastUpdatePostDate]RANGE[{since.isoformat()},MAX]"
+            user = query.get("filter.advanced")
+            query["filter.advanced"] = f"({user}) AND {window}" if user else window
+        total: list[int] = []
+        batch: list[FetchItem] = []
+        async for study in self._pages(query, self.settings.page_size, total):
+            nct_id, _ = _ids_of(study)
+            batch.append(Observation(nct_id, orjson.dumps(study), study, utcnow()))
+            if len(batch) >= self.settings.page_size:
+                yield Page(batch, total[0] if total else None)
+                batch = []
+        if batch or not total:
+            yield Page(batch, total[0] if total else 0)
+
+    async def _pages(
+        self, params: Mapping[str, str], page_size: int, total: list[int] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every study of a GET /studies listing, following nextPageToken."""
+        query: dict[str, Any] = {**params, "pageSize": page_size, "format": "json"}
+        if total is not None:
+            query["countTotal"] = "true"
+        while True:
+            _, body = await self._get("studies", params=query)
+            if not isinstance(body, dict) or not isinstance(body.get("studies"), list):
+                raise SourceError(
+                    f"GET /studies answered without a 'studies' list: {str(body)[:200]}"
+                )
+            if total is not None and "totalCount" in body:
+                total.append(int(body["totalCount"]))
+            for study in body["studies"]:
+                yield study
+            token = body.get("nextPageToken")
+            if not token:
+                return
+            query = {k: v for k, v in query.items() if k != "countTotal"} | {"pageToken": token}
+
+    # -- one request ---------------------------------------------------------------------
+
+    async def _get(
+        self, path: str, params: Mapping[str, Any] | None = None, allow: Iterable[int] = ()
+    ) -> tuple[httpx.Response, Any]:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(TransientSourceError),
+            stop=stop_after_attempt(self.settings.max_retries + 1),
+            wait=self._wait,
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._get_once(path, params, frozenset(allow))
+        except TransientSourceError as exc:
+            raise SourceError(
+                f"{exc.message} (gave up after {self.settings.max_retries + 1} attempts)"
+            ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _get_once(
+        self, path: str, params: Mapping[str, Any] | None, allow: frozenset[int]
+    ) -> tuple[httpx.Response, Any]:
+        url = f"{self.settings.base_url.rstrip('/')}/{path}"
+        async with self._slots, self._limiter:
+            try:
+                response = await self._client.get(path, params=params)
+            except httpx.TimeoutException:
+                raise TransientSourceError(
+                    f"GET {url}: timed out after {self.settings.timeout_seconds}s"
+                ) from None
+            except httpx.TransportError as exc:
+                raise TransientSourceError(f"GET {url}: {type(exc).__name__}: {exc}") from None
+        status = response.status_code
+        if status == 429 or status >= 500:
+            raise TransientSourceError(
+                f"GET {url}: HTTP {status}", retry_after=_retry_after(response)
+            )
+        if status in allow:
+            return response, None
+        if status != 200:
+            raise SourceError(f"GET {url}: HTTP {status}: {response.text[:300]}")
+        try:
+            return response, orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise TransientSourceError(f"GET {url}: truncated or invalid JSON ({exc})") from None
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TransientSourceError) and exc.retry_after is not None:
+            return min(exc.retry_after, self.settings.retry_max_seconds)
+        backoff = wait_exponential_jitter(
+            initial=self.settings.retry_base_seconds, max=self.settings.retry_max_seconds
+        )
+        return float(backoff(state))
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    log.warning(
+        "source.retry",
+        attempt=state.attempt_number,
+        wait_s=round(state.next_action.sleep, 2) if state.next_action else None,
+        error=str(exc),
+    )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            from email.utils import parsedate_to_datetime
+
+            return max(
+                0.0, (parsedate_to_datetime(value) - datetime.now().astimezone()).total_seconds()
+            )
+        except (TypeError, ValueError):
+            return None
+
+
+def _ids_of(study: Mapping[str, Any]) -> tuple[str, set[str]]:
+    ident = study.get("protocolSection", {}).get("identificationModule", {})
+    return str(ident.get("nctId", "")), set(ident.get("nctIdAliases") or ())
+
+
+def _alias_target(response: httpx.Response) -> str | None:
+    location = response.headers.get("location", "")
+    match = re.search(r"(NCT\d{8})", location)
+    return match.group(1) if match else None

@@ -1,0 +1,264 @@
+"""The schema: SQLAlchemy models of studies, their versions, change events, watches and runs.
+
+Versions and change events are append-only. Unique constraints, not care, make a
+replayed sync idempotent: (study, version) for versions, (study, version, field)
+for events. Alembic owns the schema (``alembic/versions``); ``ctmirror db check``
+fails when these models and the migrations disagree.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import BYTEA, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive UTC text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: ctmirror stores UTC only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class JsonText(TypeDecorator[Any]):
+    """JSON in a TEXT column: SQLite gives a column declared JSON numeric affinity, which would
+    turn a stored ``"501"`` into the integer 501."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else orjson.dumps(value).decode()
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
+        return None if value is None else orjson.loads(value)
+
+
+# Surrogate keys: BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+JsonValue = JsonText().with_variant(JSONB(), "postgresql")
+Blob = LargeBinary().with_variant(BYTEA(), "postgresql")
+
+
+def _enum(cls: type[enum.Enum]) -> Enum:
+    return Enum(
+        cls,
+        values_callable=lambda members: [m.value for m in members],
+        native_enum=False,
+        length=16,
+        validate_strings=True,
+    )
+
+
+class StudyState(enum.StrEnum):
+    ACTIVE = "active"
+    GONE = "gone"  # the registry answers 404
+    MOVED = "moved"  # the id became an alias of another study (301)
+
+
+class ChangeKind(enum.StrEnum):
+    ADDED = "added"
+    CHANGED = "changed"
+    REMOVED = "removed"
+
+
+class RunStatus(enum.StrEnum):
+    RUNNING = "running"
+    OK = "ok"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+class WatchKind(enum.StrEnum):
+    IDS = "ids"
+    QUERY = "query"
+    ALL = "all"
+
+
+# The field of the events that say a whole study appeared or disappeared.
+STUDY_FIELD = "study"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JsonValue}
+
+
+class Study(Base):
+    """One NCT id, with its latest version's state denormalized (the fast path reads only this)."""
+
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    nct_id: Mapped[str] = mapped_column(String(11), unique=True)
+    state: Mapped[StudyState] = mapped_column(_enum(StudyState))
+    alias_of: Mapped[str | None] = mapped_column(String(11))
+    latest_version: Mapped[int] = mapped_column(Integer)
+    # Hashes of the newest version that has content (tombstones have none).
+    content_hash: Mapped[str | None] = mapped_column(String(32))
+    part_hashes: Mapped[dict[str, Any] | None]
+    source_date: Mapped[str | None] = mapped_column(String(10))
+    first_seen_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+
+
+class StudyVersion(Base):
+    """A distinct version of a study: raw JSON as fetched and its canonical record, zstd-compressed.
+
+    A tombstone (the study is gone or moved) has neither.
+    """
+
+    __tablename__ = "study_versions"
+    __table_args__ = (UniqueConstraint("study_id", "version"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    observed_at: Mapped[datetime]
+    source_date: Mapped[str | None] = mapped_column(String(10))
+    origin: Mapped[str] = mapped_column(String(16))
+    content_hash: Mapped[str | None] = mapped_column(String(32))
+    part_hashes: Mapped[dict[str, Any] | None]
+    raw: Mapped[bytes | None] = mapped_column(Blob)
+    canonical: Mapped[bytes | None] = mapped_column(Blob)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_runs.id"))
+
+
+class ChangeEvent(Base):
+    """One changed field of one study version. ``id`` is the change-feed cursor."""
+
+    __tablename__ = "change_events"
+    __table_args__ = (
+        UniqueConstraint("study_id", "version", "field"),
+        Index(None, "nct_id", "id"),
+        Index(None, "field", "id"),
+        Index(None, "observed_at"),
+        {"sqlite_autoincrement": True},  # ids are never reused, even after the newest row is lost
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    nct_id: Mapped[str] = mapped_column(String(11))
+    version: Mapped[int] = mapped_column(Integer)
+    field: Mapped[str] = mapped_column(String(512))
+    kind: Mapped[ChangeKind] = mapped_column(_enum(ChangeKind))
+    old: Mapped[Any | None] = mapped_column(JsonValue)
+    new: Mapped[Any | None] = mapped_column(JsonValue)
+    observed_at: Mapped[datetime]
+    source_date: Mapped[str | None] = mapped_column(String(10))
+    initial: Mapped[bool] = mapped_column(Boolean)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The event exactly as DESIGN.md shows it."""
+        return {
+            "id": self.id,
+            "nct_id": self.nct_id,
+            "version": self.version,
+            "field": self.field,
+            "kind": self.kind.value,
+            "old": self.old,
+            "new": self.new,
+            "observed_at": format_instant(self.observed_at),
+            "source_date": self.source_date,
+            "initial": self.initial,
+        }
+
+
+class Watch(Base):
+    """What to mirror: a list of ids, a saved search, or the whole registry."""
+
+    __tablename__ = "watches"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    kind: Mapped[WatchKind] = mapped_column(_enum(WatchKind))
+    nct_ids: Mapped[list[str]] = mapped_column(JsonValue)
+    query: Mapped[dict[str, Any]]
+    schedule: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime]
+    last_run_at: Mapped[datetime | None]
+    last_full_run_at: Mapped[datetime | None]
+    # The registry's LastUpdatePostDate high-water mark, for incremental runs.
+    since_date: Mapped[str | None] = mapped_column(String(10))
+
+
+class WatchStudy(Base):
+    """Which studies a watch covers (ids watches: its ids; searches: what the search returned)."""
+
+    __tablename__ = "watch_studies"
+
+    watch_id: Mapped[int] = mapped_column(
+        ForeignKey("watches.id", ondelete="CASCADE"), primary_key=True
+    )
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), primary_key=True)
+
+
+class SyncRun(Base):
+    """One pass of the pipeline, with its counts; ``running`` rows of dead processes are marked
+    ``interrupted`` by the next run on the same host."""
+
+    __tablename__ = "sync_runs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    status: Mapped[RunStatus] = mapped_column(_enum(RunStatus))
+    selection: Mapped[str] = mapped_column(Text)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    fetched: Mapped[int] = mapped_column(Integer, default=0)
+    new: Mapped[int] = mapped_column(Integer, default=0)
+    changed: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    gone: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_instant(value: datetime) -> str:
+    """``2026-06-01T07:00:35Z``: the event timestamp format."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
