@@ -239,7 +239,8 @@ def changes(
 def _change_text(event: dict[str, Any]) -> str:
     if event["kind"] == "changed":
         return f"{short_value(event['old'])} → {short_value(event['new'])}"
-    return event["kind"] + ("" if event["new"] is None else f": {short_value(event['new'])}")
+    detail = "" if event["new"] is None else f": {short_value(event['new'])}"
+    return f"{event['kind']}{detail}"
 
 
 @cli.command()

@@ -49,7 +49,7 @@ def changes(db: Database, flt: ChangeFilter) -> list[ChangeEvent]:
         return list(session.scalars(_changes_query(session, flt)))
 
 
-def _changes_query(session: Session, flt: ChangeFilter) -> Select[tuple[ChangeEvent]]:
+def _changes_query(session: Session, flt: ChangeFilter) -> Select[ChangeEvent]:
     query = select(ChangeEvent).order_by(ChangeEvent.id).limit(flt.limit)
     if flt.after is not None:
         query = query.where(ChangeEvent.id > flt.after)

@@ -57,28 +57,30 @@ class _Record:
     """Convenient reads of a raw API v2 record."""
 
     def __init__(self, study: Mapping[str, Any]) -> None:
-        protocol = study.get("protocolSection", {})
-        self.m = lambda name: protocol.get(name, {})
-        ident = self.m("identificationModule")
+        self.protocol: Mapping[str, Any] = study.get("protocolSection", {})
+        ident = self.module("identificationModule")
         self.title: str = ident.get("briefTitle", "") or ident.get("officialTitle", "")
         self.official_title: str = ident.get("officialTitle", "")
-        desc = self.m("descriptionModule")
+        desc = self.module("descriptionModule")
         self.brief_summary: str = desc.get("briefSummary", "")
         self.detailed_description: str = desc.get("detailedDescription", "")
-        self.status = self.m("statusModule")
-        self.design = self.m("designModule")
-        self.eligibility = self.m("eligibilityModule")
-        self.arms: list[dict[str, Any]] = self.m("armsInterventionsModule").get("armGroups", [])
-        self.locations: list[dict[str, Any]] = self.m("contactsLocationsModule").get(
+        self.status = self.module("statusModule")
+        self.design = self.module("designModule")
+        self.eligibility = self.module("eligibilityModule")
+        self.arms: list[dict[str, Any]] = self.module("armsInterventionsModule").get("armGroups", [])
+        self.locations: list[dict[str, Any]] = self.module("contactsLocationsModule").get(
             "locations", []
         )
-        self.conditions: list[str] = self.m("conditionsModule").get("conditions", [])
+        self.conditions: list[str] = self.module("conditionsModule").get("conditions", [])
         self.sponsor: str = (
-            self.m("sponsorCollaboratorsModule").get("leadSponsor", {}).get("name", "")
+            self.module("sponsorCollaboratorsModule").get("leadSponsor", {}).get("name", "")
         )
 
+    def module(self, name: str) -> Any:
+        return self.protocol.get(name, {})
+
     def outcomes(self, key: str) -> list[dict[str, Any]]:
-        return list(self.m("outcomesModule").get(key, []))
+        return list(self.module("outcomesModule").get(key, []))
 
     def date(self, name: str) -> str:
         return str(self.status.get(f"{name}DateStruct", {}).get("date", ""))

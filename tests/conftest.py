@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import Iterator
@@ -54,11 +55,23 @@ def pg_database() -> Iterator[str]:
     admin.dispose()
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty SQLite database migrated once; each test gets a copy."""
+    path = tmp_path_factory.mktemp("template") / "mirror.db"
+    db = Database(f"sqlite:///{path}")
+    db.upgrade()
+    db.dispose()
+    return path
+
+
 @pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The URL of an empty, migrated database of each backend."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'mirror.db'}"
+        target = tmp_path / "mirror.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), target)
+        return f"sqlite:///{target}"
     url: str = request.getfixturevalue("pg_database")
     engine = create_engine(url)
     tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)

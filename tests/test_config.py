@@ -1,0 +1,98 @@
+"""Settings: the shipped file, environment overrides, and clear errors for bad settings."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mirror.cli import cli
+from mirror.config import dump_defaults, load_settings
+from mirror.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_file_lists_every_setting_with_its_default() -> None:
+    """config/ctmirror.toml holds exactly the defaults of the settings model."""
+    with (REPO / "config" / "ctmirror.toml").open("rb") as fh:
+        shipped = tomllib.load(fh)
+    assert shipped == dump_defaults()
+
+
+def test_every_setting_in_the_shipped_file_has_a_comment() -> None:
+    """Each key line of the shipped file is preceded by a comment line."""
+    lines = (REPO / "config" / "ctmirror.toml").read_text().splitlines()
+    keys = [i for i, line in enumerate(lines) if line and line[0].isalpha() and " = " in line]
+    uncommented = [lines[i] for i in keys if not lines[i - 1].startswith("#")]
+    assert uncommented == []
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CTMIRROR_<SECTION>__<KEY> beats the file's value."""
+    file = tmp_path / "c.toml"
+    file.write_text('[source]\nrequests_per_minute = 10\nbase_url = "http://a"\n')
+    monkeypatch.setenv("CTMIRROR_SOURCE__REQUESTS_PER_MINUTE", "12")
+    settings = load_settings(file)
+    assert (settings.source.requests_per_minute, settings.source.base_url) == (12, "http://a")
+
+
+def test_list_settings_come_from_json_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A list setting can be overridden with a JSON array."""
+    monkeypatch.setenv("CTMIRROR_DIFF__IGNORE", '["derived.*", "status.statusVerifiedDate"]')
+    assert load_settings().diff.ignore == ("derived.*", "status.statusVerifiedDate")
+
+
+def test_unknown_key_in_file_is_named(tmp_path: Path) -> None:
+    """An unknown key in a known section is reported with its full name."""
+    file = tmp_path / "c.toml"
+    file.write_text("[source]\nrequests_per_minit = 10\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(file)
+    assert err.value.problems == ["source.requests_per_minit: unknown setting"]
+
+
+def test_unknown_section_in_environment_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CTMIRROR_ variable for a section that does not exist is an error, not ignored."""
+    monkeypatch.setenv("CTMIRROR_SOURSE__BASE_URL", "http://x")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert err.value.problems == [
+        "CTMIRROR_SOURSE__BASE_URL: unknown setting (there is no [sourse] section)"
+    ]
+
+
+def test_wrong_type_is_named_with_the_value(tmp_path: Path) -> None:
+    """A value of the wrong type names the key and the offending value."""
+    file = tmp_path / "c.toml"
+    file.write_text('[source]\nconcurrency = "many"\n')
+    with pytest.raises(ConfigError) as err:
+        load_settings(file)
+    assert len(err.value.problems) == 1
+    assert err.value.problems[0].startswith("source.concurrency: ")
+    assert "'many'" in err.value.problems[0]
+
+
+def test_out_of_range_value_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page size over the API's 1000 is refused at start-up."""
+    monkeypatch.setenv("CTMIRROR_SOURCE__PAGE_SIZE", "5000")
+    with pytest.raises(ConfigError, match="source.page_size"):
+        load_settings()
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
+    """--config naming a file that does not exist says so."""
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_cli_bad_setting_exits_2_and_writes_nothing(tmp_path: Path) -> None:
+    """A bad setting stops the CLI with exit code 2 before any database is created."""
+    db = tmp_path / "m.db"
+    env = {"CTMIRROR_DATABASE__URL": f"sqlite:///{db}", "CTMIRROR_SOURCE__TIMEOUT_SECONDS": "-1"}
+    result = CliRunner().invoke(cli, ["sync", "NCT03039062"], env=env)
+    assert result.exit_code == 2
+    assert "source.timeout_seconds" in result.stderr
+    assert not db.exists()
