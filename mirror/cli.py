@@ -23,7 +23,7 @@ from mirror.errors import MirrorError, UsageError
 from mirror.logging import configure_logging
 from mirror.normalize import field_mapping
 from mirror.render import PageInput, render_markdown, short_value
-from mirror.source import parse_nct_id
+from mirror.source import check_search, parse_nct_id
 from mirror.store import ChangeKind
 from mirror.sync import RunSummary, SyncRequest
 from mirror.watches import add_watch, describe, get_watch, list_watches, remove_watch
@@ -128,15 +128,22 @@ def sync(
     )
     summary = asyncio.run(_run_sync(c.app, request))
     click.echo(summary.line())
-    for nct_id, error in summary.failures[:20]:
-        click.echo(f"  failed {nct_id}: {error}", err=True)
-    if summary.counts["failed"] and not (
-        summary.counts["new"]
-        + summary.counts["changed"]
-        + summary.counts["unchanged"]
-        + summary.counts["gone"]
-    ):
-        raise click.exceptions.Exit(1)
+    _report_failures(summary)
+
+
+def _report_failures(summary: RunSummary) -> None:
+    """Name what failed; any failure makes the exit code 1 (cron must notice)."""
+    if not summary.failures:
+        return
+    errors = {error for _, error in summary.failures}
+    if len(errors) == 1 and not summary.counts["fetched"]:
+        click.echo(f"error: no study could be read: {errors.pop()}", err=True)
+    else:
+        for nct_id, error in summary.failures[:20]:
+            click.echo(f"  failed {nct_id}: {error}", err=True)
+        if len(summary.failures) > 20:
+            click.echo(f"  … and {len(summary.failures) - 20} more", err=True)
+    raise click.exceptions.Exit(1)
 
 
 async def _run_sync(app: App, request: SyncRequest) -> RunSummary:
@@ -146,6 +153,7 @@ async def _run_sync(app: App, request: SyncRequest) -> RunSummary:
 
 
 def parse_query(items: Sequence[str]) -> dict[str, str]:
+    """``query.cond=asthma`` pairs (bare text means ``query.term``), checked against the API."""
     params: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -153,7 +161,7 @@ def parse_query(items: Sequence[str]) -> dict[str, str]:
             params[key.strip()] = value.strip()
         else:
             params["query.term"] = item.strip()
-    return params
+    return check_search(params)
 
 
 # -- watches -----------------------------------------------------------------------------------
