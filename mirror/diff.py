@@ -55,7 +55,11 @@ def diff_records(
 def _changed_fields(old: Canonical, new: Canonical) -> set[str]:
     if not old and not new:
         return set()
-    tree = DeepDiff(old, new, view="tree", verbose_level=0, cache_size=0)
+    # threshold_to_diff_deeper=0: by default DeepDiff reports a dict that shares under a third
+    # of its keys as one root-level change, which names no field.
+    tree = DeepDiff(
+        old, new, view="tree", verbose_level=0, cache_size=0, threshold_to_diff_deeper=0
+    )
     return {
         str(level.path(output_format="list")[0]) for levels in tree.values() for level in levels
     }

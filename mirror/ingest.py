@@ -464,7 +464,7 @@ def _load_canonicals(session: Session, studies: Iterable[Study]) -> dict[int, Ca
             ),
         )
     )
-    return {study_id: orjson.loads(decompress(blob)) for study_id, blob in rows}
+    return {study_id: orjson.loads(decompress(blob)) for study_id, blob in rows if blob}
 
 
 def add_watch_members(session: Session, watch_id: int, study_ids: Iterable[int]) -> None:

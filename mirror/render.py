@@ -67,7 +67,9 @@ class _Record:
         self.status = self.module("statusModule")
         self.design = self.module("designModule")
         self.eligibility = self.module("eligibilityModule")
-        self.arms: list[dict[str, Any]] = self.module("armsInterventionsModule").get("armGroups", [])
+        self.arms: list[dict[str, Any]] = self.module("armsInterventionsModule").get(
+            "armGroups", []
+        )
         self.locations: list[dict[str, Any]] = self.module("contactsLocationsModule").get(
             "locations", []
         )

@@ -119,6 +119,12 @@ class ApiSource:
         )
         self._limiter = AsyncLimiter(settings.requests_per_minute, 60)
         self._slots = asyncio.Semaphore(settings.concurrency)
+        # base, 2x base, 4x base … each plus up to one base of jitter, capped.
+        self._backoff = wait_exponential_jitter(
+            multiplier=settings.retry_base_seconds,
+            jitter=settings.retry_base_seconds,
+            max=settings.retry_max_seconds,
+        )
 
     async def __aenter__(self) -> ApiSource:
         return self
@@ -298,10 +304,7 @@ class ApiSource:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, TransientSourceError) and exc.retry_after is not None:
             return min(exc.retry_after, self.settings.retry_max_seconds)
-        backoff = wait_exponential_jitter(
-            initial=self.settings.retry_base_seconds, max=self.settings.retry_max_seconds
-        )
-        return float(backoff(state))
+        return float(self._backoff(state))
 
 
 def _log_retry(state: RetryCallState) -> None:

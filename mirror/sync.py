@@ -91,6 +91,10 @@ class Syncer:
         try:
             await self._run(request, summary, progress or (lambda total, done: None))
             summary.status = RunStatus.OK
+            if summary.failures and not summary.counts["fetched"]:
+                # Nothing could be read (e.g. the source is unreachable): the run failed.
+                summary.status = RunStatus.FAILED
+                summary.error = f"no study could be read: {summary.failures[0][1]}"
         except (asyncio.CancelledError, KeyboardInterrupt):
             summary.status, summary.error = RunStatus.INTERRUPTED, "interrupted"
             raise
@@ -165,7 +169,8 @@ class Syncer:
     def _count(
         self, results: list[IngestResult], items: list[FetchItem], summary: RunSummary
     ) -> None:
-        summary.counts["fetched"] += sum(not isinstance(i, FetchFailure) for i in items)
+        # Records actually read; 404s and merged ids count as gone, not fetched.
+        summary.counts["fetched"] += sum(isinstance(i, Observation) for i in items)
         for result in results:
             summary.counts[result.outcome.value] += 1
             if result.outcome is Outcome.FAILED:

@@ -58,11 +58,15 @@ def test_changes_json_objects_are_the_design_event(synced: Cli) -> None:
 
 def test_changes_filters_by_field_glob_and_study(synced: Cli) -> None:
     """--field globs and --nct narrow the feed; --after continues from a cursor."""
-    status = orjson.loads(synced("changes", "--field", "status.overall*", "--format", "json").stdout)
+    status = orjson.loads(
+        synced("changes", "--field", "status.overall*", "--format", "json").stdout
+    )
     assert {(e["nct_id"], e["version"]) for e in status} == {
         (IDS[0], 1), (IDS[1], 1), (IDS[2], 1), (IDS[0], 2),
     }  # fmt: skip
-    one = orjson.loads(synced("changes", "--nct", IDS[1], "--format", "json", "--limit", "5").stdout)
+    one = orjson.loads(
+        synced("changes", "--nct", IDS[1], "--format", "json", "--limit", "5").stdout
+    )
     assert len(one) == 5 and {e["nct_id"] for e in one} == {IDS[1]}
     rest = orjson.loads(
         synced("changes", "--nct", IDS[1], "--after", str(one[-1]["id"]), "--format", "json").stdout
@@ -151,7 +155,9 @@ def test_fields_lists_the_fixed_paths(run: Cli) -> None:
         ("watch", "add", "w", "NCT03039062", "--schedule", "sometimes"),
     ],
 )
-def test_usage_errors_exit_2_and_write_nothing(run: Cli, db_url: str, args: tuple[str, ...]) -> None:
+def test_usage_errors_exit_2_and_write_nothing(
+    run: Cli, db_url: str, args: tuple[str, ...]
+) -> None:
     """Malformed ids, conflicting options and bad values exit 2 with a message; no data."""
     result = run(*args, expect=2)
     assert result.stderr.strip()

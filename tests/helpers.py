@@ -1,0 +1,145 @@
+"""Small helpers shared by the end-to-end sync tests: run a sync, read back what it stored."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from fake_ctgov import FakeCtgov
+from sqlalchemy import func, select
+
+from mirror.app import App
+from mirror.db import Database
+from mirror.store import ChangeEvent, Study, StudyVersion, SyncRun
+from mirror.sync import RunSummary, SyncRequest
+
+# A real RECRUITING record with five sites, two primary and four secondary outcomes.
+STUDY = "NCT05756322"
+# The date every sponsor-style edit of these tests is posted with.
+POSTED = "2026-06-01"
+SUBMITTED = "2026-05-29"
+
+Change = tuple[str, str, Any, Any]  # field, kind, old, new
+
+
+def sync(app: App, request: SyncRequest) -> RunSummary:
+    """Run one sync through ``Syncer`` against the app's source, as the CLI does."""
+
+    async def go() -> RunSummary:
+        async with app.source() as source:
+            return await app.syncer(source).run(request)
+
+    return asyncio.run(go())
+
+
+def sync_ids(app: App, *nct_ids: str) -> RunSummary:
+    return sync(app, SyncRequest(nct_ids=list(nct_ids)))
+
+
+def sponsor_update(
+    fake: FakeCtgov,
+    nct_id: str,
+    edit: Callable[[dict[str, Any]], None],
+    posted: str = POSTED,
+    submitted: str = SUBMITTED,
+) -> dict[str, Any]:
+    """Edit a record the way a sponsor's update reaches the registry: content plus new dates."""
+
+    def apply(study: dict[str, Any]) -> None:
+        edit(study)
+        status = study["protocolSection"]["statusModule"]
+        status["lastUpdateSubmitDate"] = submitted
+        status["lastUpdatePostDateStruct"] = {"date": posted, "type": "ACTUAL"}
+
+    return fake.edit(nct_id, apply)
+
+
+def date_changes(
+    old_study: dict[str, Any], posted: str = POSTED, submitted: str = SUBMITTED
+) -> list[Change]:
+    """The two events every sponsor_update() adds: the new submit and post dates."""
+    status = old_study["protocolSection"]["statusModule"]
+    return [
+        (
+            "status.lastUpdatePostDate",
+            "changed",
+            status["lastUpdatePostDateStruct"]["date"],
+            posted,
+        ),
+        ("status.lastUpdateSubmitDate", "changed", status["lastUpdateSubmitDate"], submitted),
+    ]
+
+
+def module(study: dict[str, Any], name: str) -> Any:
+    return study["protocolSection"][name]
+
+
+def site_field(location: dict[str, Any]) -> str:
+    """The field path of one site, built here from DESIGN.md's rule, not from mirror's code."""
+    parts = [str(location.get(k) or "") for k in ("facility", "city", "state", "country")]
+    return "locations." + "|".join(" ".join(p.split()).lower() for p in parts)
+
+
+def events(db: Database, nct_id: str, version: int | None = None) -> list[ChangeEvent]:
+    """A study's change events in id order (of one version when given)."""
+    query = select(ChangeEvent).where(ChangeEvent.nct_id == nct_id).order_by(ChangeEvent.id)
+    if version is not None:
+        query = query.where(ChangeEvent.version == version)
+    with db.session() as session:
+        return list(session.scalars(query))
+
+
+def changes(db: Database, nct_id: str, version: int) -> list[Change]:
+    """(field, kind, old, new) of one version's events, sorted by field."""
+    return sorted((e.field, e.kind.value, e.old, e.new) for e in events(db, nct_id, version))
+
+
+def study_row(db: Database, nct_id: str) -> Study:
+    with db.session() as session:
+        study = session.scalar(select(Study).where(Study.nct_id == nct_id))
+    assert study is not None, f"{nct_id} is not stored"
+    return study
+
+
+def version_numbers(db: Database, nct_id: str) -> list[int]:
+    with db.session() as session:
+        return list(
+            session.scalars(
+                select(StudyVersion.version)
+                .join(Study, Study.id == StudyVersion.study_id)
+                .where(Study.nct_id == nct_id)
+                .order_by(StudyVersion.version)
+            )
+        )
+
+
+def count(db: Database, model: Any) -> int:
+    with db.session() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def runs(db: Database) -> list[SyncRun]:
+    with db.session() as session:
+        return list(session.scalars(select(SyncRun).order_by(SyncRun.id)))
+
+
+def orphans(db: Database) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(versions without any event, events without their version) as (study_id, version)."""
+    with db.session() as session:
+        versions = set(session.execute(select(StudyVersion.study_id, StudyVersion.version)))
+        evented = set(session.execute(select(ChangeEvent.study_id, ChangeEvent.version)))
+    return sorted(versions - evented), sorted(evented - versions)  # type: ignore[arg-type]
+
+
+def today() -> str:
+    """Today's date in UTC, the calendar a watch's high-water mark uses."""
+    return datetime.now(UTC).date().isoformat()
+
+
+def put_real(fake: FakeCtgov, nct_ids: Sequence[str]) -> None:
+    from fake_ctgov import load_study
+
+    for nct_id in nct_ids:
+        fake.put(load_study(nct_id))
