@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import structlog
 import zstandard
-from sqlalchemy import Table, and_, bindparam, func, insert, select, update
+from sqlalchemy import Table, and_, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
@@ -223,10 +223,8 @@ class Ingestor:
                 "state": StudyState.ACTIVE,
                 "alias_of": None,
                 "latest_version": version,
-                "content_hash": item.hash,
-                "part_hashes": item.parts,
-                "source_date": item.source_date,
                 "last_seen_at": obs.observed_at,
+                **_content_columns(item),
             }
         )
         writes.results.append(IngestResult(obs.nct_id, Outcome.CHANGED, version, len(changes)))
@@ -247,11 +245,9 @@ class Ingestor:
                     "state": new_state,
                     "alias_of": gone.alias_of,
                     "latest_version": 0,
-                    "content_hash": None,
-                    "part_hashes": None,
-                    "source_date": None,
                     "first_seen_at": gone.observed_at,
                     "last_seen_at": gone.observed_at,
+                    **_content_columns(None),
                 }
             )
             writes.results.append(IngestResult(gone.nct_id, Outcome.GONE))
@@ -277,10 +273,9 @@ class Ingestor:
                 "state": new_state,
                 "alias_of": gone.alias_of,
                 "latest_version": version,
-                "content_hash": study.content_hash,
-                "part_hashes": study.part_hashes,
-                "source_date": study.source_date,
                 "last_seen_at": study.last_seen_at,
+                # The content of a gone study stays that of its last version.
+                **{k: getattr(study, k) for k in _CONTENT_COLUMNS},
             }
         )
         writes.results.append(IngestResult(gone.nct_id, Outcome.GONE, version, 1))
@@ -333,11 +328,9 @@ class Ingestor:
             "state": StudyState.ACTIVE,
             "alias_of": None,
             "latest_version": 1,
-            "content_hash": item.hash,
-            "part_hashes": item.parts,
-            "source_date": item.source_date,
             "first_seen_at": item.obs.observed_at,
             "last_seen_at": item.obs.observed_at,
+            **_content_columns(item),
         }
 
     # -- flushing: write what was planned -----------------------------------------------
@@ -354,6 +347,7 @@ class Ingestor:
         if versions:
             session.execute(insert(StudyVersion), versions)
         if events:
+            _lock_feed(session)
             session.execute(insert(ChangeEvent), events)
         conn = session.connection()
         if writes.study_updates:
@@ -367,6 +361,7 @@ class Ingestor:
         writes.versions, writes.events = [], []
 
 
+_CONTENT_COLUMNS = ("content_hash", "part_hashes", "source_date", "title", "overall_status")
 _studies = Study.__table__
 assert isinstance(_studies, Table)
 # Executed with many parameter sets at once; "b_id" avoids clashing with the SET columns.
@@ -377,10 +372,8 @@ _STUDY_UPDATE = (
         state=bindparam("state"),
         alias_of=bindparam("alias_of"),
         latest_version=bindparam("latest_version"),
-        content_hash=bindparam("content_hash"),
-        part_hashes=bindparam("part_hashes"),
-        source_date=bindparam("source_date"),
         last_seen_at=bindparam("last_seen_at"),
+        **{column: bindparam(column) for column in _CONTENT_COLUMNS},
     )
 )
 _SEEN_UPDATE = (
@@ -388,6 +381,25 @@ _SEEN_UPDATE = (
     .where(_studies.c.id == bindparam("b_id"))
     .values(last_seen_at=bindparam("last_seen_at"))
 )
+
+
+def _content_columns(item: _Prepared | None) -> dict[str, Any]:
+    """The columns of ``studies`` that describe its newest content."""
+    if item is None:
+        return dict.fromkeys(_CONTENT_COLUMNS)
+    return {
+        "content_hash": item.hash,
+        "part_hashes": item.parts,
+        "source_date": item.source_date,
+        "title": _title(item.obs.study),
+        "overall_status": item.record.get("status.overallStatus"),
+    }
+
+
+def _title(study: Mapping[str, Any]) -> str | None:
+    ident = study.get("protocolSection", {}).get("identificationModule", {})
+    title = ident.get("briefTitle") or ident.get("officialTitle")
+    return str(title)[:1000] if title else None
 
 
 def _resolve(row: dict[str, Any], new_ids: Mapping[str, int]) -> dict[str, Any]:
@@ -465,6 +477,18 @@ def _load_canonicals(session: Session, studies: Iterable[Study]) -> dict[int, Ca
         )
     )
     return {study_id: orjson.loads(decompress(blob)) for study_id, blob in rows if blob}
+
+
+# Event ids are the feed cursor: a reader that has seen id N must never later find an id below N.
+# PostgreSQL hands out sequence values at insert time, not commit time, so writers take this
+# lock before their events get ids and hold it until commit. (SQLite writers are serialized by
+# BEGIN IMMEDIATE already.)
+FEED_LOCK_KEY = 0x63746D6972726F72  # "ctmirror"
+
+
+def _lock_feed(session: Session) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FEED_LOCK_KEY})
 
 
 def add_watch_members(session: Session, watch_id: int, study_ids: Iterable[int]) -> None:

@@ -138,6 +138,8 @@ class Study(Base):
     content_hash: Mapped[str | None] = mapped_column(String(32))
     part_hashes: Mapped[dict[str, Any] | None]
     source_date: Mapped[str | None] = mapped_column(String(10))
+    title: Mapped[str | None] = mapped_column(String(1000))
+    overall_status: Mapped[str | None] = mapped_column(String(40), index=True)
     first_seen_at: Mapped[datetime]
     last_seen_at: Mapped[datetime]
 

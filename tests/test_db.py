@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
 from alembic import command
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from mirror.db import Database, alembic_config, open_database
 from mirror.errors import StorageError
+from mirror.ingest import compress
 
 
 def test_migrations_match_the_models(db_url: str) -> None:
@@ -54,3 +57,38 @@ def test_database_behind_the_code_is_refused(tmp_path: Path) -> None:
     db.dispose()
     with pytest.raises(StorageError, match="run `ctmirror db upgrade`"):
         open_database(f"sqlite:///{path}")
+
+
+def test_0002_fills_title_and_status_of_existing_studies(db_url: str) -> None:
+    """Upgrading a 0001 mirror fills studies.title/overall_status from the newest versions."""
+    db = Database(db_url)
+    cfg = alembic_config(db.url.render_as_string(hide_password=False))
+    with db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0001")
+    record = {"identification.briefTitle": "A Trial", "status.overallStatus": "RECRUITING"}
+    with db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO studies (id, nct_id, state, latest_version, first_seen_at,"
+                " last_seen_at) VALUES (1, 'NCT00000001', 'active', 2, :t, :t)"
+            ),
+            {"t": datetime(2026, 1, 1, tzinfo=UTC)},
+        )
+        for version, status in ((1, "NOT_YET_RECRUITING"), (2, "RECRUITING")):
+            conn.execute(
+                text(
+                    "INSERT INTO study_versions (study_id, version, observed_at, origin,"
+                    " canonical) VALUES (1, :v, :t, 'api', :c)"
+                ),
+                {
+                    "v": version,
+                    "t": datetime(2026, 1, version, tzinfo=UTC),
+                    "c": compress(orjson.dumps(record | {"status.overallStatus": status})),
+                },
+            )
+    db.upgrade()
+    with db.engine.connect() as conn:
+        row = conn.execute(text("SELECT title, overall_status FROM studies")).one()
+    assert tuple(row) == ("A Trial", "RECRUITING")
+    db.dispose()
