@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
@@ -22,7 +22,7 @@ from mirror.config import Settings, load_settings
 from mirror.errors import MirrorError, UsageError
 from mirror.logging import configure_logging
 from mirror.normalize import field_mapping
-from mirror.render import PageInput, render_markdown, short_value
+from mirror.render import render_markdown, short_value
 from mirror.source import check_search, parse_nct_id
 from mirror.store import ChangeKind
 from mirror.sync import RunSummary, SyncRequest
@@ -302,38 +302,12 @@ def diff(c: Context, nct_id: str, old: int, new: int, fmt: str) -> None:
 @pass_ctx
 def show(c: Context, nct_id: str, fmt: str, version: int | None) -> None:
     """A study's page (Markdown, as the seed page) or its canonical record (JSON)."""
-    settings = c.settings.pages
-    with c.app.db.session() as session:
-        study = feed.get_study(session, nct_id)
-        stored = feed.load_version(session, study, version)
-        raw = feed.raw_json(stored)
-        if fmt == "json":
-            click.echo(orjson.dumps(_study_json(study, stored), option=orjson.OPT_INDENT_2))
-            return
-        window = datetime.now(UTC) - timedelta(days=settings.recent_days)
-        events = [
-            e for e in feed.recent_events(session, study, window, settings.recent_fields)
-            if e.version <= stored.version
-        ]  # fmt: skip
-    if raw is None:
-        raise MirrorError(f"{study.nct_id} version {stored.version} has no record (tombstone)")
-    page = PageInput(orjson.loads(raw), study.nct_id, study.last_seen_at, events)
-    click.echo(render_markdown(page, settings), nl=False)
-
-
-def _study_json(study: Any, version: Any) -> dict[str, Any]:
-    return {
-        "nct_id": study.nct_id,
-        "state": study.state.value,
-        "alias_of": study.alias_of,
-        "version": version.version,
-        "latest_version": study.latest_version,
-        "first_seen_at": study.first_seen_at.isoformat(),
-        "last_seen_at": study.last_seen_at.isoformat(),
-        "observed_at": version.observed_at.isoformat(),
-        "source_date": version.source_date,
-        "record": feed.canonical_of(version),
-    }
+    if fmt == "json":
+        detail = feed.study_detail(c.app.db, nct_id, version)
+        click.echo(orjson.dumps(detail, option=orjson.OPT_INDENT_2))
+        return
+    page = feed.page_input(c.app.db, nct_id, version, c.settings.pages)
+    click.echo(render_markdown(page, c.settings.pages), nl=False)
 
 
 @cli.command()

@@ -83,6 +83,15 @@ class PagesSettings(Section):
     )
 
 
+class ApiSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    # Bearer token every write (POST/DELETE) must carry; unset = writes are refused.
+    token: str | None = None
+    # Bearer token reads must carry; unset = reads are open.
+    read_token: str | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
@@ -94,6 +103,7 @@ class Settings(BaseSettings):
     sync: SyncSettings = SyncSettings()
     log: LogSettings = LogSettings()
     pages: PagesSettings = PagesSettings()
+    api: ApiSettings = ApiSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from mirror.config import PagesSettings
 from mirror.db import Database
 from mirror.diff import FieldChange, diff_records
 from mirror.errors import NotFound, UsageError
@@ -177,6 +178,56 @@ def recent_events(
         .order_by(ChangeEvent.version.desc(), ChangeEvent.id)
     )
     return list(session.scalars(query))
+
+
+@dataclass(frozen=True)
+class PageInput:
+    """What a study page shows: one version's raw record and the study's recent events."""
+
+    study: dict[str, Any]  # the raw API v2 record of the rendered version
+    nct_id: str
+    version: int
+    last_seen_at: datetime
+    events: Sequence[ChangeEvent]  # recent events up to that version, newest version first
+
+
+def page_input(
+    db: Database, nct_id: str, version: int | None, settings: PagesSettings
+) -> PageInput:
+    """Everything the page of ``nct_id`` (at ``version``, default the newest) needs."""
+    with db.session() as session:
+        study = get_study(session, nct_id)
+        stored = load_version(session, study, version)
+        raw = raw_json(stored)
+        if raw is None:
+            raise NotFound(f"{study.nct_id} version {stored.version} is a tombstone (no record)")
+        window = datetime.now(UTC) - timedelta(days=settings.recent_days)
+        events = [
+            e for e in recent_events(session, study, window, settings.recent_fields)
+            if e.version <= stored.version
+        ]  # fmt: skip
+        return PageInput(
+            orjson.loads(raw), study.nct_id, stored.version, study.last_seen_at, events
+        )
+
+
+def study_detail(db: Database, nct_id: str, version: int | None = None) -> dict[str, Any]:
+    """A study's state and the canonical record of one version (default: the newest)."""
+    with db.session() as session:
+        study = get_study(session, nct_id)
+        stored = load_version(session, study, version)
+        return {
+            "nct_id": study.nct_id,
+            "state": study.state.value,
+            "alias_of": study.alias_of,
+            "version": stored.version,
+            "latest_version": study.latest_version,
+            "first_seen_at": study.first_seen_at.isoformat(),
+            "last_seen_at": study.last_seen_at.isoformat(),
+            "observed_at": stored.observed_at.isoformat(),
+            "source_date": stored.source_date,
+            "record": canonical_of(stored),
+        }
 
 
 def counts(session: Session) -> dict[str, int]:

@@ -9,26 +9,18 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
 
 from mirror.config import PagesSettings
+from mirror.feed import PageInput
 from mirror.store import ChangeEvent, ChangeKind
 
 CTGOV_STUDY_URL = "https://clinicaltrials.gov/study/"
 SOURCE_LABEL = "ClinicalTrials.gov (mirrored, no enrichment)"
 INLINE_VALUE_MAX = 80
-
-
-@dataclass(frozen=True)
-class PageInput:
-    study: Mapping[str, Any]  # the raw API v2 record
-    nct_id: str
-    last_seen_at: datetime
-    events: Sequence[ChangeEvent]  # recent events, newest version first
 
 
 def render_markdown(page: PageInput, settings: PagesSettings) -> str:
