@@ -85,10 +85,16 @@ class Database:
     # -- schema -----------------------------------------------------------------------
 
     def upgrade(self, revision: str = "head") -> None:
+        self._migrate(command.upgrade, revision)
+
+    def downgrade(self, revision: str) -> None:
+        self._migrate(command.downgrade, revision)
+
+    def _migrate(self, step: Any, revision: str) -> None:
         with self.engine.begin() as conn:
             cfg = alembic_config(self.url.render_as_string(hide_password=False))
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
+            step(cfg, revision)
 
     def current_revision(self) -> str | None:
         with self.engine.connect() as conn:

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from alembic import command
 from sqlalchemy import inspect, text
 
-from mirror.db import Database, alembic_config, open_database
+from mirror.db import Database, open_database
 from mirror.errors import StorageError
 from mirror.ingest import compress
 
@@ -26,10 +25,7 @@ def test_migrations_match_the_models(db_url: str) -> None:
 def test_downgrade_and_upgrade_round_trip(db_url: str) -> None:
     """Every migration can be undone and redone."""
     db = Database(db_url)
-    cfg = alembic_config(db.url.render_as_string(hide_password=False))
-    with db.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "base")
+    db.downgrade("base")
     assert db.current_revision() is None
     assert "change_events" not in inspect(db.engine).get_table_names()
     db.upgrade()
@@ -62,10 +58,7 @@ def test_database_behind_the_code_is_refused(tmp_path: Path) -> None:
 def test_0002_fills_title_and_status_of_existing_studies(db_url: str) -> None:
     """Upgrading a 0001 mirror fills studies.title/overall_status from the newest versions."""
     db = Database(db_url)
-    cfg = alembic_config(db.url.render_as_string(hide_password=False))
-    with db.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0001")
+    db.downgrade("0001")
     record = {"identification.briefTitle": "A Trial", "status.overallStatus": "RECRUITING"}
     with db.engine.begin() as conn:
         conn.execute(
