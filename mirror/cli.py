@@ -19,10 +19,11 @@ import orjson
 from mirror import feed, output
 from mirror.app import App, build_app
 from mirror.config import Settings, load_settings
+from mirror.describe import short_value
 from mirror.errors import MirrorError, UsageError
 from mirror.logging import configure_logging
 from mirror.normalize import field_mapping
-from mirror.render import render_markdown, short_value
+from mirror.render import render_markdown
 from mirror.source import check_search, parse_nct_id
 from mirror.store import ChangeKind
 from mirror.sync import RunSummary, SyncRequest

@@ -1,130 +1,128 @@
-"""The study page: Markdown in the layout of seed ``000_*.txt``.
+"""Study pages: Markdown in the layout of seed ``000_*.txt``, and the same content as HTML.
 
-Content comes from the raw record of the rendered version (the registry's own order
-and wording); the "Recent Field Changes" section comes from the change events.
+Content comes from the raw record of the rendered version, printed raw (this is a mirror);
+"Recent Field Changes" comes from the change events. Registry text never changes a page's
+structure: in Markdown, a line of it that would open a heading, fence, rule or HTML block is
+backslash-escaped and the criteria fence is longer than any backtick run inside it; in HTML the
+template escapes everything.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import functools
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-import orjson
+import jinja2
 
 from mirror.config import PagesSettings
+from mirror.describe import change_line, change_row, one_line, recent_changes
 from mirror.feed import PageInput
-from mirror.store import ChangeEvent, ChangeKind
+from mirror.store import ChangeEvent
 
 CTGOV_STUDY_URL = "https://clinicaltrials.gov/study/"
 SOURCE_LABEL = "ClinicalTrials.gov (mirrored, no enrichment)"
 INLINE_VALUE_MAX = 80
+NOT_PROVIDED = "_Not provided._"
+NONE_LISTED = "_None listed._"
+_LABEL_KEYS = ("measure", "label", "name", "facility", "title", "citation")
+_CONTEXT_CHARS = 20  # kept around the first difference when a long value is elided
+_CONTEXT_TOKENS = 16  # kept around each change in the HTML word diff
+_SHOWN_TEXT_MAX = 600  # longest text an HTML change cell shows whole
+Module = Mapping[str, Any]  # a part of a raw API v2 record
 
 
-def render_markdown(page: PageInput, settings: PagesSettings) -> str:
-    p = _Record(page.study)
-    sections = [
-        _front_matter(p, page, settings),
-        f"# {p.title}",
-        *_optional(f"**Official Title:** {p.official_title}", p.official_title),
-        f"**NCT ID:** [{page.nct_id}]({CTGOV_STUDY_URL}{page.nct_id})",
-        "## Key Facts\n\n" + "\n".join(_key_facts(p)),
-        *_optional(f"## Brief Summary\n\n{p.brief_summary}", p.brief_summary),
-        *_optional(f"## Detailed Description\n\n{p.detailed_description}", p.detailed_description),
-        _eligibility(p),
-        *_listing("Arms", [_arm(a) for a in p.arms]),
-        *_listing("Primary Outcomes", [_outcome(o) for o in p.outcomes("primaryOutcomes")]),
-        *_listing("Secondary Outcomes", [_outcome(o) for o in p.outcomes("secondaryOutcomes")]),
-        *_listing("Other Outcomes", [_outcome(o) for o in p.outcomes("otherOutcomes")]),
-        f"## Locations ({len(p.locations)})\n\n" + "\n".join(_site(s) for s in p.locations),
-        _recent_changes(page.events, settings),
-        _footer(page.nct_id, settings),
-    ]
-    return "\n\n".join(s.rstrip() for s in sections) + "\n"
+# -- what a page shows ----------------------------------------------------------------------
 
 
-class _Record:
-    """Convenient reads of a raw API v2 record."""
-
-    def __init__(self, study: Mapping[str, Any]) -> None:
-        self.protocol: Mapping[str, Any] = study.get("protocolSection", {})
-        ident = self.module("identificationModule")
-        self.title: str = ident.get("briefTitle", "") or ident.get("officialTitle", "")
-        self.official_title: str = ident.get("officialTitle", "")
-        desc = self.module("descriptionModule")
-        self.brief_summary: str = desc.get("briefSummary", "")
-        self.detailed_description: str = desc.get("detailedDescription", "")
-        self.status = self.module("statusModule")
-        self.design = self.module("designModule")
-        self.eligibility = self.module("eligibilityModule")
-        self.arms: list[dict[str, Any]] = self.module("armsInterventionsModule").get(
-            "armGroups", []
-        )
-        self.locations: list[dict[str, Any]] = self.module("contactsLocationsModule").get(
-            "locations", []
-        )
-        self.conditions: list[str] = self.module("conditionsModule").get("conditions", [])
-        self.sponsor: str = (
-            self.module("sponsorCollaboratorsModule").get("leadSponsor", {}).get("name", "")
-        )
-
-    def module(self, name: str) -> Any:
-        return self.protocol.get(name, {})
-
-    def outcomes(self, key: str) -> list[dict[str, Any]]:
-        return list(self.module("outcomesModule").get(key, []))
-
-    def date(self, name: str) -> str:
-        return str(self.status.get(f"{name}DateStruct", {}).get("date", ""))
-
-    @property
-    def countries(self) -> list[str]:
-        return list(dict.fromkeys(s["country"] for s in self.locations if s.get("country")))
+@dataclass(frozen=True)
+class Outcome:
+    measure: str
+    time_frame: str
+    description: str
 
 
-def _front_matter(p: _Record, page: PageInput, settings: PagesSettings) -> str:
-    fields = {
-        "title": p.title,
+@dataclass(frozen=True)
+class StudyView:
+    """The content of a study page, read from one version's raw API v2 record."""
+
+    nct_id: str
+    version: int
+    front_matter: dict[str, str]
+    title: str
+    official_title: str
+    key_facts: list[tuple[str, str]]
+    brief_summary: str
+    detailed_description: str
+    eligibility: list[tuple[str, str]]
+    criteria: str
+    arms: list[tuple[str, str]]
+    outcomes: list[tuple[str, list[Outcome]]]  # (heading, outcomes); Other only when present
+    locations: list[tuple[str, str]]  # (facility, city, state, country; status)
+    changes: list[ChangeEvent]
+
+
+def study_view(page: PageInput, settings: PagesSettings) -> StudyView:
+    """What the page of ``page`` shows, shared by the Markdown and the HTML renderers."""
+    protocol: Mapping[str, Any] = page.study.get("protocolSection", {})
+    ident, desc = protocol.get("identificationModule", {}), protocol.get("descriptionModule", {})
+    status, design = protocol.get("statusModule", {}), protocol.get("designModule", {})
+    conditions = list(protocol.get("conditionsModule", {}).get("conditions", []))
+    sponsor = protocol.get("sponsorCollaboratorsModule", {}).get("leadSponsor", {}).get("name")
+    locations = list(protocol.get("contactsLocationsModule", {}).get("locations", []))
+    countries = dict.fromkeys(s["country"] for s in locations if s.get("country"))
+    title = one_line(ident.get("briefTitle") or ident.get("officialTitle") or page.nct_id)
+    front = {
+        "title": title,
         "nct_id": page.nct_id,
-        "overall_status": p.status.get("overallStatus", ""),
-        "sponsor": p.sponsor,
-        "study_type": p.design.get("studyType", ""),
-        "primary_condition": p.conditions[0] if p.conditions else "",
-        "countries": ", ".join(p.countries),
-        "canonical_url": _quoted(canonical_url(page.nct_id, settings)),
-        "clinicaltrials_gov": _quoted(CTGOV_STUDY_URL + page.nct_id),
-        "ct_last_update_post_date": p.date("lastUpdatePost"),
-        "last_seen_at": _quoted(_millis(page.last_seen_at)),
+        "overall_status": one_line(status.get("overallStatus", "")),
+        "sponsor": one_line(sponsor or ""),
+        "study_type": one_line(design.get("studyType", "")),
+        "primary_condition": one_line(conditions[0]) if conditions else "",
+        "countries": ", ".join(one_line(c) for c in countries),
+        "canonical_url": canonical_url(page.nct_id, settings),
+        "clinicaltrials_gov": CTGOV_STUDY_URL + page.nct_id,
+        "ct_last_update_post_date": _date(status, "lastUpdatePost"),
+        "last_seen_at": _millis(page.last_seen_at),
         "source": SOURCE_LABEL,
     }
-    lines = [f"{k}: {v if v.startswith(chr(34)) else _yaml_scalar(v)}" for k, v in fields.items()]
-    return "---\n" + "\n".join(lines) + "\n---"
+    facts = _study_facts(status, design, front["sponsor"], conditions, page.study)
+    return StudyView(
+        page.nct_id, page.version, front, title, one_line(ident.get("officialTitle", "")), facts,
+        desc.get("briefSummary", ""), desc.get("detailedDescription", ""),
+        _eligibility_facts(protocol.get("eligibilityModule", {})),
+        protocol.get("eligibilityModule", {}).get("eligibilityCriteria", ""),
+        [_arm(a) for a in protocol.get("armsInterventionsModule", {}).get("armGroups", [])],
+        _outcome_sections(protocol.get("outcomesModule", {})),
+        [_site(s) for s in locations], recent_changes(page.events, settings),
+    )  # fmt: skip
 
 
-def _key_facts(p: _Record) -> Iterable[str]:
-    enrollment = p.design.get("enrollmentInfo", {})
-    label = {"ESTIMATED": "Target Enrollment", "ACTUAL": "Actual Enrollment"}.get(
-        enrollment.get("type", ""), "Enrollment"
-    )
+def _study_facts(
+    status: Module, design: Module, sponsor: str, conditions: list[str], study: Module
+) -> list[tuple[str, str]]:
+    enrollment = design.get("enrollmentInfo", {})
+    kind = {"ESTIMATED": "Target ", "ACTUAL": "Actual "}.get(enrollment.get("type", ""), "")
+    results = (_date(status, "resultsFirstPost") or "Yes") if study.get("hasResults") else ""
     facts = [
-        ("Status", p.status.get("overallStatus")),
-        ("Study Type", p.design.get("studyType")),
-        ("Phase", ", ".join(p.design.get("phases", []))),
-        (label, enrollment.get("count")),
-        ("Lead Sponsor", p.sponsor),
-        ("Conditions", ", ".join(p.conditions)),
-        ("Start Date", p.date("start")),
-        ("Primary Completion Date", p.date("primaryCompletion")),
-        ("Completion Date", p.date("completion")),
-        ("CT.gov Last Update", p.date("lastUpdatePost")),
+        ("Status", status.get("overallStatus")),
+        ("Study Type", design.get("studyType")),
+        ("Phase", ", ".join(design.get("phases", []))),
+        (f"{kind}Enrollment", enrollment.get("count")),
+        ("Lead Sponsor", sponsor),
+        ("Conditions", ", ".join(conditions)),
+        ("Start Date", _date(status, "start")),
+        ("Completion Date", _date(status, "completion")),
+        ("Results First Posted", results),
+        ("CT.gov Last Update", _date(status, "lastUpdatePost")),
     ]
-    return [f"- **{name}:** {value}" for name, value in facts if value not in (None, "")]
+    return [(name, one_line(str(value))) for name, value in facts if value not in (None, "")]
 
 
-def _eligibility(p: _Record) -> str:
-    e = p.eligibility
+def _eligibility_facts(e: Module) -> list[tuple[str, str]]:
     healthy = e.get("healthyVolunteers")
     facts = [
         ("Minimum age", e.get("minimumAge")),
@@ -132,100 +130,199 @@ def _eligibility(p: _Record) -> str:
         ("Sex", e.get("sex")),
         ("Healthy Volunteers", None if healthy is None else ("Yes" if healthy else "No")),
     ]
-    lines = [f"- **{name}:** {value}" for name, value in facts if value]
-    text = "## Eligibility\n\n" + "\n".join(lines)
-    if criteria := e.get("eligibilityCriteria"):
-        text += f"\n\n```\n{criteria.strip()}\n```"
-    return text
+    return [(name, one_line(str(value))) for name, value in facts if value]
 
 
-def _arm(arm: Mapping[str, Any]) -> str:
-    description = arm.get("description")
-    return f"- **{arm.get('label', '')}**" + (f" — {description}" if description else "")
+def _arm(arm: Module) -> tuple[str, str]:
+    return one_line(arm.get("label", "")), arm.get("description", "")
 
 
-def _outcome(outcome: Mapping[str, Any]) -> str:
-    line = f"- **{outcome.get('measure', '')}**"
-    if time_frame := outcome.get("timeFrame"):
-        line += f" _(time frame: {time_frame})_"
-    if description := outcome.get("description"):
-        line += f" — {description}"
-    return line
+def _outcome_sections(module: Module) -> list[tuple[str, list[Outcome]]]:
+    # Other Outcomes is not in the seed: shown only when the record has some.
+    kinds = ["Primary", "Secondary", *(["Other"] if module.get("otherOutcomes") else [])]
+    return [
+        (f"{k} Outcomes", [_outcome(o) for o in module.get(f"{k.lower()}Outcomes", [])])
+        for k in kinds
+    ]
 
 
-def _site(site: Mapping[str, Any]) -> str:
-    parts = [site.get(k) for k in ("facility", "city", "state", "country")]
-    line = "- " + ", ".join(str(p) for p in parts if p)
-    return line + (f" — _{site['status']}_" if site.get("status") else "")
-
-
-def _recent_changes(events: Sequence[ChangeEvent], settings: PagesSettings) -> str:
-    heading = f"## Recent Field Changes (last {settings.recent_days} days)"
-    ordered = sorted(events, key=lambda e: (-e.version, _rank(e.field, settings), e.field))
-    if not ordered:
-        return f"{heading}\n\n_No field changes in the last {settings.recent_days} days._"
-    return heading + "\n\n" + "\n".join(change_line(e) for e in ordered)
-
-
-def change_line(event: ChangeEvent) -> str:
-    when = event.observed_at.strftime("%Y-%m-%d")
-    if event.kind is ChangeKind.CHANGED:
-        what = f"changed: {short_value(event.old)} → {short_value(event.new)}"
-    else:
-        what = event.kind.value
-    return f"- `{event.field}` — {what} _({when})_"
-
-
-def short_value(value: Any) -> str:
-    """A value short enough for one line; long ones are elided with '…'."""
-    text = value if isinstance(value, str) else orjson.dumps(value).decode()
-    text = re.sub(r"\s+", " ", text).strip()
-    return text if len(text) <= INLINE_VALUE_MAX else text[: INLINE_VALUE_MAX - 1] + "…"
-
-
-def _rank(field: str, settings: PagesSettings) -> int:
-    for i, pattern in enumerate(settings.recent_fields):
-        if fnmatch.fnmatchcase(field, pattern):
-            return i
-    return len(settings.recent_fields)
-
-
-def _footer(nct_id: str, settings: PagesSettings) -> str:
-    return (
-        f"---\n\n*Canonical: {canonical_url(nct_id, settings)}*  \n"
-        f"*Source data (authoritative): {CTGOV_STUDY_URL}{nct_id}*  \n"
-        f"*{settings.footer_note}*"
+def _outcome(o: Module) -> Outcome:
+    return Outcome(
+        one_line(o.get("measure", "")), one_line(o.get("timeFrame", "")), o.get("description", "")
     )
 
 
-def canonical_url(nct_id: str, settings: PagesSettings) -> str:
-    return f"{settings.canonical_base_url.rstrip('/')}/{nct_id}.md"
+def _site(site: Module) -> tuple[str, str]:
+    parts = (site.get(k) for k in ("facility", "city", "state", "country"))
+    return ", ".join(one_line(str(p)) for p in parts if p), one_line(site.get("status", ""))
 
 
-def _optional(text: str, condition: Any) -> list[str]:
-    return [text] if condition else []
+def _date(status: Module, name: str) -> str:
+    return one_line(str(status.get(f"{name}DateStruct", {}).get("date", "")))
 
 
-def _listing(title: str, lines: list[str]) -> list[str]:
-    return [f"## {title}\n\n" + "\n".join(lines)] if lines else []
+# -- Markdown -------------------------------------------------------------------------------
+
+
+def render_markdown(page: PageInput, settings: PagesSettings) -> str:
+    """The study page as Markdown, in the layout of seed ``000_*.txt``."""
+    v = study_view(page, settings)
+    sections = [
+        f"# {_heading(v.title)}",
+        *([f"**Official Title:** {v.official_title}"] if v.official_title else []),
+        f"**NCT ID:** [{v.nct_id}]({v.front_matter['clinicaltrials_gov']})",
+        _section("Key Facts", _facts(v.key_facts)),
+        _section("Brief Summary", _block(v.brief_summary) or NOT_PROVIDED),
+        _section("Detailed Description", _block(v.detailed_description) or NOT_PROVIDED),
+        _section("Eligibility", _eligibility_md(v)),
+        _section("Arms", (_items(f"**{label}**", desc) for label, desc in v.arms)),
+        *(_section(h, (_outcome_md(o) for o in outcomes)) for h, outcomes in v.outcomes),
+        _section(
+            f"Locations ({len(v.locations)})",
+            (_items(_block(p), s and f"_{s}_") for p, s in v.locations),
+        ),
+        _section(
+            f"Recent Field Changes (last {settings.recent_days} days)",
+            (change_line(e) for e in v.changes),
+            f"_No field changes in the last {settings.recent_days} days._",
+        ),
+        _footer(v, settings),
+    ]
+    return _front_matter(v.front_matter) + "\n" + "\n\n".join(sections) + "\n"
+
+
+def _section(title: str, body: str | Iterable[str], empty: str = NONE_LISTED) -> str:
+    text = body if isinstance(body, str) else "\n".join(body)
+    return f"## {title}\n\n{text or empty}"
+
+
+def _facts(facts: Iterable[tuple[str, str]]) -> str:
+    return "\n".join(f"- **{name}:** {value}" for name, value in facts)
+
+
+def _eligibility_md(v: StudyView) -> str:
+    parts = [_facts(v.eligibility), _fenced(v.criteria)]
+    return "\n\n".join(p for p in parts if p) or NOT_PROVIDED
+
+
+def _items(head: str, description: str) -> str:
+    text = _block(description, indent="  ")
+    return f"- {head}" + (f" — {text}" if text else "")
+
+
+def _outcome_md(o: Outcome) -> str:
+    head = f"**{o.measure}**" + (f" _(time frame: {o.time_frame})_" if o.time_frame else "")
+    return _items(head, o.description)
+
+
+def _footer(v: StudyView, settings: PagesSettings) -> str:
+    return (
+        f"---\n\n*Canonical: {v.front_matter['canonical_url']}*  \n"
+        f"*Source data (authoritative): {v.front_matter['clinicaltrials_gov']}*  \n"
+        f"*{one_line(settings.footer_note)}*"
+    )
+
+
+def canonical_url(nct_id: str, settings: PagesSettings, suffix: str = ".md") -> str:
+    return f"{settings.canonical_base_url.rstrip('/')}/{nct_id}{suffix}"
+
+
+def _heading(text: str) -> str:
+    # A trailing run of '#' would be read as the heading's closing sequence.
+    return text[:-1] + "\\#" if text.endswith("#") else text
+
+
+# A line that would open page structure: an ATX heading, a code fence, an HTML block, or a
+# line of one repeated -, =, _ or * (a rule, or a setext underline turning the line above it
+# into a heading).
+_STRUCTURAL = re.compile(
+    r"^( {0,3})(?=#{1,6}(?:[ \t]|$)|`{3}|~{3}|<[A-Za-z/!?]|([-=_*])(?:[ \t]*\2)*[ \t]*$)"
+)
+
+
+def _block(text: str, indent: str = "") -> str:
+    """Registry text kept raw, except that no line of it can open page structure; lines after
+    the first get ``indent`` so that they stay inside their list item."""
+    lines = [_STRUCTURAL.sub(r"\1\\", line.rstrip()) for line in text.strip().splitlines()]
+    return "\n".join(lines[:1] + [indent + line if line else "" for line in lines[1:]])
+
+
+def _fenced(text: str) -> str:
+    if not text.strip():
+        return ""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    body = "\n".join(line.rstrip() for line in text.strip().splitlines())
+    return f"{fence}\n{body}\n{fence}"
+
+
+# -- YAML front matter ------------------------------------------------------------------------
+
+_QUOTED_KEYS = frozenset({"canonical_url", "clinicaltrials_gov", "last_seen_at"})
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_YAML_UNPRINTABLE = re.compile(
+    "[^\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]"
+)
+# Plain scalars YAML (1.1 or 1.2) would read as something other than a string.
+_YAML_NOT_STRING = re.compile(
+    r"[-+]?[0-9.][0-9a-zA-Z_.:+-]*|=|~|<<|(?i:y|n|yes|no|on|off|true|false|null)"
+)
+
+
+def _front_matter(fields: Mapping[str, str]) -> str:
+    lines = [f"{key}: {_yaml_value(key, value)}" for key, value in fields.items()]
+    return "---\n" + "\n".join(lines) + "\n---"
+
+
+def _yaml_value(key: str, value: str) -> str:
+    # The seed quotes URLs and the instant, prints the registry date as a YAML date, the rest plain.
+    if key in _QUOTED_KEYS:
+        return _yaml_quoted(value)
+    if key == "ct_last_update_post_date" and _ISO_DATE.fullmatch(value):
+        return value
+    return value if _yaml_plain_ok(value) else _yaml_quoted(value)
+
+
+def _yaml_plain_ok(text: str) -> bool:
+    return not (
+        not text
+        or text != text.strip()
+        or text[0] in "-?:,[]{}#&*!|>'\"%@`"
+        or ": " in text
+        or " #" in text
+        or text.endswith(":")
+        or _YAML_UNPRINTABLE.search(text)
+        or _YAML_NOT_STRING.fullmatch(text)
+    )
+
+
+def _yaml_quoted(text: str) -> str:
+    """A YAML double-quoted scalar (also a JSON string): line breaks and unprintables escaped."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + _YAML_UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", escaped) + '"'
 
 
 def _millis(value: datetime) -> str:
+    value = value.astimezone(UTC)
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
-def _quoted(value: str) -> str:
-    return orjson.dumps(value).decode()
+# -- HTML ---------------------------------------------------------------------------------
 
 
-_YAML_PLAIN = re.compile(r"^[^-?:,\[\]{}#&*!|>'\"%@`\s][^#]*$")
+def render_html(page: PageInput, settings: PagesSettings) -> str:
+    """The study page as a self-contained HTML5 document (no scripts, no external assets)."""
+    v = study_view(page, settings)
+    template = _templates().get_template("study.html")
+    html_url = canonical_url(v.nct_id, settings, ".html")
+    changes = [change_row(e) for e in v.changes]
+    return template.render(v=v, settings=settings, html_url=html_url, changes=changes)
 
 
-def _yaml_scalar(value: Any) -> str:
-    """A YAML scalar: plain like the seed where that is unambiguous, double-quoted otherwise."""
-    text = str(value)
-    if text == "" or not _YAML_PLAIN.match(text) or ": " in text or text.endswith(":"):
-        return _quoted(text) if text else '""'
-    if text.lower() in {"yes", "no", "true", "false", "null", "on", "off", "~"}:
-        return _quoted(text)
-    return text
+@functools.cache
+def _templates() -> jinja2.Environment:
+    loader = jinja2.PackageLoader("mirror", "templates")
+    options: dict[str, Any] = {"trim_blocks": True, "lstrip_blocks": True}
+    return jinja2.Environment(
+        loader=loader, autoescape=True, undefined=jinja2.StrictUndefined, **options
+    )
