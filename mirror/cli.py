@@ -18,6 +18,7 @@ import orjson
 
 from mirror import feed, output
 from mirror.app import App, build_app
+from mirror.cli_webhooks import daemon_command, webhooks_group
 from mirror.config import Settings, load_settings
 from mirror.describe import short_value
 from mirror.errors import MirrorError, UsageError
@@ -223,20 +224,24 @@ def watch_remove(c: Context, name: str) -> None:
 @click.option("--since", type=click.DateTime(), help="Observed at or after (UTC).")
 @click.option("--until", type=click.DateTime(), help="Observed before (UTC).")
 @click.option("--after", type=int, help="Only events with id greater than this cursor.")
-@click.option("--no-initial", is_flag=True, help="Drop the events of first sight.")
+@click.option(
+    "--initial/--no-initial",
+    default=None,
+    help="Only the events of first sight / drop them (default: both).",
+)
 @click.option("--limit", type=int, default=100, show_default=True)
 @format_option()
 @pass_ctx
 def changes(
     c: Context, nct_ids: tuple[str, ...], fields: tuple[str, ...], kinds: tuple[str, ...],
     watch_name: str | None, since: datetime | None, until: datetime | None, after: int | None,
-    no_initial: bool, limit: int, fmt: str,
+    initial: bool | None, limit: int, fmt: str,
 ) -> None:  # fmt: skip
     """The change feed: field-level change events in id order."""
     flt = feed.ChangeFilter(
         nct_ids=nct_ids, fields=fields, kinds=[ChangeKind(k) for k in kinds],
         since=_utc(since), until=_utc(until), after=after,
-        initial=False if no_initial else None, watch=watch_name, limit=limit,
+        initial=initial, watch=watch_name, limit=limit,
     )  # fmt: skip
     events = [e.as_dict() for e in feed.changes(c.app.db, flt)]
     if fmt == "table":
@@ -319,6 +324,42 @@ def fields(fmt: str) -> None:
     output.emit(rows, fmt, ["path", "kind", "source"])
 
 
+# -- serving -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", help="Interface to listen on (default: the api.host setting).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port (default: api.port).")
+@pass_ctx
+def serve(c: Context, host: str | None, port: int | None) -> None:
+    """Serve the HTTP API, the change feed and the study pages (OpenAPI at /docs)."""
+    import gc
+    import signal
+
+    import uvicorn
+
+    from mirror.api import create_app
+
+    api = create_app(c.app)
+    # What is loaded now lives as long as the process: keep it out of every later full
+    # garbage collection (those paused requests by tens of milliseconds).
+    gc.freeze()
+    host = host or c.settings.api.host
+    port = c.settings.api.port if port is None else port
+    click.echo(f"serving on http://{host}:{port} (docs at /docs); Ctrl-C stops", err=True)
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the
+    # handlers it found: these make that a normal end (exit 0), not a kill or "Aborted!".
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in stops}
+    try:
+        # log_config=None: uvicorn keeps to the logging configured by configure_logging.
+        uvicorn.run(api, host=host, port=port, log_config=None, access_log=False)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    click.echo("stopped", err=True)
+
+
 # -- database ----------------------------------------------------------------------------------
 
 
@@ -360,6 +401,10 @@ def db_check(c: Context) -> None:
             click.echo(f"  drift: {item}", err=True)
         raise MirrorError(f"database schema differs from the models in {len(drift)} place(s)")
     click.echo(f"database at revision {head}; schema matches the models")
+
+
+cli.add_command(daemon_command)
+cli.add_command(webhooks_group)
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -92,6 +92,47 @@ class ApiSettings(Section):
     read_token: str | None = None
 
 
+class WebhookSettings(Section):
+    # Deliveries in flight at once, per daemon.
+    concurrency: int = Field(16, ge=1, le=256)
+    # Seconds one delivery attempt may take (connect + send + response) before it counts as failed.
+    timeout_seconds: float = Field(10, gt=0, le=60)
+    # First retry delay; attempt n waits base * 2**(n-1), plus up to 25% jitter.
+    retry_base_seconds: float = Field(40, ge=0)
+    # Attempts before a delivery is dead (12 with base 40 s span about a day).
+    max_attempts: int = Field(12, ge=1, le=100)
+    # A subscription is paused after this many dead deliveries in a row.
+    pause_after_dead: int = Field(5, ge=1)
+    # Deliver to private addresses (10/8, 172.16/12, 192.168/16, fc00::/7, 100.64/10).
+    allow_private: bool = False
+    # Deliver to loopback addresses (127/8, ::1): receivers on this machine.
+    allow_loopback: bool = True
+    # Bytes of a receiver's response body kept (the rest is not read).
+    max_response_bytes: int = Field(4096, ge=0, le=1_048_576)
+    # Seconds between the dispatcher's checks for new versions and due retries.
+    poll_seconds: float = Field(1.0, gt=0, le=300)
+    # Base URL of this mirror's HTTP API, for each payload's links.api.
+    api_base_url: str = "http://127.0.0.1:8000/v1"
+
+
+class DaemonSettings(Section):
+    # A watch without a schedule runs daily this many minutes after the registry's refresh
+    # (the time of day of GET /version dataTimestamp, read as UTC).
+    refresh_delay_minutes: int = Field(30, ge=0, le=1440)
+    # Random delay added to every scheduled run, in seconds (spreads load).
+    jitter_seconds: int = Field(300, ge=0)
+    # A watch's run is a full re-check instead of an incremental pass when its last full one
+    # is older than this many days.
+    full_recheck_days: float = Field(7, gt=0)
+    # Sync jobs one daemon runs at once.
+    workers: int = Field(1, ge=1, le=16)
+    # A claimed sync job stays with its daemon this long without a heartbeat (crash recovery).
+    lease_seconds: int = Field(120, ge=10)
+    # How often a standby daemon tries to become the scheduler, and the scheduler re-reads
+    # the watches, in seconds.
+    check_seconds: float = Field(15, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
@@ -104,6 +145,8 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     pages: PagesSettings = PagesSettings()
     api: ApiSettings = ApiSettings()
+    webhooks: WebhookSettings = WebhookSettings()
+    daemon: DaemonSettings = DaemonSettings()
 
     @classmethod
     def settings_customise_sources(

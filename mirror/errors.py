@@ -49,10 +49,33 @@ class InvalidNctId(UsageError):
         )
 
 
+class Conflict(UsageError):
+    """What the request would create exists already."""
+
+    http_status = 409
+    code = "conflict"
+
+
 class NotFound(MirrorError):
     exit_code = 1
     http_status = 404
     code = "not_found"
+
+
+class Unauthorized(MirrorError):
+    """A request without the bearer token it needs (or with a wrong one)."""
+
+    exit_code = 2
+    http_status = 401
+    code = "unauthorized"
+
+
+class Forbidden(MirrorError):
+    """A request this mirror refuses whatever the token (e.g. writes with no api.token set)."""
+
+    exit_code = 2
+    http_status = 403
+    code = "forbidden"
 
 
 class MalformedRecord(MirrorError):

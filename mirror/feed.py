@@ -3,86 +3,113 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session
 
 from mirror.config import PagesSettings
 from mirror.db import Database
 from mirror.diff import FieldChange, diff_records
 from mirror.errors import NotFound, UsageError
+from mirror.feed_query import (
+    EVENT_COLUMNS,
+    MAX_LIMIT,
+    ChangeFilter,
+    event_dict,
+    fields_condition,
+    find,
+    watch_members,
+)
 from mirror.ingest import decompress
 from mirror.normalize import Canonical
 from mirror.source import parse_nct_id
-from mirror.store import ChangeEvent, ChangeKind, Study, StudyVersion, Watch, WatchStudy
 
-MAX_LIMIT = 1000
+__all__ = ["MAX_LIMIT", "ChangeFilter"]  # re-exported: the feed's filter lives in feed_query
+from mirror.store import (
+    ChangeEvent,
+    Study,
+    StudyVersion,
+    SyncRun,
+)
+
+
+def changes(db: Database, flt: ChangeFilter) -> list[ChangeEvent]:
+    """Events matching ``flt`` in id order, starting after ``flt.after``.
+
+    With ``flt.newest_first``: the newest ``flt.limit`` matching events, newest first.
+    """
+    with db.session() as session:
+        return [row[0] for row in find(session, flt, [ChangeEvent])]
+
+
+def change_dicts(db: Database, flt: ChangeFilter) -> list[dict[str, Any]]:
+    """:func:`changes` as DESIGN.md's JSON objects, read without ORM objects (the API's path)."""
+    with db.session() as session:
+        rows = find(session, flt, EVENT_COLUMNS)
+    return [event_dict(row) for row in rows]
+
+
+def changes_by_version(db: Database, flt: ChangeFilter) -> list[ChangeEvent]:
+    """Like :func:`changes`, but the last study version of the page is never cut in two."""
+    with db.session() as session:
+        events = [row[0] for row in find(session, flt, [ChangeEvent])]
+        if len(events) < flt.limit:
+            return events
+        last = events[-1]
+        beyond = ChangeEvent.id < last.id if flt.newest_first else ChangeEvent.id > last.id
+        rest = find(
+            session,
+            replace(flt, limit=MAX_LIMIT, nct_ids=[last.nct_id]),
+            [ChangeEvent],
+            also=[ChangeEvent.version == last.version, beyond],
+        )
+        return events + [row[0] for row in rest]
+
+
+# -- studies ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class ChangeFilter:
-    """Which change events to return. Field patterns are globs: ``*`` any run, ``?`` one char."""
+class StudyFilter:
+    """Which studies to list, in the order they were first stored; ``after`` is a study id."""
 
-    nct_ids: Sequence[str] = ()
-    fields: Sequence[str] = ()
-    kinds: Sequence[ChangeKind] = ()
-    since: datetime | None = None
-    until: datetime | None = None
-    after: int | None = None
-    initial: bool | None = None
+    status: str | None = None  # overall status, e.g. RECRUITING
     watch: str | None = None
+    changed_since: datetime | None = None  # with a version (so an event) observed since
+    after: int = 0
     limit: int = 100
 
     def __post_init__(self) -> None:
         if not 1 <= self.limit <= MAX_LIMIT:
             raise UsageError(f"limit must be between 1 and {MAX_LIMIT}, got {self.limit}")
-        if self.since and self.until and self.since > self.until:
-            raise UsageError("since is after until")
 
 
-def changes(db: Database, flt: ChangeFilter) -> list[ChangeEvent]:
-    """Events matching ``flt`` in id order, starting after ``flt.after``."""
+def studies(db: Database, flt: StudyFilter) -> list[Study]:
+    """A page of studies matching ``flt`` with ids above ``flt.after``, in id order."""
+    query = select(Study).where(Study.id > flt.after).order_by(Study.id).limit(flt.limit)
+    if flt.status is not None:
+        query = query.where(Study.overall_status == flt.status.strip().upper())
+    if flt.changed_since is not None:
+        # Every version has events observed with it: one probe of the (study, version) index.
+        query = query.where(
+            exists().where(
+                StudyVersion.study_id == Study.id, StudyVersion.observed_at >= flt.changed_since
+            )
+        )
     with db.session() as session:
-        return list(session.scalars(_changes_query(session, flt)))
+        if flt.watch is not None:
+            query = query.where(Study.id.in_(watch_members(session, flt.watch)))
+        return list(session.scalars(query))
 
 
-def _changes_query(session: Session, flt: ChangeFilter) -> Select[ChangeEvent]:
-    query = select(ChangeEvent).order_by(ChangeEvent.id).limit(flt.limit)
-    if flt.after is not None:
-        query = query.where(ChangeEvent.id > flt.after)
-    if flt.nct_ids:
-        query = query.where(ChangeEvent.nct_id.in_([parse_nct_id(n) for n in flt.nct_ids]))
-    if flt.fields:
-        query = query.where(or_(*(_field_matches(p) for p in flt.fields)))
-    if flt.kinds:
-        query = query.where(ChangeEvent.kind.in_(flt.kinds))
-    if flt.since is not None:
-        query = query.where(ChangeEvent.observed_at >= flt.since)
-    if flt.until is not None:
-        query = query.where(ChangeEvent.observed_at < flt.until)
-    if flt.initial is not None:
-        query = query.where(ChangeEvent.initial.is_(flt.initial))
-    if flt.watch is not None:
-        watch_id = session.scalar(select(Watch.id).where(Watch.name == flt.watch))
-        if watch_id is None:
-            raise NotFound(f"no watch named {flt.watch!r}")
-        members = select(WatchStudy.study_id).where(WatchStudy.watch_id == watch_id)
-        query = query.where(ChangeEvent.study_id.in_(members))
-    return query
-
-
-def _field_matches(pattern: str) -> Any:
-    if not pattern or any(c in pattern for c in "[]"):
-        raise UsageError(f"field pattern {pattern!r}: use * and ? only (e.g. 'status.*')")
-    if "*" not in pattern and "?" not in pattern:
-        return ChangeEvent.field == pattern
-    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    like = escaped.replace("*", "%").replace("?", "_")
-    return ChangeEvent.field.like(like, escape="\\")
+def last_sync(db: Database) -> SyncRun | None:
+    """The most recently started sync run."""
+    with db.session() as session:
+        return session.scalar(select(SyncRun).order_by(SyncRun.id.desc()).limit(1))
 
 
 # -- one study ------------------------------------------------------------------------------
@@ -144,13 +171,27 @@ def load_version(session: Session, study: Study, version: int | None = None) -> 
         query = query.where(StudyVersion.version == version)
     found = session.scalar(query)
     if found is None:
-        which = f"version {version}" if version is not None else "a stored version"
-        raise NotFound(f"{study.nct_id} has no {which} (it has 1..{study.latest_version})")
+        which = f"version {version}" if version is not None else "stored record"
+        held = f"1..{study.latest_version}" if study.latest_version else "none"
+        raise NotFound(f"{study.nct_id} has no {which} (it has {held})")
     return found
 
 
 def raw_json(version: StudyVersion) -> bytes | None:
     return decompress(version.raw) if version.raw is not None else None
+
+
+def raw_version(db: Database, nct_id: str, version: int) -> bytes:
+    """The JSON of a version exactly as the source served it; NotFound for a tombstone."""
+    with db.session() as session:
+        study = get_study(session, nct_id)
+        raw = raw_json(load_version(session, study, version))
+    if raw is None:
+        raise NotFound(
+            f"{study.nct_id} version {version} records that the study left the registry: "
+            "it has no record"
+        )
+    return raw
 
 
 def canonical_of(version: StudyVersion) -> Canonical:
@@ -173,7 +214,7 @@ def recent_events(
         select(ChangeEvent)
         .where(
             and_(ChangeEvent.study_id == study.id, ChangeEvent.observed_at >= since),
-            or_(*(_field_matches(p) for p in fields)),
+            fields_condition(session, fields),
         )
         .order_by(ChangeEvent.version.desc(), ChangeEvent.id)
     )
@@ -218,6 +259,8 @@ def study_detail(db: Database, nct_id: str, version: int | None = None) -> dict[
         stored = load_version(session, study, version)
         return {
             "nct_id": study.nct_id,
+            "title": study.title,
+            "overall_status": study.overall_status,
             "state": study.state.value,
             "alias_of": study.alias_of,
             "version": stored.version,

@@ -30,6 +30,7 @@ from mirror.store import (
     STUDY_FIELD,
     ChangeEvent,
     ChangeKind,
+    OutboxEntry,
     Study,
     StudyState,
     StudyVersion,
@@ -346,9 +347,14 @@ class Ingestor:
         events = [_resolve(row, ids) for row in writes.events]
         if versions:
             session.execute(insert(StudyVersion), versions)
-        if events:
+        if events or versions:
             _lock_feed(session)
+        if events:
             session.execute(insert(ChangeEvent), events)
+        if versions:
+            # The outbox row commits with its version: webhooks never miss one (DESIGN.md).
+            outbox = [_outbox_row(row, ids) for row in writes.versions]
+            session.execute(insert(OutboxEntry), outbox)
         conn = session.connection()
         if writes.study_updates:
             conn.execute(_STUDY_UPDATE, writes.study_updates)
@@ -409,6 +415,18 @@ def _resolve(row: dict[str, Any], new_ids: Mapping[str, int]) -> dict[str, Any]:
     if row["study_id"] is None:
         row["study_id"] = new_ids[nct_id]
     return row
+
+
+def _outbox_row(version: Mapping[str, Any], new_ids: Mapping[str, int]) -> dict[str, Any]:
+    """The outbox row of a planned version row (which still carries its routing key)."""
+    nct_id = version["_nct_id"]
+    return {
+        "study_id": version["study_id"] or new_ids[nct_id],
+        "nct_id": nct_id,
+        "version": version["version"],
+        "origin": version["origin"],
+        "created_at": version["observed_at"],
+    }
 
 
 def _event_row(

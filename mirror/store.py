@@ -264,3 +264,129 @@ def utcnow() -> datetime:
 def format_instant(value: datetime) -> str:
     """``2026-06-01T07:00:35Z``: the event timestamp format."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- webhooks and the daemon ---------------------------------------------------------------
+
+
+class SubscriptionState(enum.StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"  # its endpoint kept failing; `ctmirror webhooks resume ID` restarts it
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"  # not attempted yet (or queued again by a replay)
+    FAILED = "failed"  # the last attempt failed; the next one is scheduled
+    DELIVERED = "delivered"
+    DEAD = "dead"  # the retry budget is spent
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class OutboxEntry(Base):
+    """One new study version waiting to be fanned out to webhook subscriptions.
+
+    Written in the transaction that writes the version, so a committed version always has
+    its outbox row; the dispatcher turns each row into deliveries and stamps ``fanned_out_at``.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("study_id", "version"),
+        Index(None, "fanned_out_at", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    nct_id: Mapped[str] = mapped_column(String(11))
+    version: Mapped[int] = mapped_column(Integer)
+    origin: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    fanned_out_at: Mapped[datetime | None]
+
+
+class WebhookSubscription(Base):
+    """A receiver URL, its signing secret and which study versions it wants.
+
+    Empty filter lists match everything; given filters must all match. The secret is shown
+    once at creation and never returned again.
+    """
+
+    __tablename__ = "webhook_subscriptions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    secret: Mapped[str] = mapped_column(String(200))
+    state: Mapped[SubscriptionState] = mapped_column(_enum(SubscriptionState))
+    nct_ids: Mapped[list[str]] = mapped_column(JsonValue)
+    watches: Mapped[list[str]] = mapped_column(JsonValue)
+    fields: Mapped[list[str]] = mapped_column(JsonValue)
+    kinds: Mapped[list[str]] = mapped_column(JsonValue)
+    include_initial: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime]
+    # Versions whose outbox id is at most this were recorded before the subscription existed.
+    after_outbox_id: Mapped[int] = mapped_column(BigInteger)
+    consecutive_dead: Mapped[int] = mapped_column(Integer, default=0)
+    paused_at: Mapped[datetime | None]
+
+
+class WebhookDelivery(Base):
+    """One study version for one subscription: the exact signed body and its attempts.
+
+    ``message_id`` is the ``webhook-id`` header and the body's ``id``, the same on every
+    attempt and replay, so receivers can de-duplicate.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "outbox_id"),
+        Index(None, "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_subscriptions.id", ondelete="CASCADE")
+    )
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox.id"))
+    message_id: Mapped[str] = mapped_column(String(64), unique=True)
+    event_type: Mapped[str] = mapped_column(String(32))
+    nct_id: Mapped[str] = mapped_column(String(11))
+    version: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[DeliveryStatus] = mapped_column(_enum(DeliveryStatus))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    next_attempt_at: Mapped[datetime | None]
+    # A dispatcher that claimed the delivery owns it until then (a crashed one loses it).
+    lease_until: Mapped[datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    last_attempt_at: Mapped[datetime | None]
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None]
+
+
+class SyncJob(Base):
+    """A due run of a watch, queued by the scheduler and claimed by any daemon's worker."""
+
+    __tablename__ = "sync_jobs"
+    __table_args__ = (Index(None, "status", "id"), Index(None, "watch_id", "status"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    watch_id: Mapped[int] = mapped_column(ForeignKey("watches.id", ondelete="CASCADE"))
+    full: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus))
+    queued_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_runs.id"))
+    error: Mapped[str | None] = mapped_column(Text)

@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from mirror.db import Database
-from mirror.errors import NotFound, UsageError
+from mirror.errors import Conflict, NotFound, UsageError
 from mirror.source import check_search, parse_nct_id
 from mirror.store import Watch, WatchKind, WatchStudy, utcnow
 
@@ -72,7 +72,7 @@ def add_watch(
         with db.write() as session:
             session.add(watch)
     except IntegrityError:
-        raise UsageError(f"a watch named {name!r} already exists") from None
+        raise Conflict(f"a watch named {name!r} already exists") from None
     return watch
 
 

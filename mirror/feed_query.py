@@ -1,0 +1,300 @@
+"""Finding one page of change events, fast, under any combination of filters.
+
+Correctness: a page is read inside one transaction (on SQLite one snapshot; on PostgreSQL
+each statement sees only committed events, and ids are handed out in commit order, see
+``ingest._lock_feed``), so a cursor never skips an event that a later page could show.
+
+Speed: the query is driven by the most selective *ordered* index stream available, so a page
+costs about ``limit`` rows however deep the cursor:
+  - NCT ids (given, or those of a small watch): the (nct_id, id) index, one stream per study;
+  - field names (exact, or what a glob expands to, on SQLite): the (field, id) index;
+  - otherwise the primary key from the cursor, testing each row.
+Several streams are merged: each yields at most ``limit`` ids in order, and the union is cut
+to ``limit``. A glob matching many events is first tried as a short primary-key walk, which
+is cheaper than merging when matches are dense. SQLite has no statistics to choose with: by
+itself it would read every match of a glob and sort them all. PostgreSQL plans from its own
+statistics, so there globs stay plain LIKEs and only NCT ids get streams.
+
+Without an index of their own (see the issue note), ``kind`` and ``initial`` filters are
+tested row by row on the walk: a sparse one costs a scan up to its next match.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Row, Select, false, func, or_, select, text, union_all
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import UnaryExpression
+from sqlalchemy.sql.operators import custom_op
+
+from mirror.errors import NotFound, UsageError
+from mirror.source import parse_nct_id
+from mirror.store import ChangeEvent, ChangeKind, Study, Watch, WatchStudy
+
+MAX_LIMIT = 1000
+MERGE_MAX = 64  # more streams than this: walking the primary key is cheaper
+SINCE_SCAN_MAX = 50_000  # at most this many events since `since`: start from the first of them
+WALK_FIRST = 30  # a glob first walks up to this many ids per requested event
+
+
+@dataclass(frozen=True)
+class ChangeFilter:
+    """Which change events to return. Field patterns are globs: ``*`` any run, ``?`` one char."""
+
+    nct_ids: Sequence[str] = ()
+    fields: Sequence[str] = ()
+    kinds: Sequence[ChangeKind] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    after: int | None = None
+    initial: bool | None = None
+    watch: str | None = None
+    limit: int = 100
+    newest_first: bool = False  # the newest ``limit`` events (after ``after``), newest first
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.limit <= MAX_LIMIT:
+            raise UsageError(f"limit must be between 1 and {MAX_LIMIT}, got {self.limit}")
+        if self.since and self.until and self.since > self.until:
+            raise UsageError("since is after until")
+
+
+# The columns of DESIGN.md's event, for reading without ORM objects.
+EVENT_COLUMNS = (
+    ChangeEvent.id, ChangeEvent.nct_id, ChangeEvent.version, ChangeEvent.field,
+    ChangeEvent.kind, ChangeEvent.old, ChangeEvent.new, ChangeEvent.observed_at,
+    ChangeEvent.source_date, ChangeEvent.initial,
+)  # fmt: skip
+
+
+def event_dict(row: Sequence[Any]) -> dict[str, Any]:
+    """A row of EVENT_COLUMNS as DESIGN.md's JSON object (what ``ChangeEvent.as_dict`` gives)."""
+    id_, nct_id, version, field, kind, old, new, observed_at, source_date, initial = row
+    return {
+        "id": id_,
+        "nct_id": nct_id,
+        "version": version,
+        "field": field,
+        "kind": kind.value,
+        "old": old,
+        "new": new,
+        # format_instant's format; isoformat is several times faster than strftime.
+        "observed_at": observed_at.astimezone(UTC).isoformat(timespec="seconds")[:19] + "Z",
+        "source_date": source_date,
+        "initial": initial,
+    }
+
+
+def find(
+    session: Session, flt: ChangeFilter, columns: Sequence[Any], also: Sequence[Any] = ()
+) -> Sequence[Row[Any]]:
+    """Rows of ``columns`` of the events matching ``flt`` (and the conditions ``also``)."""
+    if _walk_first(session, flt):
+        found = session.execute(_query(_short_walk(session, flt, also), flt, columns)).all()
+        if len(found) == flt.limit:  # every id up to the window's end was looked at
+            return found
+    plan = _plan(session, flt)
+    plan = replace(plan, where=[*plan.where, *also])
+    return session.execute(_query(plan, flt, columns)).all()
+
+
+def _walk_first(session: Session, flt: ChangeFilter) -> bool:
+    """Whether to try a short primary-key walk first: a glob that SQLite would merge."""
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    globbed = any("*" in p or "?" in p for p in flt.fields)
+    return sqlite and globbed and not (flt.nct_ids or flt.watch or flt.newest_first)
+
+
+def _short_walk(session: Session, flt: ChangeFilter, also: Sequence[Any]) -> _Plan:
+    """The primary-key walk of ``flt`` over the next WALK_FIRST * limit ids only."""
+    where = _common_conditions(flt, _off_index)
+    where.append(fields_condition(session, flt.fields, _off_index))
+    where.append(ChangeEvent.id > (flt.after or 0))
+    where.append(ChangeEvent.id <= (flt.after or 0) + WALK_FIRST * flt.limit)
+    return _Plan(None, (), [*where, *also])
+
+
+@dataclass(frozen=True)
+class _Plan:
+    driver: Any  # the column whose index drives the query, or None for the primary key
+    values: Sequence[str]
+    where: Sequence[Any]  # every other condition, the cursor included
+
+
+_NOTHING = _Plan(None, (), [false()])
+
+
+def _query(plan: _Plan, flt: ChangeFilter, columns: Sequence[Any]) -> Select[Any]:
+    order = ChangeEvent.id.desc() if flt.newest_first else ChangeEvent.id.asc()
+    if plan.driver is None or len(plan.values) == 1:
+        where = list(plan.where)
+        if plan.driver is not None:
+            where.append(plan.driver == plan.values[0])
+        return select(*columns).where(*where).order_by(order).limit(flt.limit)
+    streams = [
+        select(ChangeEvent.id)
+        .where(plan.driver == value, *plan.where)
+        .order_by(order)
+        .limit(flt.limit)
+        .subquery()
+        for value in plan.values
+    ]
+    merged = union_all(*(select(s.c.id) for s in streams)).subquery()
+    first = merged.c.id.desc() if flt.newest_first else merged.c.id.asc()
+    ids = select(merged.c.id).order_by(first).limit(flt.limit)
+    return select(*columns).where(ChangeEvent.id.in_(ids)).order_by(order)
+
+
+def _plan(session: Session, flt: ChangeFilter) -> _Plan:
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    # On SQLite a condition that merely filters must not divert the planner to its index:
+    # unary + keeps a column off every index (SQLite's documented idiom).
+    col = _off_index if sqlite else _as_is
+    where = _common_conditions(flt, col)
+    if flt.after:
+        where.append(ChangeEvent.id > flt.after)
+    nct_ids = list(dict.fromkeys(parse_nct_id(n) for n in flt.nct_ids))
+    if flt.watch is not None:
+        members = watch_members(session, flt.watch)
+        where.append(col(ChangeEvent.study_id).in_(members))
+        if not nct_ids:
+            few = _few_nct_ids(session, members)
+            if few == []:  # an empty watch
+                return _NOTHING
+            nct_ids = few or []
+    if flt.fields and (nct_ids or not sqlite):
+        where.append(fields_condition(session, flt.fields, col))
+    if 0 < len(nct_ids) <= MERGE_MAX:
+        return _Plan(ChangeEvent.nct_id, nct_ids, where)
+    if nct_ids:  # many studies: their index, then a sort of their events
+        return _Plan(None, (), [*where, ChangeEvent.nct_id.in_(nct_ids)])
+    if flt.fields and sqlite:
+        names = _field_names(session, flt.fields)
+        if names is not None:
+            return _Plan(ChangeEvent.field, names, where) if names else _NOTHING
+        where.append(fields_condition(session, flt.fields, col))
+    if flt.since is not None and not flt.newest_first:
+        where += _since_floor(session, flt.since)
+    return _Plan(None, (), where)
+
+
+def _since_floor(session: Session, since: datetime) -> list[Any]:
+    """Start the walk at the first event observed since ``since``, when few events are.
+
+    Observation times are not monotonic in id (history imports carry the registry's dates),
+    so this is the true minimum, found through the observed_at index.
+    """
+    recent = (
+        select(ChangeEvent.id).where(ChangeEvent.observed_at >= since).limit(SINCE_SCAN_MAX + 1)
+    ).subquery()
+    count, first = session.execute(select(func.count(), func.min(recent.c.id))).one()
+    if first is None:
+        return [false()]
+    return [ChangeEvent.id >= first] if count <= SINCE_SCAN_MAX else []
+
+
+def _common_conditions(flt: ChangeFilter, col: Any) -> list[Any]:
+    where = []
+    if flt.kinds:
+        where.append(col(ChangeEvent.kind).in_(list(dict.fromkeys(flt.kinds))))
+    if flt.since is not None:
+        where.append(col(ChangeEvent.observed_at) >= flt.since)
+    if flt.until is not None:
+        where.append(col(ChangeEvent.observed_at) < flt.until)
+    if flt.initial is not None:
+        where.append(col(ChangeEvent.initial).is_(flt.initial))
+    return where
+
+
+def _off_index(column: Any) -> Any:
+    return UnaryExpression(column.expression, operator=custom_op("+"), type_=column.type)
+
+
+def _as_is(column: Any) -> Any:
+    return column
+
+
+def watch_members(session: Session, name: str) -> Select[int]:
+    """The ids of the studies of watch ``name`` (a subquery); NotFound if there is none."""
+    watch_id = session.scalar(select(Watch.id).where(Watch.name == name))
+    if watch_id is None:
+        raise NotFound(f"no watch named {name!r}")
+    return select(WatchStudy.study_id).where(WatchStudy.watch_id == watch_id)
+
+
+def _few_nct_ids(session: Session, members: Select[int]) -> list[str] | None:
+    """The NCT ids of a watch's studies, or None if it has more than MERGE_MAX of them."""
+    query = select(Study.nct_id).where(Study.id.in_(members)).limit(MERGE_MAX + 1)
+    found = list(session.scalars(query))
+    return found if len(found) <= MERGE_MAX else None
+
+
+def fields_condition(session: Session, patterns: Sequence[str], col: Any = _as_is) -> Any:
+    """The event's field matches one of the globs ``patterns``."""
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    return or_(*(_field_matches(p, col(ChangeEvent.field), sqlite=sqlite) for p in patterns))
+
+
+def _field_matches(pattern: str, column: Any, *, sqlite: bool) -> Any:
+    """``column`` matches the glob ``pattern``, case-sensitively on both backends."""
+    _check_pattern(pattern)
+    if "*" not in pattern and "?" not in pattern:
+        return column == pattern
+    if sqlite:  # GLOB is case-sensitive; SQLite's LIKE is not
+        return column.op("GLOB")(pattern)
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.like(escaped.replace("*", "%").replace("?", "_"), escape="\\")
+
+
+def _check_pattern(pattern: str) -> None:
+    if not pattern or any(c in pattern for c in "[]"):
+        raise UsageError(f"field pattern {pattern!r}: use * and ? only (e.g. 'status.*')")
+
+
+def _field_names(session: Session, patterns: Sequence[str]) -> list[str] | None:
+    """Every stored field name matching one of ``patterns`` (SQLite), or None if too many."""
+    names: list[str] = []
+    for pattern in patterns:
+        _check_pattern(pattern)
+        if "*" not in pattern and "?" not in pattern:
+            names.append(pattern)
+            continue
+        found = _stored_fields_with_prefix(session, pattern.split("*")[0].split("?")[0])
+        if found is None:
+            return None
+        names += [f for f in found if fnmatch.fnmatchcase(f, pattern)]
+    return sorted(set(names))
+
+
+_NEXT_FIELD = text(
+    """
+    WITH RECURSIVE name(field) AS (
+        SELECT (SELECT field FROM change_events WHERE field >= :low AND field < :high
+                ORDER BY field LIMIT 1)
+        UNION ALL
+        SELECT (SELECT field FROM change_events WHERE field > name.field AND field < :high
+                ORDER BY field LIMIT 1)
+        FROM name WHERE name.field IS NOT NULL
+    )
+    SELECT field FROM name WHERE field IS NOT NULL LIMIT :cap
+    """
+)
+
+
+def _stored_fields_with_prefix(session: Session, prefix: str) -> list[str] | None:
+    """Distinct field names starting with ``prefix``, one index seek each; None if > MERGE_MAX.
+
+    (A "loose index scan" of the (field, id) index; SQLite compares text bytewise, so the
+    names with a prefix are exactly those in [prefix, prefix with its last character + 1).)
+    """
+    if not prefix or ord(prefix[-1]) >= 0x10FFFF:
+        return None
+    high = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    params = {"low": prefix, "high": high, "cap": MERGE_MAX + 1}
+    found = list(session.scalars(_NEXT_FIELD, params))
+    return found if len(found) <= MERGE_MAX else None

@@ -1,0 +1,84 @@
+"""Property-based fuzzing of the HTTP API against its own OpenAPI document (schemathesis):
+for generated inputs, valid and not, no operation answers 5xx, and every answer is one the
+document describes. SQLite only; bounded to a few dozen examples per operation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from fake_ctgov import FakeCtgov
+from fastapi import FastAPI
+from helpers import STUDY, module, put_real, sponsor_update, sync_ids
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import negative_data_rejection, positive_data_acceptance
+
+from mirror.api import create_app
+from mirror.app import App, build_app
+from mirror.config import load_settings
+from mirror.db import Database
+
+TOKEN = "fuzz-write-token"
+OTHER = "NCT05305430"
+
+
+@pytest.fixture(scope="module")
+def fuzzed_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
+    """The API of a small real mirror: two studies, an edit, a study gone, a write token."""
+    path: Path = tmp_path_factory.mktemp("fuzz") / "mirror.db"
+    with FakeCtgov(ids=[]) as fake:
+        put_real(fake, [STUDY, OTHER])
+        app = build_app(
+            load_settings(
+                None,
+                database={"url": f"sqlite:///{path}"},
+                source={"base_url": fake.base_url, "requests_per_minute": 100000},
+                api={"token": TOKEN},
+            )
+        )
+        sync_ids(app, STUDY, OTHER)
+        sponsor_update(
+            fake, STUDY, lambda s: module(s, "statusModule").update(overallStatus="COMPLETED")
+        )
+        fake.remove(OTHER)
+        sync_ids(app, STUDY, OTHER)
+    yield create_app(app)
+    app.close()
+
+
+# The document does not depend on the data, so it is read from an app without a database
+# (schemathesis' fixture-based loader does not run under pytest 9); the requests go to the
+# app of the real mirror above.
+schema = schemathesis.openapi.from_asgi(
+    "/openapi.json", create_app(App(load_settings(None), Database("sqlite://")))
+)
+# Unknown query parameters are ignored by design, as in most HTTP APIs: not generated.
+schema.config.generation.update(allow_extra_parameters=False)
+
+
+@schema.auth(refresh_interval=None)
+class WriteToken:
+    """Every request carries the write token, so that writes are fuzzed beyond auth too."""
+
+    def get(self, case: schemathesis.Case, context: Any) -> str:
+        return TOKEN
+
+    def set(self, case: schemathesis.Case, data: str, context: Any) -> None:
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+
+
+@schema.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_answers_every_input_as_documented(
+    case: schemathesis.Case, fuzzed_app: FastAPI
+) -> None:
+    """Generated requests never get a 5xx, and answers match the OpenAPI document."""
+    # Left out: positive_data_acceptance wants every schema-valid request to succeed, but some
+    # rules span parameters and no schema states them (since <= until; a watch is exactly one
+    # of ids / search / all; crontab syntax); negative_data_rejection takes query values such
+    # as `false` for non-strings, while in a URL every value is a string.
+    excluded = [positive_data_acceptance, negative_data_rejection]
+    case.call_and_validate(app=fuzzed_app, excluded_checks=excluded)

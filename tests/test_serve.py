@@ -1,0 +1,67 @@
+"""`ctmirror serve` as a real process over loopback: it answers, then stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from fake_ctgov import FakeCtgov
+from helpers import STUDY, put_real, sync_ids
+
+from mirror.app import App
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until_healthy(base: str, process: subprocess.Popen[bytes], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    pytest.fail(f"ctmirror serve did not answer /healthz within {seconds}s")
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_serve_answers_over_loopback_and_stops_cleanly(
+    fake_api: FakeCtgov, env: dict[str, str], app: App, stop: signal.Signals
+) -> None:
+    """A served mirror answers /v1/changes and a page over TCP, and a stop signal exits 0."""
+    put_real(fake_api, [STUDY])
+    sync_ids(app, STUDY)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mirror", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(base, process, seconds=30)
+        page = httpx.get(f"{base}/v1/changes", params={"nct_id": STUDY, "limit": 3}).json()
+        assert [e["nct_id"] for e in page["changes"]] == [STUDY] * 3
+        assert page["next_cursor"] == page["changes"][-1]["id"]
+        markdown = httpx.get(f"{base}/trials/{STUDY}.md")
+        assert markdown.headers["content-type"] == "text/markdown; charset=utf-8"
+        assert f"nct_id: {STUDY}" in markdown.text
+    finally:
+        process.send_signal(stop)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr.decode()
+    assert f"serving on http://127.0.0.1:{port}" in stderr.decode()
+    assert stderr.decode().rstrip().endswith("stopped")
