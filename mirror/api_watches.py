@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, status
+from fastapi import APIRouter, Depends, Path, Query, status
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from mirror.api_common import READ_ERRORS, AppDep, error_responses, require_read, require_write
+from mirror.source import parse_query
 from mirror.store import WatchKind
 from mirror.watches import WATCH_NAME, add_watch, describe, list_watches, remove_watch
 
@@ -24,8 +25,10 @@ class WatchIn(BaseModel):
 
     name: str = Field(pattern=WATCH_NAME.pattern, examples=["oncology-phase3"])
     nct_ids: list[str] = Field(default_factory=list, max_length=10_000)
-    query: dict[str, str] | None = Field(
-        default=None, description="API v2 search parameters, e.g. {'query.cond': 'asthma'}."
+    query: dict[str, str] | str | None = Field(
+        default=None,
+        description="A saved search: API v2 search parameters ({'query.cond': 'asthma'}), or "
+        "text as the CLI's --query takes it ('query.cond=asthma'; bare text is query.term).",
     )
     all: bool = Field(default=False, description="Watch the whole registry.")
     schedule: str | None = Field(
@@ -71,7 +74,7 @@ def post_watch(app: AppDep, body: WatchIn) -> dict[str, Any]:
         app.db,
         body.name,
         nct_ids=body.nct_ids,
-        query=body.query,
+        query=parse_query([body.query]) if isinstance(body.query, str) else body.query,
         everything=body.all,
         schedule=body.schedule,
     )
@@ -88,3 +91,18 @@ def post_watch(app: AppDep, body: WatchIn) -> dict[str, Any]:
 def delete_watch(app: AppDep, name: Annotated[str, Path(max_length=100)]) -> Response:
     remove_watch(app.db, name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.delete(
+    "/v1/watches",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    dependencies=[Depends(require_write)],
+    responses=WRITE_ERRORS | error_responses(404),
+    description="The same as `DELETE /v1/watches/{name}`, for clients that pass the name as "
+    "a query parameter.",
+)
+def delete_watch_by_query(
+    app: AppDep, name: Annotated[str, Query(min_length=1, max_length=100)]
+) -> Response:
+    return delete_watch(app, name)

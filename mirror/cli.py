@@ -25,7 +25,7 @@ from mirror.errors import MirrorError, UsageError
 from mirror.logging import configure_logging
 from mirror.normalize import field_mapping
 from mirror.render import render_markdown
-from mirror.source import check_search, parse_nct_id
+from mirror.source import parse_nct_id, parse_query
 from mirror.store import ChangeKind
 from mirror.sync import RunSummary, SyncRequest
 from mirror.watches import add_watch, describe, get_watch, list_watches, remove_watch
@@ -152,18 +152,6 @@ async def _run_sync(app: App, request: SyncRequest) -> RunSummary:
     async with app.source() as source:
         with output.progress("syncing") as advance:
             return await app.syncer(source).run(request, advance)
-
-
-def parse_query(items: Sequence[str]) -> dict[str, str]:
-    """``query.cond=asthma`` pairs (bare text means ``query.term``), checked against the API."""
-    params: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if sep and key.strip().startswith(("query.", "filter.")):
-            params[key.strip()] = value.strip()
-        else:
-            params["query.term"] = item.strip()
-    return check_search(params)
 
 
 # -- watches -----------------------------------------------------------------------------------

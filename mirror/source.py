@@ -69,6 +69,18 @@ def check_search(params: Mapping[str, str]) -> dict[str, str]:
     return dict(params)
 
 
+def parse_query(items: Sequence[str]) -> dict[str, str]:
+    """``query.cond=asthma`` pairs (bare text means ``query.term``), checked against the API."""
+    params: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if sep and key.strip().startswith(("query.", "filter.")):
+            params[key.strip()] = value.strip()
+        else:
+            params["query.term"] = item.strip()
+    return check_search(params)
+
+
 @dataclass(frozen=True, slots=True)
 class FetchFailure:
     """The source could say nothing about ``nct_id`` (retries ran out, or it answered nonsense)."""

@@ -259,6 +259,20 @@ def test_watches_are_added_listed_and_removed_with_the_token(secured: ApiClient)
     assert error_of(secured.delete("/v1/watches/pair", headers=auth))[:2] == (404, "not_found")
 
 
+def test_a_search_watch_takes_the_clis_query_text(secured: ApiClient) -> None:
+    """``query`` as text is parsed like ``--query``; DELETE also takes ``?name=``."""
+    auth = bearer("write-secret")
+    for name, query in [("asthma", "query.cond=asthma"), ("terms", "heart failure")]:
+        created = secured.post("/v1/watches", json={"name": name, "query": query}, headers=auth)
+        assert created.status_code == 201, created.text
+    listed = {w["name"]: w["query"] for w in secured.json("/v1/watches", headers=auth)["watches"]}
+    assert listed == {"asthma": {"query.cond": "asthma"}, "terms": {"query.term": "heart failure"}}
+    assert secured.delete("/v1/watches", params={"name": "terms"}, headers=auth).status_code == 204
+    assert [w["name"] for w in secured.json("/v1/watches", headers=auth)["watches"]] == ["asthma"]
+    missing = secured.delete("/v1/watches", params={"name": "terms"}, headers=auth)
+    assert error_of(missing)[:2] == (404, "not_found")
+
+
 def test_invalid_watches_are_422(secured: ApiClient) -> None:
     """A watch of two kinds, a bad schedule or a bad id is a 422 that says what is wrong."""
     auth = bearer("write-secret")
