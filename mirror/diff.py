@@ -4,6 +4,11 @@ Canonical records are flat (field path -> value) and their lists are already in
 identity order (see ``mirror.normalize``), so a changed field is exactly a top-level
 key whose value differs. DeepDiff finds them, but only within the parts (areas)
 whose content hash changed: an unchanged part is never walked.
+
+A ``changed`` field whose old and new values are equal but for markup, escaping or
+whitespace (every string compared by ``text_key``, lists as unordered collections) is no
+change: old registry versions carry HTML where today's records carry markdown, and a
+reformatted text must not read as an edit.
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from deepdiff import DeepDiff
 
-from mirror.normalize import Canonical, area_of
+from mirror.normalize import Canonical, area_of, text_key
 from mirror.store import ChangeKind
 
 
@@ -49,7 +55,33 @@ def diff_records(
         }
         old = {k: v for k, v in old.items() if area_of(k) in changed_areas}
         new = {k: v for k, v in new.items() if area_of(k) in changed_areas}
-    return [_change(field, old, new) for field in sorted(_changed_fields(old, new))]
+    changes = (_change(field, old, new) for field in sorted(_changed_fields(old, new)))
+    return [
+        change
+        for change in changes
+        if change.kind is not ChangeKind.CHANGED or not loosely_equal(change.old, change.new)
+    ]
+
+
+def loosely_equal(old: Any, new: Any) -> bool:
+    """Equal but for markup, escaping and whitespace in text, and for the order of lists."""
+    return _loose_json(old) == _loose_json(new)
+
+
+def _loose_json(value: Any) -> bytes:
+    # JSON text, not ==: True == 1 in Python, but a change from 1 to true is a change.
+    return orjson.dumps(_loose(value), option=orjson.OPT_SORT_KEYS)
+
+
+def _loose(value: Any) -> Any:
+    if isinstance(value, str):
+        return text_key(value)
+    if isinstance(value, dict):
+        return {key: _loose(item) for key, item in value.items()}
+    if isinstance(value, list):
+        # Canonical lists are sorted by text that text_key may change: compare them unordered.
+        return sorted(_loose_json(item).decode() for item in value)
+    return value
 
 
 def _changed_fields(old: Canonical, new: Canonical) -> set[str]:

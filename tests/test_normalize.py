@@ -11,19 +11,23 @@ from typing import Any
 
 import orjson
 import pytest
+from history_fixtures import marked_up
 
+from mirror.diff import diff_records, loosely_equal
 from mirror.errors import MalformedRecord
 from mirror.normalize import (
     DEFAULT_IGNORE,
     IDENTITY_KEYS,
     SITE_PATTERN,
     area_of,
+    clean_text,
     content_hash,
     field_mapping,
     identity_of,
     nct_id_of,
     normalize,
     part_hashes,
+    text_key,
 )
 
 DATA = Path(
@@ -147,7 +151,9 @@ def test_eligibility_paths(studies: dict[str, Study], records: dict[str, Any]) -
     for nct, study in studies.items():
         eligibility = module(study, "eligibilityModule")
         for field, source in names.items():
-            assert records[nct].get(f"eligibility.{field}") == eligibility.get(source)
+            value = eligibility.get(source)
+            expected = clean_text(value) if isinstance(value, str) else value
+            assert records[nct].get(f"eligibility.{field}") == expected
 
 
 @needs_data
@@ -570,3 +576,180 @@ def test_docs_table_matches_field_mapping() -> None:
     # A "|" inside a table cell is written "\|" in Markdown.
     rows = [(path.replace("\\|", "|"), source, kind) for path, source, kind in rows]
     assert rows == [(r.path, r.source, r.kind) for r in field_mapping()]
+
+
+# ---------------------------------------------------------------------------- text of old versions
+
+# The real records holding HTML entities (``\\&gt;``, ``&#39;``, ``&amp;`` in URLs); the 17th
+# record with an ``&`` name, "&Amp;", is not an entity.
+RECORDS_WITH_ENTITIES = {
+    "NCT00657033", "NCT03256916", "NCT03798535", "NCT05099809", "NCT05375500", "NCT05521087",
+    "NCT05821933", "NCT05984277", "NCT06318962", "NCT06521710", "NCT06600893", "NCT06605508",
+    "NCT06615518", "NCT06620835", "NCT06760702", "NCT06923098",
+}  # fmt: skip
+CRITERIA_HTML = (
+    "<p>Inclusion Criteria:</p><ul><li>Age &gt;= 18</li><li>Signed consent</li></ul>"
+    "<p>Exclusion Criteria:</p><ul><li>Pregnant &amp; nursing</li></ul>"
+)
+CRITERIA_MD = (
+    "Inclusion Criteria:\n\n* Age \\>= 18\n* Signed consent\n\n"
+    "Exclusion Criteria:\n\n* Pregnant & nursing"
+)
+
+
+def strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return [text for item in items for text in strings(item)]
+
+
+@needs_data
+def test_clean_text_changes_only_records_with_entities(studies: dict[str, Study]) -> None:
+    """Of all real records, only those holding HTML entities have a string clean_text alters."""
+    changed = {n for n, study in studies.items() if any(clean_text(t) != t for t in strings(study))}
+    assert changed == RECORDS_WITH_ENTITIES
+
+
+@needs_data
+def test_marked_up_real_records_diff_to_nothing(
+    studies: dict[str, Study], records: dict[str, Any]
+) -> None:
+    """Every real record, its texts turned into old-style HTML, is loosely equal to itself."""
+    different = []
+    for nct, study in studies.items():
+        old, new = normalize(marked_up(study)), records[nct]
+        if old.keys() != new.keys() or not all(
+            loosely_equal(old[p], new[p]) for p in old if old[p] != new[p]
+        ):
+            different.append(nct)
+    assert different == []
+
+
+def test_clean_text_html_becomes_markdown_form() -> None:
+    """Paragraphs become blank lines, list items bullets, entities characters."""
+    assert clean_text(CRITERIA_HTML) == (
+        "Inclusion Criteria:\n\n* Age >= 18\n* Signed consent\n\n"
+        "Exclusion Criteria:\n\n* Pregnant & nursing"
+    )
+
+
+def test_clean_text_numbers_ordered_lists_and_indents_nested_ones() -> None:
+    """<ol> items are numbered; a nested list is indented two spaces."""
+    html = "<ol><li>first<ul><li>sub a</li><li>sub b</li></ul></li><li>second</li></ol>"
+    assert clean_text(html) == "1. first\n  * sub a\n  * sub b\n2. second"
+
+
+def test_clean_text_line_breaks_and_html_whitespace() -> None:
+    """<br> is a newline; whitespace inside markup collapses as HTML renders it."""
+    html = "<p>Line  one<br>line\n   two<br/>\n</p>\n<p>  Next</p>"
+    assert clean_text(html) == "Line one\nline two\n\nNext"
+
+
+def test_clean_text_drops_inline_tags_with_attributes_in_any_case() -> None:
+    """<A href=...>, <B>, <span class=...> are dropped, their text kept."""
+    link = '<A HREF="http://x.org/a?b=1&amp;c=2">the <b>site</b></A>'
+    html = f"<P>See {link} <span class=x>now</span></P>"
+    assert clean_text(html) == "See the site now"
+
+
+@pytest.mark.parametrize(
+    ("text", "plain"),
+    [
+        ("a &lt; b &gt; c &amp; d", "a < b > c & d"),
+        ("and&#x2F;or &quot;x&quot; it&#39;s", 'and/or "x" it\'s'),
+        ("\\&gt; 450 ms", "\\> 450 ms"),
+        ("typically \\&amp;lt;1 cm", "typically \\<1 cm"),
+        ("Director &amp;amp;amp; Head", "Director & Head"),
+        ("&#8805; 100 bpm", "\u2265 100 bpm"),
+    ],
+)
+def test_clean_text_unescapes_entities(text: str, plain: str) -> None:
+    """Entities, double-encoded ones too, become the characters they stand for."""
+    assert clean_text(text) == plain
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "age < 18",
+        "Week 12 <Week 24",
+        "Grade <I or >II",
+        "p<0.05 and \\</= 65",
+        "AT&T, R&D; &notice",
+        "RAINBO BLUE &Amp; TAPER",
+        "Inclusion Criteria:\n\n* Age \\>= 18\n  * nested\n\nLast   line  ",
+    ],
+)
+def test_clean_text_leaves_plain_text_alone(text: str) -> None:
+    """Text without a known tag or a well-formed entity comes back unchanged."""
+    assert clean_text(text) == text
+
+
+def test_text_key_ignores_markup_escapes_bullets_and_spacing() -> None:
+    """The HTML and the markdown form of the same criteria have the same key."""
+    assert text_key(CRITERIA_HTML) == text_key(CRITERIA_MD)
+    assert text_key("1. a\n2) b\n- c\n  + d\n\\* e f\\*g") == "a b c d e f*g"
+
+
+def test_text_key_keeps_words_and_case() -> None:
+    """A different number, word or capital is a different key."""
+    keys = {text_key(t) for t in ("Age >= 18", "Age >= 21", "age >= 18", "Age => 18")}
+    assert len(keys) == 4
+
+
+def test_markup_only_edit_is_no_change_event() -> None:
+    """HTML criteria replaced by the same criteria in markdown: no event."""
+    old = normalize(study_stub(eligibilityModule={"eligibilityCriteria": CRITERIA_HTML}))
+    new = normalize(study_stub(eligibilityModule={"eligibilityCriteria": CRITERIA_MD}))
+    assert old != new
+    assert diff_records(old, new) == []
+
+
+def test_wording_change_inside_markup_is_one_event() -> None:
+    """A real change of wording in HTML criteria is one changed event with both texts."""
+    old = normalize(study_stub(eligibilityModule={"eligibilityCriteria": CRITERIA_HTML}))
+    reworded = CRITERIA_MD.replace("18", "21")
+    new = normalize(study_stub(eligibilityModule={"eligibilityCriteria": reworded}))
+    changes = [(c.field, c.kind.value, c.old, c.new) for c in diff_records(old, new)]
+    assert changes == [("eligibility.criteria", "changed", clean_text(CRITERIA_HTML), reworded)]
+
+
+def test_whitespace_only_edit_is_no_change_event() -> None:
+    """Re-wrapped text with other spacing: no event."""
+    old = normalize(study_stub(descriptionModule={"briefSummary": "One two.\n\nThree four."}))
+    new = normalize(study_stub(descriptionModule={"briefSummary": "One  two.\nThree\tfour. "}))
+    assert diff_records(old, new) == []
+
+
+def test_outcome_identity_uses_cleaned_text() -> None:
+    """``&amp;`` and ``&`` in a measure are the same outcome: same canonical value."""
+
+    def outcomes(measure: str) -> Study:
+        items = [{"measure": measure, "timeFrame": "1 y"}, {"measure": "B", "timeFrame": "2 y"}]
+        return study_stub(outcomesModule={"primaryOutcomes": items})
+
+    old, new = normalize(outcomes("Q3 &amp; Q4")), normalize(outcomes("Q3 & Q4"))
+    assert old["outcomes.primary"] == new["outcomes.primary"]
+    keys = IDENTITY_KEYS["outcomes.primary"]
+    assert [identity_of(keys, item) for item in old["outcomes.primary"]] == [("B",), ("Q3 & Q4",)]
+
+
+def test_escape_only_edit_of_a_list_item_is_no_change_event() -> None:
+    """A measure losing its markdown escape (so sorting elsewhere) is no event."""
+
+    def outcomes(measure: str) -> Study:
+        items = [{"measure": measure}, {"measure": "HbA1c \\< 7%"}]
+        return study_stub(outcomesModule={"secondaryOutcomes": items})
+
+    old = normalize(outcomes("HbA1c \\> 9%"))
+    new = normalize(outcomes("HbA1c > 9%"))
+    assert [o["measure"] for o in new["outcomes.secondary"]] == ["HbA1c > 9%", "HbA1c \\< 7%"]
+    assert diff_records(old, new) == []
+
+
+def test_value_changing_type_is_still_a_change() -> None:
+    """1 -> true is not loosely equal: JSON types count."""
+    old = normalize(study_stub(designModule={"enrollmentInfo": {"count": 1}}))
+    new = normalize(study_stub(designModule={"enrollmentInfo": {"count": True}}))
+    assert [c.field for c in diff_records(old, new)] == ["design.enrollmentCount"]
