@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mirror.errors import ConfigError
@@ -21,6 +22,16 @@ ENV_PREFIX = "CTMIRROR_"
 # Variables with our prefix that are not settings.
 _NOT_SETTINGS = ("CTMIRROR_CONFIG", "CTMIRROR_TEST_", "CTMIRROR_CTGOV_DATA")
 DEFAULT_CONFIG_FILE = Path("config/ctmirror.toml")
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
 
 
 class Section(BaseModel):
@@ -33,7 +44,9 @@ class DatabaseSettings(Section):
 
 
 class SourceSettings(Section):
-    base_url: str = "https://clinicaltrials.gov/api/v2"
+    base_url: HttpUrl = "https://clinicaltrials.gov/api/v2"
+    # The registry's record history (/studies/{id}?history=true, /studies/{id}/history/{v}).
+    history_base_url: HttpUrl = "https://clinicaltrials.gov/api/int"
     requests_per_minute: float = Field(30, gt=0)
     concurrency: int = Field(2, ge=1, le=32)
     timeout_seconds: float = Field(30, gt=0)

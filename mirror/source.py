@@ -1,4 +1,4 @@
-"""Where study records come from: the ClinicalTrials.gov API v2.
+"""Where study records come from: the ClinicalTrials.gov API v2, and its record history.
 
 The source is polite by construction: every request passes one rate limiter
 (``source.requests_per_minute``) and one semaphore (``source.concurrency``), and
@@ -92,6 +92,15 @@ class FetchFailure:
 FetchItem = Observation | Disappearance | FetchFailure
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One version of a record in the registry's history."""
+
+    version: int  # the registry's version number (0 = first)
+    date: str  # YYYY-MM-DD, the registry's date of that version
+    status: str | None  # overall status listed for that version
+
+
 @dataclass(slots=True)
 class Page:
     """What one step of a fetch produced, and how many studies the whole fetch expects."""
@@ -116,8 +125,21 @@ class StudySource(Protocol):
     ) -> AsyncIterator[Page]: ...
 
 
+class HistorySource(Protocol):
+    """A registry that keeps every version of a record.
+
+    ``history`` lists the versions of one study, oldest first, or None when the registry does
+    not know the id; ``history_version`` returns one version as (raw JSON, API v2 study object).
+    Both raise SourceError when the registry cannot be read or answers nonsense.
+    """
+
+    async def history(self, nct_id: str) -> list[HistoryEntry] | None: ...
+
+    async def history_version(self, nct_id: str, version: int) -> tuple[bytes, dict[str, Any]]: ...
+
+
 class ApiSource:
-    """ClinicalTrials.gov API v2 (``source.base_url``)."""
+    """ClinicalTrials.gov API v2 (``source.base_url``) and record history (``history_base_url``)."""
 
     def __init__(self, settings: SourceSettings, transport: httpx.AsyncBaseTransport | None = None):
         self.settings = settings
@@ -263,10 +285,44 @@ class ApiSource:
                 return
             query = {k: v for k, v in query.items() if k != "countTotal"} | {"pageToken": token}
 
+    # -- record history ------------------------------------------------------------------
+
+    async def history(self, nct_id: str) -> list[HistoryEntry] | None:
+        """``GET {history}/studies/{id}?history=true``: the versions, oldest first; None on 404."""
+        base, path = self.settings.history_base_url, f"studies/{nct_id}"
+        response, body = await self._get(path, {"history": "true"}, allow=(404,), base=base)
+        if response.status_code == 404:
+            return None
+        url = _url(base, path)
+        history = body.get("history") if isinstance(body, dict) else None
+        changes = history.get("changes") if isinstance(history, dict) else None
+        if not isinstance(changes, list):
+            raise SourceError(f"GET {url}: no history.changes list in {str(body)[:200]}")
+        _check_nct_id(url, body, nct_id, required=False)
+        return sorted((_history_entry(url, c) for c in changes), key=lambda e: e.version)
+
+    async def history_version(self, nct_id: str, version: int) -> tuple[bytes, dict[str, Any]]:
+        """``GET {history}/studies/{id}/history/{v}``: (raw JSON, study object) of that version."""
+        base, path = self.settings.history_base_url, f"studies/{nct_id}/history/{version}"
+        _, body = await self._get(path, base=base)
+        url = _url(base, path)
+        if not isinstance(body, dict) or body.get("studyVersion") != version:
+            got = body.get("studyVersion") if isinstance(body, dict) else body
+            raise SourceError(f"GET {url}: expected studyVersion {version}, got {str(got)[:100]}")
+        study = body.get("study")
+        if not isinstance(study, dict):
+            raise SourceError(f"GET {url}: no study object")
+        _check_nct_id(url, study, nct_id)
+        return orjson.dumps(study), study
+
     # -- one request ---------------------------------------------------------------------
 
     async def _get(
-        self, path: str, params: Mapping[str, Any] | None = None, allow: Iterable[int] = ()
+        self,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        allow: Iterable[int] = (),
+        base: str | None = None,
     ) -> tuple[httpx.Response, Any]:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(TransientSourceError),
@@ -278,7 +334,7 @@ class ApiSource:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._get_once(path, params, frozenset(allow))
+                    return await self._get_once(path, params, frozenset(allow), base)
         except TransientSourceError as exc:
             raise SourceError(
                 f"{exc.message} (gave up after {self.settings.max_retries + 1} attempts)"
@@ -286,12 +342,16 @@ class ApiSource:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _get_once(
-        self, path: str, params: Mapping[str, Any] | None, allow: frozenset[int]
+        self,
+        path: str,
+        params: Mapping[str, Any] | None,
+        allow: frozenset[int],
+        base: str | None = None,
     ) -> tuple[httpx.Response, Any]:
-        url = f"{self.settings.base_url.rstrip('/')}/{path}"
+        url = _url(base or self.settings.base_url, path)
         async with self._slots, self._limiter:
             try:
-                response = await self._client.get(path, params=params)
+                response = await self._client.get(path if base is None else url, params=params)
             except httpx.TimeoutException:
                 raise TransientSourceError(
                     f"GET {url}: timed out after {self.settings.timeout_seconds}s"
@@ -344,6 +404,37 @@ def _retry_after(response: httpx.Response) -> float | None:
             )
         except (TypeError, ValueError):
             return None
+
+
+def _url(base: str, path: str) -> str:
+    return f"{base.rstrip('/')}/{path}"
+
+
+def _history_entry(url: str, change: Any) -> HistoryEntry:
+    if isinstance(change, dict):
+        version, day, status = change.get("version"), change.get("date"), change.get("status")
+        if (
+            type(version) is int
+            and version >= 0
+            and isinstance(day, str)
+            and _is_day(day)
+            and (status is None or isinstance(status, str))
+        ):
+            return HistoryEntry(version, day, status)
+    raise SourceError(f"GET {url}: invalid history change {str(change)[:200]}")
+
+
+def _is_day(text: str) -> bool:
+    try:
+        return date.fromisoformat(text).isoformat() == text
+    except ValueError:
+        return False
+
+
+def _check_nct_id(url: str, study: Mapping[str, Any], nct_id: str, required: bool = True) -> None:
+    found, _ = _ids_of(study)
+    if found != nct_id and (found or required):
+        raise SourceError(f"GET {url}: expected study {nct_id}, got {found or 'no nctId'}")
 
 
 def _ids_of(study: Mapping[str, Any]) -> tuple[str, set[str]]:

@@ -93,6 +93,7 @@ def test_env(db_url: str, base_url: str, **extra: str) -> dict[str, str]:
     return {
         "CTMIRROR_DATABASE__URL": db_url,
         "CTMIRROR_SOURCE__BASE_URL": base_url,
+        "CTMIRROR_SOURCE__HISTORY_BASE_URL": base_url.replace("/api/v2", "/api/int"),
         "CTMIRROR_SOURCE__REQUESTS_PER_MINUTE": "100000",
         "CTMIRROR_SOURCE__RETRY_BASE_SECONDS": "0.01",
         "CTMIRROR_SOURCE__RETRY_MAX_SECONDS": "0.2",

@@ -23,6 +23,17 @@ Faithful to the spec:
   ``postFilter.*`` behave like ``filter.*``.
 * Errors (400, 404) are ``text/plain`` messages, as the spec's ``errorMessage`` says.
 
+The record history (not in the spec; ``/api/int``, as ClinicalTrials.gov serves it): every record
+keeps its versions, oldest first, the last being the live record. ``put()`` starts a history,
+``edit()`` appends a version, ``set_history()`` installs a whole timeline.
+
+* ``GET /api/int/studies/{nctId}?history=true`` -> the live study plus ``"history": {"changes":
+  [{"version", "date", "status", "moduleLabels"}, ...]}``: ``date`` is that version's
+  lastUpdatePostDate, ``status`` its overallStatus, ``moduleLabels`` the protocolSection modules
+  that differ from the version before (module keys, where the registry has display labels).
+* ``GET /api/int/studies/{nctId}/history/{v}`` -> ``{"studyVersion": v, "study": {...}}``.
+* 404 for an unknown id (aliases are not followed) or version; 400 for an invalid id.
+
 Simplified:
 
 * Studies are always ordered by ``nctId`` ascending (the real API does not sort by default);
@@ -80,6 +91,7 @@ DATA_DIR: Path = Path(
 )
 API_VERSION = "2.0.5"
 API_PREFIX = "/api/v2"
+HISTORY_PREFIX = "/api/int"
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 10
 STATUSES = frozenset(
@@ -651,8 +663,10 @@ class FakeCtgov:
         self.data_timestamp = data_timestamp
         self.requests: list[RequestRecord] = []
         self.base_url = ""
+        self.history_base_url = ""
         self._lock = threading.RLock()
         self._studies: dict[str, Study] = {}
+        self._past: dict[str, list[Study]] = {}  # earlier versions; never mutated
         self._bytes: dict[str, bytes] = {}
         self._texts: dict[str, dict[str, str]] = {}
         self._aliases: dict[str, str] = {}
@@ -679,6 +693,7 @@ class FakeCtgov:
         self._server = _Server(self)
         port = self._server.server_address[1]
         self.base_url = f"http://127.0.0.1:{port}{API_PREFIX}"
+        self.history_base_url = f"http://127.0.0.1:{port}{HISTORY_PREFIX}"
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -712,18 +727,38 @@ class FakeCtgov:
     # Records.
 
     def put(self, study: Study) -> None:
-        """Add or replace a record (by its nctId); a copy is stored."""
-        self._store(_deep_copy(study))
+        """Add or replace a record (by its nctId); a copy is stored, as version 0 of its history."""
+        with self._lock:
+            self._past.pop(_nct_id_of(study), None)
+            self._store(_deep_copy(study))
 
     def edit(self, nct_id: str, fn: Callable[[Study], None]) -> Study:
-        """Apply ``fn`` to a deep copy of the record, store it, and return (a copy of) it."""
+        """Apply ``fn`` to a deep copy of the record, store it as a new version, return a copy."""
         with self._lock:
             study = self.get(nct_id)
             fn(study)
             if _nct_id_of(study) != nct_id:
                 self.remove(nct_id)
+            else:
+                self._past.setdefault(nct_id, []).append(self._studies[nct_id])
             self._store(_deep_copy(study))
             return study
+
+    def set_history(self, nct_id: str, versions: Sequence[Study]) -> None:
+        """Install a timeline of ``nct_id``, oldest first (copies); the last is the live record."""
+        if not versions or any(_nct_id_of(v) != nct_id for v in versions):
+            raise ValueError(f"set_history needs one or more versions of {nct_id}")
+        with self._lock:
+            self._past[nct_id] = [_deep_copy(v) for v in versions[:-1]]
+            self._store(_deep_copy(versions[-1]))
+
+    def versions(self, nct_id: str) -> list[Study]:
+        """Copies of every version of the record, oldest first (KeyError if absent)."""
+        with self._lock:
+            return [_deep_copy(v) for v in self._versions(nct_id)]
+
+    def _versions(self, nct_id: str) -> list[Study]:
+        return [*self._past.get(nct_id, ()), self._studies[nct_id]]
 
     def get(self, nct_id: str) -> Study:
         """A deep copy of the current record (KeyError if absent)."""
@@ -734,6 +769,7 @@ class FakeCtgov:
         """Remove a record: /studies/{id} answers 404 and lists leave it out."""
         with self._lock:
             del self._studies[nct_id]
+            self._past.pop(nct_id, None)
             self._forget(nct_id)
 
     def alias(self, old_id: str, new_id: str) -> None:
@@ -877,6 +913,8 @@ class FakeCtgov:
             prefix = f"{API_PREFIX}/studies/"
             if path.startswith(prefix) and "/" not in path[len(prefix) :]:
                 return self._one_study(path[len(prefix) :], query, raw_query)
+            if path.startswith(history := f"{HISTORY_PREFIX}/studies/"):
+                return self._history(path[len(history) :].split("/"), query)
         except _HttpError as exc:
             return _error(exc.status, exc.message)
         return _error(404, f"no such endpoint: {path}")
@@ -899,6 +937,32 @@ class FakeCtgov:
             raise _HttpError(404, f"study {nct_id} not found")
         location = f"{self.base_url}/studies/{target}" + (f"?{raw_query}" if raw_query else "")
         return _Response(301, b"", None, {"Location": location})
+
+    def _history(self, parts: list[str], query: Query) -> _Response:
+        """Record history: ``studies/{id}[?history=true]`` or ``studies/{id}/history/{v}``."""
+        if len(parts) not in (1, 3) or (len(parts) == 3 and parts[1] != "history"):
+            raise _HttpError(404, f"no such endpoint: {HISTORY_PREFIX}/studies/{'/'.join(parts)}")
+        _check_params(query, {"history"} if len(parts) == 1 else ())
+        nct_id = normalize_nct_id(parts[0])
+        if nct_id is None:
+            raise _HttpError(400, f"invalid NCT number: {parts[0]!r}")
+        with self._lock:
+            if nct_id not in self._studies:
+                raise _HttpError(404, f"study {nct_id} not found")
+            versions = self._versions(nct_id)
+        if len(parts) == 3:
+            number = int(parts[2]) if parts[2].isdigit() else -1
+            if not 0 <= number < len(versions):
+                raise _HttpError(404, f"study {nct_id} has no version {parts[2]!r}")
+            return _Response(200, orjson.dumps({"studyVersion": number, "study": versions[number]}))
+        body = dict(versions[-1])
+        if _boolean(_single(query, "history"), "history"):
+            changes = [
+                _history_change(v, versions[v - 1] if v else {}, versions[v])
+                for v in range(len(versions))
+            ]
+            body["history"] = {"changes": changes}
+        return _Response(200, orjson.dumps(body))
 
     def _resolve_alias(self, nct_id: str) -> str | None:
         seen: set[str] = set()
@@ -1060,6 +1124,17 @@ def _status_predicate(text: str) -> Predicate:
     if unknown := wanted - STATUSES:
         raise _HttpError(400, f"invalid overallStatus value(s): {', '.join(sorted(unknown))}")
     return lambda doc: _get(_ps(doc.study, "statusModule"), "overallStatus") in wanted
+
+
+def _history_change(version: int, before: Study, study: Study) -> dict[str, Any]:
+    status = _ps(study, "statusModule")
+    modules, earlier = study.get("protocolSection") or {}, before.get("protocolSection") or {}
+    return {
+        "version": version,
+        "date": _get(status, "lastUpdatePostDateStruct", "date"),
+        "status": _get(status, "overallStatus"),
+        "moduleLabels": sorted(k for k in modules | earlier if modules.get(k) != earlier.get(k)),
+    }
 
 
 def _check_fault(kind: str, opts: dict[str, Any]) -> None:

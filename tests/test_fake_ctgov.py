@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import re
 from collections.abc import Callable, Iterator
@@ -501,3 +502,138 @@ def test_requests_are_recorded(api: FakeCtgov) -> None:
     assert (second.path, second.status) == ("/api/v2/studies/NCT99999999", 404)
     assert api.request_count("/studies/") == 1
     assert api.request_count() == 2
+
+
+# -- record history (/api/int) ------------------------------------------------------------
+
+
+def history_client(api: FakeCtgov) -> httpx.Client:
+    return httpx.Client(base_url=api.history_base_url, timeout=5.0)
+
+
+def posted_on(day: str, status: str | None = None) -> Callable[[dict[str, Any]], None]:
+    def edit(study: dict[str, Any]) -> None:
+        module = study["protocolSection"]["statusModule"]
+        module["lastUpdatePostDateStruct"]["date"] = day
+        if status:
+            module["overallStatus"] = status
+
+    return edit
+
+
+def test_history_of_a_loaded_record_is_one_version(api: FakeCtgov) -> None:
+    """A record as loaded is version 0, dated its lastUpdatePostDate, with its status."""
+    status = load_study(SOME_IDS[0])["protocolSection"]["statusModule"]
+    with history_client(api) as http:
+        body = http.get(f"/studies/{SOME_IDS[0]}", params={"history": "true"}).json()
+    assert body["history"]["changes"] == [
+        {
+            "version": 0,
+            "date": status["lastUpdatePostDateStruct"]["date"],
+            "status": status["overallStatus"],
+            "moduleLabels": sorted(load_study(SOME_IDS[0])["protocolSection"]),
+        }
+    ]
+    assert {k: v for k, v in body.items() if k != "history"} == load_study(SOME_IDS[0])
+
+
+def test_edit_appends_a_version(api: FakeCtgov) -> None:
+    """Each edit is a new version; the listing names the modules it changed."""
+    api.edit(SOME_IDS[1], posted_on("2026-02-03", "COMPLETED"))
+    with history_client(api) as http:
+        changes = http.get(f"/studies/{SOME_IDS[1]}?history=true").json()["history"]["changes"]
+    assert [(c["version"], c["date"], c["status"]) for c in changes][1:] == [
+        (1, "2026-02-03", "COMPLETED")
+    ]
+    assert changes[1]["moduleLabels"] == ["statusModule"]
+
+
+def test_history_version_serves_each_version(api: FakeCtgov) -> None:
+    """/studies/{id}/history/{v} is {"studyVersion": v, "study": <that version>}."""
+    before = api.get(SOME_IDS[1])
+    after = api.edit(SOME_IDS[1], posted_on("2026-02-03"))
+    with history_client(api) as http:
+        bodies = [http.get(f"/studies/{SOME_IDS[1]}/history/{v}").json() for v in (0, 1)]
+    assert bodies == [{"studyVersion": 0, "study": before}, {"studyVersion": 1, "study": after}]
+
+
+def test_set_history_installs_a_timeline(api: FakeCtgov) -> None:
+    """set_history: every version is served, the last one is the live API v2 record."""
+    base = load_study(SOME_IDS[2])
+    versions = [copy.deepcopy(base) for _ in range(3)]
+    for n, version in enumerate(versions):
+        posted_on(f"201{n}-05-01", ("RECRUITING", "RECRUITING", "TERMINATED")[n])(version)
+    api.set_history(SOME_IDS[2], versions)
+    with history_client(api) as http:
+        changes = http.get(f"/studies/{SOME_IDS[2]}?history=true").json()["history"]["changes"]
+        second = http.get(f"/studies/{SOME_IDS[2]}/history/1").json()["study"]
+    with client(api) as http:
+        live = http.get(f"/studies/{SOME_IDS[2]}").json()
+    assert [(c["date"], c["status"]) for c in changes] == [
+        ("2010-05-01", "RECRUITING"),
+        ("2011-05-01", "RECRUITING"),
+        ("2012-05-01", "TERMINATED"),
+    ]
+    assert (second, live) == (versions[1], versions[2])
+
+
+def test_put_starts_a_new_history(api: FakeCtgov) -> None:
+    """put() replaces the record and its earlier versions: version 0 again."""
+    api.edit(SOME_IDS[0], posted_on("2026-02-03"))
+    api.put(load_study(SOME_IDS[0]))
+    assert len(api.versions(SOME_IDS[0])) == 1
+
+
+def test_set_history_refuses_another_study(api: FakeCtgov) -> None:
+    """Versions of another study (or none) are a ValueError."""
+    with pytest.raises(ValueError, match=SOME_IDS[0]):
+        api.set_history(SOME_IDS[0], [load_study(SOME_IDS[1])])
+    with pytest.raises(ValueError):
+        api.set_history(SOME_IDS[0], [])
+
+
+def test_history_without_the_flag_is_the_plain_study(api: FakeCtgov) -> None:
+    """/api/int/studies/{id} without history=true has no history key."""
+    with history_client(api) as http:
+        body = http.get(f"/studies/{SOME_IDS[0]}").json()
+    assert body == load_study(SOME_IDS[0])
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/studies/NCT09999999?history=true", 404),
+        ("/studies/NCT09999999/history/0", 404),
+        (f"/studies/{SOME_IDS[0]}/history/1", 404),
+        (f"/studies/{SOME_IDS[0]}/history/x", 404),
+        (f"/studies/{SOME_IDS[0]}/versions/0", 404),
+        ("/studies/NCTXYZ?history=true", 400),
+        (f"/studies/{SOME_IDS[0]}?history=maybe", 400),
+        (f"/studies/{SOME_IDS[0]}?fields=x", 400),
+    ],
+)
+def test_history_errors(api: FakeCtgov, path: str, status: int) -> None:
+    """Unknown ids and versions are 404, invalid ids and parameters 400, as text."""
+    with history_client(api) as http:
+        response = http.get(path)
+    assert (response.status_code, response.headers["content-type"]) == (
+        status,
+        "text/plain; charset=utf-8",
+    )
+
+
+def test_removed_study_has_no_history(api: FakeCtgov) -> None:
+    """After remove(), the history answers 404 too."""
+    api.edit(SOME_IDS[0], posted_on("2026-02-03"))
+    api.remove(SOME_IDS[0])
+    with history_client(api) as http:
+        assert http.get(f"/studies/{SOME_IDS[0]}/history/0").status_code == 404
+
+
+def test_faults_apply_to_history_requests(api: FakeCtgov) -> None:
+    """fault_next matching /api/int answers the fault, then the history answers normally."""
+    api.fault_next("status", status=503, path_contains="/api/int/")
+    with history_client(api) as http:
+        statuses = [http.get(f"/studies/{SOME_IDS[0]}/history/0").status_code for _ in range(2)]
+    assert statuses == [503, 200]
+    assert [r.fault for r in api.requests] == ["status", None]
