@@ -71,6 +71,14 @@ async def change_filter(
         bool | None, Query(description="false: drop the events of first sight; true: only them.")
     ] = None,
     watch: Annotated[str | None, Query(description="Only studies of this watch.")] = None,
+    classes: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\[\]]+$")]] | None,
+        Query(
+            alias="class",
+            description="Only events of study versions with a change class matching this glob, "
+            "e.g. `outcomes.primary.*` (see `ctmirror classes`); repeatable.",
+        ),
+    ] = None,
 ) -> feed.ChangeFilter:
     """The filters shared by every change listing (the NCT ids come from the route)."""
     return feed.ChangeFilter(
@@ -81,6 +89,7 @@ async def change_filter(
         after=after,
         initial=initial,
         watch=watch,
+        classes=classes or (),
         limit=limit,
     )
 

@@ -184,6 +184,32 @@ def study_changes(app: AppDep, nct_id: NctIdPath, flt: FilterDep) -> Response:
     return change_page(feed.change_dicts(app.db, replace(flt, nct_ids=[nct_id])), flt.after or 0)
 
 
+class TimelineEntry(BaseModel):
+    version: int
+    source_date: str | None = Field(description="The registry's date of this version.")
+    observed_at: str = Field(description="When the mirror saw it (backfill: the registry date).")
+    origin: str
+    registry_version: int | None = Field(description="The registry's own version number.")
+    classes: list[dict[str, Any]] = Field(
+        description="Change classes: `name` plus its parameters (see `ctmirror classes`)."
+    )
+    snapshot: dict[str, Any] | None = Field(
+        description="Status, enrollment and primary completion in this version (null: gone)."
+    )
+
+
+@router.get(
+    "/v1/studies/{nct_id}/timeline",
+    tags=["studies"],
+    response_model=list[TimelineEntry],
+    summary="One entry per version, oldest first, with its change classes",
+    description="The same entries as `ctmirror timeline NCT --format json`.",
+    responses=STUDY_ERRORS,
+)
+def get_timeline(app: AppDep, nct_id: NctIdPath) -> list[dict[str, Any]]:
+    return feed.timeline(app.db, nct_id_of(nct_id))
+
+
 # -- pages ----------------------------------------------------------------------------------
 
 VersionQuery = Annotated[

@@ -62,6 +62,10 @@ class SubscriptionIn(BaseModel):
     )
     kinds: list[ChangeKind] = Field(default_factory=list)
     include_initial: StrictBool = Field(False, description="Also deliver first-sight versions.")
+    classes: list[Annotated[str, Field(pattern=r"^[^\[\]]+$")]] = Field(
+        default_factory=list,
+        description="Change-class globs, e.g. 'outcomes.primary.*': only versions classified so.",
+    )
 
 
 class SubscriptionOut(BaseModel):
@@ -74,6 +78,7 @@ class SubscriptionOut(BaseModel):
     fields: list[str]
     kinds: list[ChangeKind]
     include_initial: bool
+    classes: list[str]
     created_at: datetime
     paused_at: datetime | None
 
@@ -130,7 +135,7 @@ def create_webhook(app: AppDep, body: SubscriptionIn) -> dict[str, Any]:
     """Subscribe a URL; the answer carries the signing secret, this one time."""
     spec = SubscriptionSpec(
         body.url, body.secret, body.nct_ids, body.watches, body.fields,
-        [k.value for k in body.kinds], body.include_initial,
+        [k.value for k in body.kinds], body.include_initial, body.classes,
     )  # fmt: skip
     hooks = app.settings.webhooks
     policy = EgressPolicy(hooks.allow_private, hooks.allow_loopback)

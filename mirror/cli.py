@@ -18,6 +18,7 @@ import orjson
 
 from mirror import feed, output
 from mirror.app import App, build_app
+from mirror.cli_history import backfill, classes, timeline
 from mirror.cli_webhooks import daemon_command, webhooks_group
 from mirror.config import Settings, load_settings
 from mirror.describe import short_value
@@ -209,6 +210,12 @@ def watch_remove(c: Context, name: str) -> None:
 @click.option("--field", "fields", multiple=True, help="Field glob, e.g. 'status.*' (repeatable).")
 @click.option("--kind", "kinds", multiple=True, type=click.Choice([k.value for k in ChangeKind]))
 @click.option("--watch", "watch_name", help="Only studies of this watch.")
+@click.option(
+    "--class",
+    "classes",
+    multiple=True,
+    help="Only versions with a change class matching this glob, e.g. 'outcomes.primary.*'.",
+)
 @click.option("--since", type=click.DateTime(), help="Observed at or after (UTC).")
 @click.option("--until", type=click.DateTime(), help="Observed before (UTC).")
 @click.option("--after", type=int, help="Only events with id greater than this cursor.")
@@ -222,14 +229,14 @@ def watch_remove(c: Context, name: str) -> None:
 @pass_ctx
 def changes(
     c: Context, nct_ids: tuple[str, ...], fields: tuple[str, ...], kinds: tuple[str, ...],
-    watch_name: str | None, since: datetime | None, until: datetime | None, after: int | None,
-    initial: bool | None, limit: int, fmt: str,
+    watch_name: str | None, classes: tuple[str, ...], since: datetime | None,
+    until: datetime | None, after: int | None, initial: bool | None, limit: int, fmt: str,
 ) -> None:  # fmt: skip
     """The change feed: field-level change events in id order."""
     flt = feed.ChangeFilter(
         nct_ids=nct_ids, fields=fields, kinds=[ChangeKind(k) for k in kinds],
         since=_utc(since), until=_utc(until), after=after,
-        initial=initial, watch=watch_name, limit=limit,
+        initial=initial, watch=watch_name, classes=classes, limit=limit,
     )  # fmt: skip
     events = [e.as_dict() for e in feed.changes(c.app.db, flt)]
     if fmt == "table":
@@ -393,6 +400,8 @@ def db_check(c: Context) -> None:
 
 cli.add_command(daemon_command)
 cli.add_command(webhooks_group)
+for command in (backfill, timeline, classes):
+    cli.add_command(command)
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -78,14 +78,18 @@ def webhooks_group() -> None:
 @click.option("--field", "fields", multiple=True, help="Field glob, e.g. 'status.*' (repeatable).")
 @click.option("--kind", "kinds", multiple=True, type=click.Choice([k.value for k in ChangeKind]))
 @click.option("--include-initial", is_flag=True, help="Also first-sight versions of studies.")
+@click.option(
+    "--class", "classes", multiple=True, help="Change-class glob, e.g. 'outcomes.primary.*'."
+)
 @_format()
 @click.pass_obj
 def webhooks_add(
     c: Context, url: str, secret: str | None, nct_ids: tuple[str, ...], watches: tuple[str, ...],
-    fields: tuple[str, ...], kinds: tuple[str, ...], include_initial: bool, fmt: str,
+    fields: tuple[str, ...], kinds: tuple[str, ...], include_initial: bool,
+    classes: tuple[str, ...], fmt: str,
 ) -> None:  # fmt: skip
     """Subscribe URL to new study versions; prints the signing secret this one time."""
-    spec = SubscriptionSpec(url, secret, nct_ids, watches, fields, kinds, include_initial)
+    spec = SubscriptionSpec(url, secret, nct_ids, watches, fields, kinds, include_initial, classes)
     hooks = c.settings.webhooks
     sub, shown = add_subscription(
         c.app.db, spec, EgressPolicy(hooks.allow_private, hooks.allow_loopback)
@@ -108,6 +112,7 @@ def webhooks_list(c: Context, fmt: str) -> None:
         for row in rows:
             filters = [*row["nct_ids"], *(f"watch:{w}" for w in row["watches"]), *row["fields"]]
             filters += [f"kind:{k}" for k in row["kinds"]]
+            filters += [f"class:{k}" for k in row["classes"]]
             filters += ["+initial"] if row["include_initial"] else []
             row["filters"] = " ".join(filters) or "everything"
     output.emit(rows, fmt, ["id", "state", "url", "filters", "secret_hint", "created_at"])

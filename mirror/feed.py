@@ -34,6 +34,8 @@ from mirror.store import (
     Study,
     StudyVersion,
     SyncRun,
+    VersionClassRow,
+    format_instant,
 )
 
 
@@ -161,6 +163,64 @@ def history(db: Database, nct_id: str) -> tuple[Study, list[VersionInfo]]:
         return study, infos
 
 
+# What the timeline shows of each version besides its classes (the HTML page charts them).
+SNAPSHOT_FIELDS = {
+    "overall_status": "status.overallStatus",
+    "enrollment": "design.enrollmentCount",
+    "enrollment_type": "design.enrollmentType",
+    "primary_completion": "status.primaryCompletionDate",
+    "primary_completion_type": "status.primaryCompletionDateType",
+}
+
+
+def timeline(db: Database, nct_id: str) -> list[dict[str, Any]]:
+    """One entry per stored version, oldest first: its dates, change classes and key values."""
+    with db.session() as session:
+        return study_timeline(session, get_study(session, nct_id))
+
+
+def study_timeline(
+    session: Session, study: Study, up_to: int | None = None
+) -> list[dict[str, Any]]:
+    """:func:`timeline` of a loaded study, up to version ``up_to`` (default: all)."""
+    query = select(StudyVersion).where(StudyVersion.study_id == study.id)
+    if up_to is not None:
+        query = query.where(StudyVersion.version <= up_to)
+    versions = session.scalars(query.order_by(StudyVersion.version)).all()
+    classes = version_classes(session, study.id)
+    return [
+        {
+            "version": v.version,
+            "source_date": v.source_date,
+            "observed_at": format_instant(v.observed_at),
+            "origin": v.origin,
+            "registry_version": v.registry_version,
+            "classes": classes.get(v.version, []),
+            "snapshot": _snapshot(v),
+        }
+        for v in versions
+    ]
+
+
+def version_classes(session: Session, study_id: int) -> dict[int, list[dict[str, Any]]]:
+    """The change classes of a study's versions: version -> ``[{"name": …, **params}]``."""
+    found: dict[int, list[dict[str, Any]]] = {}
+    for version, name, params in session.execute(
+        select(VersionClassRow.version, VersionClassRow.name, VersionClassRow.params)
+        .where(VersionClassRow.study_id == study_id)
+        .order_by(VersionClassRow.version, VersionClassRow.position)
+    ):
+        found.setdefault(version, []).append({"name": name, **params})
+    return found
+
+
+def _snapshot(version: StudyVersion) -> dict[str, Any] | None:
+    if version.canonical is None:
+        return None  # the study left the registry here
+    record = canonical_of(version)
+    return {key: record.get(path) for key, path in SNAPSHOT_FIELDS.items()}
+
+
 def load_version(session: Session, study: Study, version: int | None = None) -> StudyVersion:
     """Version ``version`` of a study, or its newest version that has content."""
     query = select(StudyVersion).where(StudyVersion.study_id == study.id)
@@ -230,6 +290,10 @@ class PageInput:
     version: int
     last_seen_at: datetime
     events: Sequence[ChangeEvent]  # recent events up to that version, newest version first
+    # Recent change classes up to that version, newest version first: each
+    # {"version", "observed_at" (datetime), "name", **params}.
+    classes: Sequence[dict[str, Any]] = ()
+    timeline: Sequence[dict[str, Any]] = ()  # study_timeline() up to that version
 
 
 def page_input(
@@ -247,9 +311,31 @@ def page_input(
             e for e in recent_events(session, study, window, settings.recent_fields)
             if e.version <= stored.version
         ]  # fmt: skip
+        classes = _recent_classes(session, study, window, stored.version)
         return PageInput(
-            orjson.loads(raw), study.nct_id, stored.version, study.last_seen_at, events
+            orjson.loads(raw), study.nct_id, stored.version, study.last_seen_at, events,
+            classes, study_timeline(session, study, stored.version),
+        )  # fmt: skip
+
+
+def _recent_classes(
+    session: Session, study: Study, since: datetime, up_to: int
+) -> list[dict[str, Any]]:
+    rows = session.execute(
+        select(StudyVersion.version, StudyVersion.observed_at)
+        .where(
+            StudyVersion.study_id == study.id,
+            StudyVersion.observed_at >= since,
+            StudyVersion.version <= up_to,
         )
+        .order_by(StudyVersion.version.desc())
+    ).all()
+    classes = version_classes(session, study.id) if rows else {}
+    return [
+        {"version": version, "observed_at": observed_at, **c}
+        for version, observed_at in rows
+        for c in classes.get(version, [])
+    ]
 
 
 def study_detail(db: Database, nct_id: str, version: int | None = None) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Correctness: a page is read inside one transaction (on SQLite one snapshot; on PostgreSQL
 each statement sees only committed events, and ids are handed out in commit order, see
-``ingest._lock_feed``), so a cursor never skips an event that a later page could show.
+``ingest.lock_feed``), so a cursor never skips an event that a later page could show.
 
 Speed: the query is driven by the most selective *ordered* index stream available, so a page
 costs about ``limit`` rows however deep the cursor:
@@ -27,14 +27,14 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, false, func, or_, select, text, union_all
+from sqlalchemy import Row, Select, exists, false, func, or_, select, text, union_all
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 
 from mirror.errors import NotFound, UsageError
 from mirror.source import parse_nct_id
-from mirror.store import ChangeEvent, ChangeKind, Study, Watch, WatchStudy
+from mirror.store import ChangeEvent, ChangeKind, Study, VersionClassRow, Watch, WatchStudy
 
 MAX_LIMIT = 1000
 MERGE_MAX = 64  # more streams than this: walking the primary key is cheaper
@@ -54,6 +54,7 @@ class ChangeFilter:
     after: int | None = None
     initial: bool | None = None
     watch: str | None = None
+    classes: Sequence[str] = ()  # change-class globs: events of versions classified so
     limit: int = 100
     newest_first: bool = False  # the newest ``limit`` events (after ``after``), newest first
 
@@ -112,7 +113,7 @@ def _walk_first(session: Session, flt: ChangeFilter) -> bool:
 
 def _short_walk(session: Session, flt: ChangeFilter, also: Sequence[Any]) -> _Plan:
     """The primary-key walk of ``flt`` over the next WALK_FIRST * limit ids only."""
-    where = _common_conditions(flt, _off_index)
+    where = _common_conditions(session, flt, _off_index)
     where.append(fields_condition(session, flt.fields, _off_index))
     where.append(ChangeEvent.id > (flt.after or 0))
     where.append(ChangeEvent.id <= (flt.after or 0) + WALK_FIRST * flt.limit)
@@ -155,7 +156,7 @@ def _plan(session: Session, flt: ChangeFilter) -> _Plan:
     # On SQLite a condition that merely filters must not divert the planner to its index:
     # unary + keeps a column off every index (SQLite's documented idiom).
     col = _off_index if sqlite else _as_is
-    where = _common_conditions(flt, col)
+    where = _common_conditions(session, flt, col)
     if flt.after:
         where.append(ChangeEvent.id > flt.after)
     nct_ids = list(dict.fromkeys(parse_nct_id(n) for n in flt.nct_ids))
@@ -198,8 +199,10 @@ def _since_floor(session: Session, since: datetime) -> list[Any]:
     return [ChangeEvent.id >= first] if count <= SINCE_SCAN_MAX else []
 
 
-def _common_conditions(flt: ChangeFilter, col: Any) -> list[Any]:
+def _common_conditions(session: Session, flt: ChangeFilter, col: Any) -> list[Any]:
     where = []
+    if flt.classes:
+        where.append(classes_condition(session, flt.classes))
     if flt.kinds:
         where.append(col(ChangeEvent.kind).in_(list(dict.fromkeys(flt.kinds))))
     if flt.since is not None:
@@ -209,6 +212,17 @@ def _common_conditions(flt: ChangeFilter, col: Any) -> list[Any]:
     if flt.initial is not None:
         where.append(col(ChangeEvent.initial).is_(flt.initial))
     return where
+
+
+def classes_condition(session: Session, patterns: Sequence[str]) -> Any:
+    """The event's study version has a change class matching one of the globs ``patterns``."""
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    named = or_(*(_field_matches(p, VersionClassRow.name, sqlite=sqlite) for p in patterns))
+    return exists().where(
+        VersionClassRow.study_id == ChangeEvent.study_id,
+        VersionClassRow.version == ChangeEvent.version,
+        named,
+    )
 
 
 def _off_index(column: Any) -> Any:

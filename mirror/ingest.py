@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from mirror.classes import VersionClass, classify
 from mirror.db import Database
 from mirror.diff import FieldChange, diff_records, initial_changes
 from mirror.errors import MalformedRecord
@@ -34,6 +35,7 @@ from mirror.store import (
     Study,
     StudyState,
     StudyVersion,
+    VersionClassRow,
     WatchStudy,
 )
 
@@ -51,6 +53,7 @@ class Observation:
     origin: str = "api"
     # The registry's date for this version; default: the record's LastUpdatePostDate.
     source_date: str | None = None
+    registry_version: int | None = None  # the registry's version number (history backfill)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +83,7 @@ class IngestResult:
 
 
 @dataclass(slots=True)
-class _Prepared:
+class Prepared:
     obs: Observation
     record: Canonical
     parts: dict[str, str]
@@ -89,7 +92,7 @@ class _Prepared:
 
 
 @dataclass(slots=True)
-class _Writes:
+class Writes:
     """Rows one batch will write, accumulated before touching the database."""
 
     new_studies: list[dict[str, Any]] = field(default_factory=list)
@@ -97,6 +100,7 @@ class _Writes:
     seen: list[dict[str, Any]] = field(default_factory=list)
     versions: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    classes: list[dict[str, Any]] = field(default_factory=list)
     results: list[IngestResult] = field(default_factory=list)
 
 
@@ -123,7 +127,7 @@ class Ingestor:
         prepared, results = [], []
         for obs in observations:
             try:
-                prepared.append(self._prepare(obs))
+                prepared.append(self.prepare(obs))
             except MalformedRecord as exc:
                 log.warning("ingest.malformed", nct_id=obs.nct_id, error=exc.message)
                 results.append(IngestResult(obs.nct_id, Outcome.FAILED, error=exc.message))
@@ -135,13 +139,13 @@ class Ingestor:
 
     # -- preparation (no database) ------------------------------------------------------
 
-    def _prepare(self, obs: Observation) -> _Prepared:
+    def prepare(self, obs: Observation) -> Prepared:
         record = normalize(obs.study, self.ignore)
         if record.get("identification.nctId") not in (None, obs.nct_id):
             raise MalformedRecord("record carries a different nctId", obs.nct_id)
         parts = part_hashes(record)
         source_date = obs.source_date or record.get("status.lastUpdatePostDate")
-        return _Prepared(obs, record, parts, content_hash(parts), source_date)
+        return Prepared(obs, record, parts, content_hash(parts), source_date)
 
     # -- transactions -------------------------------------------------------------------
 
@@ -165,44 +169,44 @@ class Ingestor:
             with self.db.write() as session:
                 return list(write(session, [item]))
         except (IntegrityError, OperationalError) as exc:
-            nct_id = item.obs.nct_id if isinstance(item, _Prepared) else item.nct_id
+            nct_id = item.obs.nct_id if isinstance(item, Prepared) else item.nct_id
             log.error("ingest.failed", nct_id=nct_id, error=str(exc.orig))
             return [IngestResult(nct_id, Outcome.FAILED, error=f"database: {exc.orig}")]
 
-    def _write_observations(self, session: Session, items: list[_Prepared]) -> list[IngestResult]:
-        writes = _Writes()
+    def _write_observations(self, session: Session, items: list[Prepared]) -> list[IngestResult]:
+        writes = Writes()
         for chunk in _unique_chunks(items, key=lambda p: p.obs.nct_id):
             studies = _load_studies(session, [p.obs.nct_id for p in chunk])
-            previous = _load_canonicals(session, [s for s in studies.values()])
+            previous = load_canonicals(session, [s for s in studies.values()])
             for item in chunk:
                 self._plan_observation(item, studies.get(item.obs.nct_id), previous, writes)
-            self._flush(session, writes)
+            self.flush(session, writes)
         return writes.results
 
     def _write_disappearances(
         self, session: Session, items: list[Disappearance]
     ) -> list[IngestResult]:
-        writes = _Writes()
+        writes = Writes()
         studies = _load_studies(session, [d.nct_id for d in items])
         for gone in items:
             self._plan_disappearance(gone, studies.get(gone.nct_id), writes)
-        self._flush(session, writes)
+        self.flush(session, writes)
         return writes.results
 
     # -- planning: decide what to write -------------------------------------------------
 
     def _plan_observation(
         self,
-        item: _Prepared,
+        item: Prepared,
         study: Study | None,
         previous: Mapping[int, Canonical],
-        writes: _Writes,
+        writes: Writes,
     ) -> None:
         obs = item.obs
         if study is None:
             changes = initial_changes(item.record)
             writes.new_studies.append(self._new_study_row(item))
-            self._plan_version(writes, obs.nct_id, None, 1, item, changes, initial=True)
+            self._plan_version(writes, obs.nct_id, None, 1, item, None, changes, initial=True)
             writes.results.append(IngestResult(obs.nct_id, Outcome.NEW, 1, len(changes)))
             return
         if study.state is StudyState.ACTIVE and study.content_hash == item.hash:
@@ -217,7 +221,9 @@ class Ingestor:
         if study.state is not StudyState.ACTIVE:
             changes.insert(0, FieldChange(STUDY_FIELD, ChangeKind.ADDED, None, None))
         version = study.latest_version + 1
-        self._plan_version(writes, obs.nct_id, study.id, version, item, changes, initial=False)
+        self._plan_version(
+            writes, obs.nct_id, study.id, version, item, old or None, changes, initial=False
+        )
         writes.study_updates.append(
             {
                 "b_id": study.id,
@@ -225,14 +231,12 @@ class Ingestor:
                 "alias_of": None,
                 "latest_version": version,
                 "last_seen_at": obs.observed_at,
-                **_content_columns(item),
+                **content_columns(item),
             }
         )
         writes.results.append(IngestResult(obs.nct_id, Outcome.CHANGED, version, len(changes)))
 
-    def _plan_disappearance(
-        self, gone: Disappearance, study: Study | None, writes: _Writes
-    ) -> None:
+    def _plan_disappearance(self, gone: Disappearance, study: Study | None, writes: Writes) -> None:
         new_state = StudyState.MOVED if gone.alias_of else StudyState.GONE
         if study is None and gone.alias_of is None:
             error = f"{gone.nct_id} is not in the registry (404)"
@@ -248,7 +252,7 @@ class Ingestor:
                     "latest_version": 0,
                     "first_seen_at": gone.observed_at,
                     "last_seen_at": gone.observed_at,
-                    **_content_columns(None),
+                    **content_columns(None),
                 }
             )
             writes.results.append(IngestResult(gone.nct_id, Outcome.GONE))
@@ -263,11 +267,12 @@ class Ingestor:
         detail = {"alias_of": gone.alias_of} if gone.alias_of else None
         change = FieldChange(STUDY_FIELD, ChangeKind.REMOVED, None, detail)
         writes.versions.append(
-            self._version_row(study.id, gone.nct_id, version, gone.observed_at, None, None)
+            self.version_row(study.id, gone.nct_id, version, gone.observed_at, None, None)
         )
         writes.events.append(
-            _event_row(study.id, gone.nct_id, version, change, gone.observed_at, None, False)
+            event_row(study.id, gone.nct_id, version, change, gone.observed_at, None, False)
         )
+        writes.classes += class_rows(study.id, gone.nct_id, version, classify({}, None))
         writes.study_updates.append(
             {
                 "b_id": study.id,
@@ -283,30 +288,33 @@ class Ingestor:
 
     def _plan_version(
         self,
-        writes: _Writes,
+        writes: Writes,
         nct_id: str,
         study_id: int | None,
         version: int,
-        item: _Prepared,
+        item: Prepared,
+        old: Canonical | None,
         changes: Iterable[FieldChange],
         *,
         initial: bool,
     ) -> None:
         obs = item.obs
-        row = self._version_row(study_id, nct_id, version, obs.observed_at, item, item.source_date)
+        row = self.version_row(study_id, nct_id, version, obs.observed_at, item, item.source_date)
         writes.versions.append(row)
         writes.events.extend(
-            _event_row(study_id, nct_id, version, c, obs.observed_at, item.source_date, initial)
+            event_row(study_id, nct_id, version, c, obs.observed_at, item.source_date, initial)
             for c in changes
         )
+        if old is not None:
+            writes.classes += class_rows(study_id, nct_id, version, classify(old, item.record))
 
-    def _version_row(
+    def version_row(
         self,
         study_id: int | None,
         nct_id: str,
         version: int,
         observed_at: datetime,
-        item: _Prepared | None,
+        item: Prepared | None,
         source_date: str | None,
     ) -> dict[str, Any]:
         return {
@@ -321,9 +329,10 @@ class Ingestor:
             "raw": compress(item.obs.raw) if item else None,
             "canonical": compress(orjson.dumps(item.record)) if item else None,
             "run_id": self.run_id,
+            "registry_version": item.obs.registry_version if item else None,
         }
 
-    def _new_study_row(self, item: _Prepared) -> dict[str, Any]:
+    def _new_study_row(self, item: Prepared) -> dict[str, Any]:
         return {
             "nct_id": item.obs.nct_id,
             "state": StudyState.ACTIVE,
@@ -331,12 +340,12 @@ class Ingestor:
             "latest_version": 1,
             "first_seen_at": item.obs.observed_at,
             "last_seen_at": item.obs.observed_at,
-            **_content_columns(item),
+            **content_columns(item),
         }
 
     # -- flushing: write what was planned -----------------------------------------------
 
-    def _flush(self, session: Session, writes: _Writes) -> None:
+    def flush(self, session: Session, writes: Writes) -> None:
         ids: dict[str, int] = {}
         if writes.new_studies:
             rows = session.execute(
@@ -345,12 +354,15 @@ class Ingestor:
             ids = {nct: id_ for id_, nct in rows}
         versions = [_resolve(row, ids) for row in writes.versions]
         events = [_resolve(row, ids) for row in writes.events]
+        classes = [_resolve(row, ids) for row in writes.classes]
         if versions:
             session.execute(insert(StudyVersion), versions)
         if events or versions:
-            _lock_feed(session)
+            lock_feed(session)
         if events:
             session.execute(insert(ChangeEvent), events)
+        if classes:
+            session.execute(insert(VersionClassRow), classes)
         if versions:
             # The outbox row commits with its version: webhooks never miss one (DESIGN.md).
             outbox = [_outbox_row(row, ids) for row in writes.versions]
@@ -364,7 +376,7 @@ class Ingestor:
             touched = [*ids.values(), *(u["b_id"] for u in writes.study_updates)]
             add_watch_members(session, self.watch_id, touched + [s["b_id"] for s in writes.seen])
         writes.new_studies, writes.study_updates, writes.seen = [], [], []
-        writes.versions, writes.events = [], []
+        writes.versions, writes.events, writes.classes = [], [], []
 
 
 _CONTENT_COLUMNS = ("content_hash", "part_hashes", "source_date", "title", "overall_status")
@@ -389,7 +401,7 @@ _SEEN_UPDATE = (
 )
 
 
-def _content_columns(item: _Prepared | None) -> dict[str, Any]:
+def content_columns(item: Prepared | None) -> dict[str, Any]:
     """The columns of ``studies`` that describe its newest content."""
     if item is None:
         return dict.fromkeys(_CONTENT_COLUMNS)
@@ -429,7 +441,7 @@ def _outbox_row(version: Mapping[str, Any], new_ids: Mapping[str, int]) -> dict[
     }
 
 
-def _event_row(
+def event_row(
     study_id: int | None,
     nct_id: str,
     version: int,
@@ -453,9 +465,27 @@ def _event_row(
     }
 
 
-def _unique_chunks(items: list[_Prepared], key: Any) -> Iterable[list[_Prepared]]:
+def class_rows(
+    study_id: int | None, nct_id: str, version: int, classes: Iterable[VersionClass]
+) -> list[dict[str, Any]]:
+    """Rows of ``version_classes`` for the classes of one version, in order."""
+    return [
+        {
+            "study_id": study_id,
+            "_nct_id": nct_id,
+            "nct_id": nct_id,
+            "version": version,
+            "position": position,
+            "name": c.name,
+            "params": dict(c.params),
+        }
+        for position, c in enumerate(classes)
+    ]
+
+
+def _unique_chunks(items: list[Prepared], key: Any) -> Iterable[list[Prepared]]:
     """Split so that no chunk holds the same study twice (an archive may repeat one)."""
-    chunk: list[_Prepared] = []
+    chunk: list[Prepared] = []
     seen: set[str] = set()
     for item in items:
         if key(item) in seen:
@@ -474,7 +504,7 @@ def _load_studies(session: Session, nct_ids: Sequence[str]) -> dict[str, Study]:
     return {study.nct_id: study for study in rows}
 
 
-def _load_canonicals(session: Session, studies: Iterable[Study]) -> dict[int, Canonical]:
+def load_canonicals(session: Session, studies: Iterable[Study]) -> dict[int, Canonical]:
     """The newest canonical record of each study (tombstones have none)."""
     ids = [s.id for s in studies]
     if not ids:
@@ -504,7 +534,7 @@ def _load_canonicals(session: Session, studies: Iterable[Study]) -> dict[int, Ca
 FEED_LOCK_KEY = 0x63746D6972726F72  # "ctmirror"
 
 
-def _lock_feed(session: Session) -> None:
+def lock_feed(session: Session) -> None:
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FEED_LOCK_KEY})
 

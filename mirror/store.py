@@ -151,7 +151,11 @@ class StudyVersion(Base):
     """
 
     __tablename__ = "study_versions"
-    __table_args__ = (UniqueConstraint("study_id", "version"),)
+    __table_args__ = (
+        UniqueConstraint("study_id", "version"),
+        # A registry version is stored once, however often a backfill is run or resumed.
+        Index(None, "study_id", "registry_version", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
@@ -164,6 +168,8 @@ class StudyVersion(Base):
     raw: Mapped[bytes | None] = mapped_column(Blob)
     canonical: Mapped[bytes | None] = mapped_column(Blob)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_runs.id"))
+    # The registry's own version number (0 = first), when known: from a history backfill.
+    registry_version: Mapped[int | None] = mapped_column(Integer)
 
 
 class ChangeEvent(Base):
@@ -311,6 +317,24 @@ class OutboxEntry(Base):
     fanned_out_at: Mapped[datetime | None]
 
 
+class VersionClassRow(Base):
+    """One change class of one study version (``mirror.classes``), e.g. ``dates.slipped``."""
+
+    __tablename__ = "version_classes"
+    __table_args__ = (
+        UniqueConstraint("study_id", "version", "position"),
+        Index(None, "name", "study_id", "version"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    nct_id: Mapped[str] = mapped_column(String(11))
+    version: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(Integer)  # order within the version
+    name: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(JsonValue)
+
+
 class WebhookSubscription(Base):
     """A receiver URL, its signing secret and which study versions it wants.
 
@@ -328,6 +352,7 @@ class WebhookSubscription(Base):
     watches: Mapped[list[str]] = mapped_column(JsonValue)
     fields: Mapped[list[str]] = mapped_column(JsonValue)
     kinds: Mapped[list[str]] = mapped_column(JsonValue)
+    classes: Mapped[list[str]] = mapped_column(JsonValue, default=list)  # change-class globs
     include_initial: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime]
     # Versions whose outbox id is at most this were recorded before the subscription existed.

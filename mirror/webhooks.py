@@ -14,7 +14,7 @@ import binascii
 import re
 import secrets
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -37,6 +37,7 @@ from mirror.store import (
     DeliveryStatus,
     OutboxEntry,
     SubscriptionState,
+    VersionClassRow,
     Watch,
     WatchStudy,
     WebhookDelivery,
@@ -66,6 +67,7 @@ class SubscriptionSpec:
     fields: Sequence[str] = ()
     kinds: Sequence[str] = ()
     include_initial: bool = False
+    classes: Sequence[str] = ()  # change-class globs, e.g. "outcomes.primary.*"
 
 
 def new_secret() -> str:
@@ -103,6 +105,7 @@ def add_subscription(
             nct_ids=list(dict.fromkeys(parse_nct_id(n) for n in spec.nct_ids)),
             watches=list(dict.fromkeys(spec.watches)), fields=_valid_globs(spec.fields),
             kinds=kinds, include_initial=spec.include_initial, created_at=utcnow(),
+            classes=_valid_globs(spec.classes, "class"),
             after_outbox_id=start, consecutive_dead=0,
         )  # fmt: skip
         session.add(sub)
@@ -119,10 +122,10 @@ def _valid_kinds(kinds: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(kinds))
 
 
-def _valid_globs(patterns: Iterable[str]) -> list[str]:
+def _valid_globs(patterns: Iterable[str], what: str = "field") -> list[str]:
     for pattern in patterns:
         if not pattern or not FIELD_GLOB.match(pattern):
-            raise UsageError(f"field pattern {pattern!r}: use * and ? only (e.g. 'status.*')")
+            raise UsageError(f"{what} pattern {pattern!r}: use * and ? only (e.g. 'status.*')")
     return list(dict.fromkeys(patterns))
 
 
@@ -184,6 +187,7 @@ def describe_subscription(sub: WebhookSubscription) -> dict[str, Any]:
         "fields": sub.fields,
         "kinds": sub.kinds,
         "include_initial": sub.include_initial,
+        "classes": sub.classes,
         "created_at": format_instant(sub.created_at),
         "paused_at": format_instant(sub.paused_at) if sub.paused_at else None,
     }
@@ -210,13 +214,19 @@ class SubscriptionFilter:
     fields: re.Pattern[str] | None
     kinds: frozenset[str]
     include_initial: bool
+    classes: re.Pattern[str] | None
 
     @classmethod
     def of(cls, sub: WebhookSubscription) -> SubscriptionFilter:
         return cls(
             sub.id, sub.after_outbox_id, frozenset(sub.nct_ids), frozenset(sub.watches),
             _glob_regex(sub.fields), frozenset(sub.kinds), sub.include_initial,
+            _glob_regex(sub.classes),
         )  # fmt: skip
+
+    def wants_classes(self, classes: Sequence[Mapping[str, Any]]) -> bool:
+        """Whether the version's change classes are ones the subscription asked for."""
+        return self.classes is None or any(self.classes.match(c["name"]) for c in classes)
 
     def wants_version(self, entry: OutboxEntry, watches_of_study: frozenset[str]) -> bool:
         """Whether this version may interest the subscription, before looking at its events."""
@@ -273,6 +283,7 @@ def payload(
     all_events: Sequence[Event],
     chosen: Sequence[Event],
     links: Links,
+    classes: Sequence[Mapping[str, Any]] = (),
 ) -> str:
     """The JSON body of one delivery; stored, so every attempt sends the same bytes."""
     body = {
@@ -282,6 +293,7 @@ def payload(
         "version": entry.version,
         "observed_at": format_instant(entry.created_at),
         "changes": list(chosen),
+        "classes": list(classes),
         "links": links.of_version(entry.nct_id, entry.version),
     }
     return orjson.dumps(body).decode()
@@ -296,6 +308,7 @@ class _Batch:
     filters: list[SubscriptionFilter]
     watches: dict[int, frozenset[str]] = field(default_factory=dict)
     events: dict[tuple[int, int], list[Event]] = field(default_factory=dict)
+    classes: dict[tuple[int, int], list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def fan_out(db: Database, links: Links, limit: int = 500) -> tuple[int, int]:
@@ -339,14 +352,18 @@ def _plan(session: Session, batch: _Batch, links: Links) -> list[dict[str, Any]]
     ]
     pairs = [(entry, filters) for entry, filters in pairs if filters]
     batch.events = _events(session, [entry for entry, _ in pairs], batch.filters)
+    batch.classes = _classes(session, [entry for entry, _ in pairs])
     now = utcnow()
     rows = []
     for entry, filters in pairs:
         events = batch.events.get((entry.study_id, entry.version), [])
+        classes = batch.classes.get((entry.study_id, entry.version), [])
         for flt in filters:
-            chosen = flt.select(events)
+            chosen = flt.select(events) if flt.wants_classes(classes) else []
             if chosen:
-                rows.append(_delivery_row(flt.id, entry, events, chosen, links, now))
+                message_id = f"msg_{uuid.uuid4().hex}"
+                body = payload(message_id, entry, events, chosen, links, classes)
+                rows.append(_delivery_row(flt.id, entry, events, message_id, body, now))
     return rows
 
 
@@ -358,12 +375,10 @@ def _delivery_row(
     subscription_id: int,
     entry: OutboxEntry,
     events: Sequence[Event],
-    chosen: Sequence[Event],
-    links: Links,
+    message_id: str,
+    body: str,
     now: datetime,
 ) -> dict[str, Any]:
-    message_id = f"msg_{uuid.uuid4().hex}"
-    body = payload(message_id, entry, events, chosen, links)
     return {
         "subscription_id": subscription_id, "outbox_id": entry.id, "message_id": message_id,
         "event_type": event_type(events), "nct_id": entry.nct_id, "version": entry.version,
@@ -407,6 +422,25 @@ def _events(
             "initial": row.initial,
         }  # fmt: skip
         found.setdefault((row.study_id, row.version), []).append(event)
+    return found
+
+
+def _classes(
+    session: Session, entries: Sequence[OutboxEntry]
+) -> dict[tuple[int, int], list[dict[str, Any]]]:
+    """The change classes of these versions, ``{"name": …, **params}`` in order."""
+    found: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    keys = {(e.study_id, e.version) for e in entries}
+    if not keys:
+        return found
+    c = VersionClassRow
+    query = (
+        select(c.study_id, c.version, c.name, c.params)
+        .where(tuple_(c.study_id, c.version).in_(keys))
+        .order_by(c.study_id, c.version, c.position)
+    )
+    for study_id, version, name, params in session.execute(query):
+        found.setdefault((study_id, version), []).append({"name": name, **params})
     return found
 
 

@@ -122,6 +122,7 @@ def test_change_reaches_receiver_signed_with_the_subscribers_secret(
         "version": 2,
         "observed_at": stored["status.overallStatus"]["observed_at"],
         "changes": sorted(stored.values(), key=lambda e: e["id"]),
+        "classes": [{"name": "status.completed", "from": "RECRUITING"}],
         "links": {
             "page": f"http://127.0.0.1:8000/trials/{STUDY}.md",
             "api": f"http://127.0.0.1:8000/v1/studies/{STUDY}/versions/2",
@@ -153,6 +154,22 @@ def test_field_glob_subscription_gets_only_matching_changes(
     assert [(c["field"], c["old"], c["new"]) for c in body["changes"]] == [
         ("status.overallStatus", "RECRUITING", "SUSPENDED")
     ]
+
+
+def test_class_subscription_gets_only_versions_of_that_class(
+    fake: FakeCtgov, app: App, receiver: Receiver
+) -> None:
+    """A `status.stopped` subscription gets the suspended study, not the enrollment edit."""
+    sync_ids(app, STUDY, OTHER)
+    _, secret = subscribe(app, receiver.url, classes=["status.stop*"])
+    set_status(fake, STUDY, "SUSPENDED")
+    fake.edit(OTHER, lambda s: module(s, "designModule")["enrollmentInfo"].update(count=9))
+    sync_ids(app, STUDY, OTHER)
+    assert dispatch(app) == 1
+    (got,) = receiver.delivered()
+    body = got.verify(secret)
+    assert body["nct_id"] == STUDY
+    assert [(c["name"], c["to"]) for c in body["classes"]] == [("status.stopped", "SUSPENDED")]
 
 
 def test_nct_subscription_gets_only_that_study(
