@@ -55,7 +55,7 @@ def field_rank(field: str, patterns: Sequence[str]) -> int:
 def change_line(event: ChangeEvent) -> str:
     """``- `field` — changed: OLD → NEW _(YYYY-MM-DD)_`` (or ``— added``, ``— removed``)."""
     what = change_text(event) if event.kind is ChangeKind.CHANGED else event.kind.value
-    return f"- {_code(event.field)} — {what} _({day(event.observed_at)})_"
+    return f"- {code(event.field)} — {what} _({day(event.observed_at)})_"
 
 
 def change_text(event: ChangeEvent, limit: int = INLINE_VALUE_MAX) -> str:
@@ -66,7 +66,7 @@ def change_text(event: ChangeEvent, limit: int = INLINE_VALUE_MAX) -> str:
     if event.kind is ChangeKind.CHANGED:
         return "changed: " + change_summary(event.field, event.old, event.new, limit)
     value = event.new if event.kind is ChangeKind.ADDED else event.old
-    return event.kind.value + ("" if value is None else f": {_elide(_brief(value), limit)}")
+    return event.kind.value + ("" if value is None else f": {elide(brief(value), limit)}")
 
 
 def change_summary(field: str, old: Any, new: Any, limit: int = INLINE_VALUE_MAX) -> str:
@@ -76,55 +76,55 @@ def change_summary(field: str, old: Any, new: Any, limit: int = INLINE_VALUE_MAX
     if isinstance(old, list) and isinstance(new, list):
         return _list_summary(field, old, new, limit)
     if isinstance(old, dict) and isinstance(new, dict):
-        parts = [f"{k}: {_pair(_brief(a), _brief(b), limit // 2)}" for k, a, b in _delta(old, new)]
+        parts = [f"{k}: {pair(brief(a), brief(b), limit // 2)}" for k, a, b in _delta(old, new)]
         more = f" and {len(parts) - 2} more" if len(parts) > 2 else ""
-        return _elide("; ".join(parts[:2]) + more, 2 * limit)
-    return _pair(_brief(old), _brief(new), limit)
+        return elide("; ".join(parts[:2]) + more, 2 * limit)
+    return pair(brief(old), brief(new), limit)
 
 
 def short_value(value: Any) -> str:
     """A value short enough for one line; long ones are elided with '…'."""
-    return _elide(_brief(value), INLINE_VALUE_MAX)
+    return elide(brief(value), INLINE_VALUE_MAX)
 
 
 def _list_summary(field: str, old: list[Any], new: list[Any], limit: int) -> str:
     before, after = _keyed(field, old), _keyed(field, new)
     edited = [k for k in after if k in before and after[k] != before[k]]
     parts = [
-        _named("added", [k for k in after if k not in before]),
-        _named("removed", [k for k in before if k not in after]),
+        named("added", [k for k in after if k not in before]),
+        named("removed", [k for k in before if k not in after]),
         _edited(edited[0], before[edited[0]], after[edited[0]]) if len(edited) == 1 else "",
-        _named("edited", edited) if len(edited) > 1 else "",
+        named("edited", edited) if len(edited) > 1 else "",
     ]
     text = "; ".join(p for p in parts if p)
-    return _elide(text, 2 * limit) if text else f"{len(old)} → {len(new)} items"
+    return elide(text, 2 * limit) if text else f"{len(old)} → {len(new)} items"
 
 
 def _keyed(field: str, items: list[Any]) -> dict[str, Any]:
     keys = IDENTITY_KEYS.get(field)
     if keys is None:
-        return {_brief(item): item for item in items}
+        return {brief(item): item for item in items}
     return {
-        " ".join(p for p in identity_of(keys, item) if p) or _brief(item): item for item in items
+        " ".join(p for p in identity_of(keys, item) if p) or brief(item): item for item in items
     }
 
 
-def _named(verb: str, names: list[str]) -> str:
-    shown = [f'"{_elide(n, 40)}"' for n in names]
+def named(verb: str, names: list[str]) -> str:
+    shown = [f'"{elide(n, 40)}"' for n in names]
     if len(shown) <= 2:
         return f"{verb} {', '.join(shown)}" if shown else ""
     return f"{verb} {len(shown)} ({', '.join(shown[:2])}, …)"
 
 
 def _edited(name: str, old: Any, new: Any) -> str:
-    head = f'edited "{_elide(name, 40)}"'
+    head = f'edited "{elide(name, 40)}"'
     if not (isinstance(old, dict) and isinstance(new, dict)):
         return head
     delta = _delta(old, new)
-    if len(delta) == 1 and max(len(_brief(delta[0][1])), len(_brief(delta[0][2]))) <= 30:
+    if len(delta) == 1 and max(len(brief(delta[0][1])), len(brief(delta[0][2]))) <= 30:
         key, a, b = delta[0]
-        return f"{head} ({_words(key)}: {_brief(a)} → {_brief(b)})"
-    return f"{head} ({', '.join(_words(k) for k, _, _ in delta)})"
+        return f"{head} ({words(key)}: {brief(a)} → {brief(b)})"
+    return f"{head} ({', '.join(words(k) for k, _, _ in delta)})"
 
 
 def _delta(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
@@ -132,36 +132,41 @@ def _delta(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, An
     return [(k, old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)]
 
 
-def _brief(value: Any) -> str:
+def brief(value: Any) -> str:
     """A value as one line of text: a list or object by its items' names where they have one."""
     if value is None:
         return "(none)"
     if isinstance(value, str):
         return one_line(value)
     if isinstance(value, list):
-        return "; ".join(_brief(item) for item in value)
+        return "; ".join(brief(item) for item in value)
     if isinstance(value, dict):
         label = next((value[k] for k in _LABEL_KEYS if isinstance(value.get(k), str)), None)
         if label:
             return one_line(label)
-        return ", ".join(f"{k}: {_brief(v)}" for k, v in value.items())
+        return ", ".join(f"{k}: {brief(v)}" for k, v in value.items())
     return orjson.dumps(value).decode()
 
 
-def _pair(old: str, new: str, limit: int) -> str:
+def pair(old: str, new: str, limit: int) -> str:
     """``OLD → NEW``; long values are cut to the neighbourhood of their first difference."""
+    return " → ".join(cut(old, new, limit))
+
+
+def cut(old: str, new: str, limit: int) -> tuple[str, str]:
+    """Both texts, cut to the neighbourhood of their first difference when one is long."""
     if len(old) > limit or len(new) > limit:
         start = len(os.path.commonprefix([old, new]))
         start = max(0, old.rfind(" ", 0, max(0, start - _CONTEXT_CHARS)) + 1)
         old, new = (("…" if start else "") + s[start:] for s in (old, new))
-    return f"{_elide(old, limit)} → {_elide(new, limit)}"
+    return elide(old, limit), elide(new, limit)
 
 
-def _elide(text: str, limit: int) -> str:
+def elide(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def _code(text: str) -> str:
+def code(text: str) -> str:
     fence = "`" * (max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
     pad = " " if fence != "`" else ""
     return f"{fence}{pad}{text}{pad}{fence}"
@@ -219,7 +224,7 @@ def _entries(field: str, value: Any) -> dict[str, list[tuple[str, str]]]:
     if value is None:
         return {}
     if isinstance(value, dict):
-        return {k: [(_words(k), _text(v))] for k, v in value.items()}
+        return {k: [(words(k), _text(v))] for k, v in value.items()}
     if not isinstance(value, list):
         return {"": [("", _text(value))]}
     entries = {}
@@ -228,7 +233,7 @@ def _entries(field: str, value: Any) -> dict[str, list[tuple[str, str]]]:
         label = next((k for k in ("", *_LABEL_KEYS) if k in obj), None)
         rest = sorted((k for k in obj if k != label), key=lambda k: k == "description")
         head = [("", _text(obj[label]))] if label is not None else []
-        entries[key] = head + [(_words(k), _text(obj[k])) for k in rest]
+        entries[key] = head + [(words(k), _text(obj[k])) for k in rest]
     return entries
 
 
@@ -309,9 +314,9 @@ def _context(tokens: list[str], first: bool, last: bool) -> list[Segment]:
 
 def _text(value: Any) -> str:
     """A value as display text, line breaks kept."""
-    return value.strip() if isinstance(value, str) else _brief(value)
+    return value.strip() if isinstance(value, str) else brief(value)
 
 
-def _words(key: str) -> str:
+def words(key: str) -> str:
     """``timeFrame`` -> ``time frame``."""
     return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", key).lower()

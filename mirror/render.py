@@ -1,7 +1,9 @@
 """Study pages: Markdown in the layout of seed ``000_*.txt``, and the same content as HTML.
 
 Content comes from the raw record of the rendered version, printed raw (this is a mirror);
-"Recent Field Changes" comes from the change events. Registry text never changes a page's
+"Recent Field Changes" comes from the change events, "Recent Change Classes" (only when there
+are some) from the classes of the recent versions, and the HTML page's version timeline from
+the study's stored versions (``mirror.timeline_svg``). Registry text never changes a page's
 structure: in Markdown, a line of it that would open a heading, fence, rule or HTML block is
 backslash-escaped and the criteria fence is longer than any backtick run inside it; in HTML the
 template escapes everything.
@@ -18,20 +20,23 @@ from typing import Any
 
 import jinja2
 
+from mirror.class_text import class_line, class_text
 from mirror.config import PagesSettings
-from mirror.describe import change_line, change_row, one_line, recent_changes
+from mirror.describe import (
+    change_line,
+    change_row,
+    day,
+    one_line,
+    recent_changes,
+)
 from mirror.feed import PageInput
 from mirror.store import ChangeEvent
+from mirror.timeline_svg import timeline_chart
 
 CTGOV_STUDY_URL = "https://clinicaltrials.gov/study/"
 SOURCE_LABEL = "ClinicalTrials.gov (mirrored, no enrichment)"
-INLINE_VALUE_MAX = 80
 NOT_PROVIDED = "_Not provided._"
 NONE_LISTED = "_None listed._"
-_LABEL_KEYS = ("measure", "label", "name", "facility", "title", "citation")
-_CONTEXT_CHARS = 20  # kept around the first difference when a long value is elided
-_CONTEXT_TOKENS = 16  # kept around each change in the HTML word diff
-_SHOWN_TEXT_MAX = 600  # longest text an HTML change cell shows whole
 Module = Mapping[str, Any]  # a part of a raw API v2 record
 
 
@@ -63,6 +68,7 @@ class StudyView:
     outcomes: list[tuple[str, list[Outcome]]]  # (heading, outcomes); Other only when present
     locations: list[tuple[str, str]]  # (facility, city, state, country; status)
     changes: list[ChangeEvent]
+    classes: list[dict[str, Any]]  # recent change classes, newest version first
 
 
 def study_view(page: PageInput, settings: PagesSettings) -> StudyView:
@@ -98,6 +104,7 @@ def study_view(page: PageInput, settings: PagesSettings) -> StudyView:
         [_arm(a) for a in protocol.get("armsInterventionsModule", {}).get("armGroups", [])],
         _outcome_sections(protocol.get("outcomesModule", {})),
         [_site(s) for s in locations], recent_changes(page.events, settings),
+        sorted(page.classes, key=lambda c: -int(c["version"])),
     )  # fmt: skip
 
 
@@ -186,6 +193,7 @@ def render_markdown(page: PageInput, settings: PagesSettings) -> str:
             (change_line(e) for e in v.changes),
             f"_No field changes in the last {settings.recent_days} days._",
         ),
+        *_classes_md(v, settings),
         _footer(v, settings),
     ]
     return _front_matter(v.front_matter) + "\n" + "\n\n".join(sections) + "\n"
@@ -194,6 +202,14 @@ def render_markdown(page: PageInput, settings: PagesSettings) -> str:
 def _section(title: str, body: str | Iterable[str], empty: str = NONE_LISTED) -> str:
     text = body if isinstance(body, str) else "\n".join(body)
     return f"## {title}\n\n{text or empty}"
+
+
+def _classes_md(v: StudyView, settings: PagesSettings) -> list[str]:
+    # Only when there are some: a page without classes stays the seed's layout.
+    if not v.classes:
+        return []
+    title = f"Recent Change Classes (last {settings.recent_days} days)"
+    return [_section(title, (class_line(c) for c in v.classes))]
 
 
 def _facts(facts: Iterable[tuple[str, str]]) -> str:
@@ -316,7 +332,26 @@ def render_html(page: PageInput, settings: PagesSettings) -> str:
     template = _templates().get_template("study.html")
     html_url = canonical_url(v.nct_id, settings, ".html")
     changes = [change_row(e) for e in v.changes]
-    return template.render(v=v, settings=settings, html_url=html_url, changes=changes)
+    return template.render(
+        v=v, settings=settings, html_url=html_url, changes=changes,
+        classes=[_class_row(c) for c in v.classes], timeline=timeline_chart(page.timeline),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ClassRow:
+    """A recent change class as the HTML page lists it."""
+
+    name: str
+    text: str
+    date: str
+    major: bool
+
+
+def _class_row(found: Mapping[str, Any]) -> ClassRow:
+    when = found.get("observed_at")
+    date = day(when) if isinstance(when, datetime) else ""
+    return ClassRow(str(found["name"]), class_text(found), date, found.get("major") is True)
 
 
 @functools.cache

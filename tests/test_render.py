@@ -19,11 +19,13 @@ from hypothesis import strategies as st
 from sqlalchemy import update
 
 from mirror.app import App
+from mirror.class_text import class_line
 from mirror.config import PagesSettings
 from mirror.describe import change_line
 from mirror.feed import PageInput, page_input
 from mirror.render import render_html, render_markdown
 from mirror.store import ChangeEvent, ChangeKind
+from mirror.timeline_svg import timeline_chart
 
 SEED_000 = next((Path(__file__).resolve().parents[2] / "shared" / "seeds").glob("000_*.txt"))
 SEED = SEED_000.read_text()
@@ -639,3 +641,306 @@ def test_html_shows_outcomes_as_measures_and_time_frames() -> None:
     assert parsed.marked == {"del": ["1 year"], "ins": ["2 years", "OS", "5 years"]}
     assert "time frame:</span>" in html and "3 unchanged" in html
     assert "{&#34;measure" not in html and '{"measure' not in html
+
+
+# -- change classes ---------------------------------------------------------------------------
+
+CLASSES_AT = datetime(2026, 5, 12, 7, 0, tzinfo=UTC)
+
+
+def found(name: str, params: dict[str, Any], version: int = 3) -> dict[str, Any]:
+    """A recent change class as ``PageInput.classes`` holds it."""
+    return {"version": version, "observed_at": CLASSES_AT, "name": name, **params}
+
+
+def classes_page(
+    classes: Sequence[dict[str, Any]] = (), timeline: Sequence[dict[str, Any]] = ()
+) -> PageInput:
+    """Version 3 of NCT01901029 (its real record) with change classes and a timeline."""
+    study = load_study("NCT01901029")
+    return PageInput(study, "NCT01901029", 3, SEEN, [], list(classes), list(timeline))
+
+
+_COUNTRIES = ["Austria", "Belgium", "France", "Germany", "Italy", "Spain"]
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "text"),
+    [
+        ("status.stopped", {"from": "RECRUITING", "to": "TERMINATED",
+                            "why_stopped": "Lack of\n funding"},
+         "RECRUITING → TERMINATED (why stopped: Lack of funding)"),
+        ("status.completed", {"from": "ACTIVE_NOT_RECRUITING"},
+         "ACTIVE_NOT_RECRUITING → COMPLETED"),
+        ("status.changed", {"from": "RECRUITING", "to": "UNKNOWN"}, "RECRUITING → UNKNOWN"),
+        ("enrollment.changed", {"from": 394, "to": 1063, "percent": 169.8, "major": True,
+                                "type": "ESTIMATED"}, "394 → 1,063 (+169.8%), major"),
+        ("enrollment.changed", {"from": 0, "to": 50, "percent": None, "major": True},
+         "0 → 50, major"),
+        ("enrollment.actualized", {"from": 1063, "to": 998, "percent": -6.1, "major": False},
+         "estimated 1,063 → actual 998 (-6.1%)"),
+        ("dates.slipped", {"date": "primary_completion", "from": "2027-01", "to": "2027-06",
+                           "shift_days": 151, "major": True},
+         "primary completion 2027-01 → 2027-06 (+151 days), major"),
+        ("dates.advanced", {"date": "start", "from": "2026-03-02", "to": "2026-03-01",
+                            "shift_days": -1, "major": False},
+         "start 2026-03-02 → 2026-03-01 (-1 day)"),
+        ("dates.actualized", {"date": "completion", "on": "2026-04-30"},
+         "completion ESTIMATED → ACTUAL (2026-04-30)"),
+        ("outcomes.primary.added", {"measure": "Overall survival", "time_frame": "5 years"},
+         '"Overall survival" (time frame: 5 years)'),
+        ("outcomes.secondary.removed", {"measure": "ORR", "time_frame": None}, '"ORR"'),
+        ("outcomes.primary.reworded", {"from_measure": "Change in HbA1c",
+                                       "to_measure": "Change in HbA1c from baseline",
+                                       "similarity": 0.83},
+         '"Change in HbA1c" → "Change in HbA1c from baseline" (similarity 0.83)'),
+        ("outcomes.secondary.description_changed", {"measure": "ORR", "similarity": 0.91},
+         '"ORR" (similarity 0.91)'),
+        ("outcomes.other.timeframe_changed", {"measure": "ORR", "from_time_frame": "12 weeks",
+                                              "to_time_frame": "24 weeks"},
+         '"ORR": 12 weeks → 24 weeks'),
+        ("outcomes.primary.demoted", {"measure": "ORR", "to_measure": "ORR", "to": "secondary",
+                                      "similarity": 1.0}, '"ORR" to secondary'),
+        ("outcomes.primary.promoted", {"measure": "Overall survival (OS)",
+                                       "from_measure": "Overall survival", "from": "secondary",
+                                       "similarity": 0.9},
+         '"Overall survival (OS)" from secondary (was "Overall survival", similarity 0.9)'),
+        ("eligibility.changed", {"fields": ["eligibility.criteria", "eligibility.minAge"]},
+         "criteria, min age"),
+        ("sites.added", {"count": 3, "countries": ["France"]}, "3 sites (France)"),
+        ("sites.removed", {"count": 1, "countries": []}, "1 site"),
+        ("sites.added", {"count": 6, "countries": _COUNTRIES},
+         "6 sites (Austria, Belgium, France, Germany and 2 more)"),
+        ("sponsor.changed", {"from": "Univ", "to": "Pharma Inc"}, "Univ → Pharma Inc"),
+        ("sponsor.collaborators_changed", {"added": ["A"], "removed": ["B", "C"]},
+         'added "A"; removed "B", "C"'),
+        ("results.posted", {"date": "2026-05-01", "days_after_primary_completion": 412},
+         "posted 2026-05-01, 412 days after primary completion"),
+        ("study.removed", {"last_status": "RECRUITING"},
+         "left the registry (last status: RECRUITING)"),
+        ("design.phases_changed", {"from": ["PHASE2"], "to": ["PHASE2", "PHASE3"]},
+         "PHASE2 → PHASE2, PHASE3"),
+    ],
+)  # fmt: skip
+def test_class_lines_describe_each_family(name: str, params: dict[str, Any], text: str) -> None:
+    """Each class family reads as one line: its name, what happened, the observation day."""
+    assert class_line(found(name, params)) == f"- `{name}` — {text} _(2026-05-12)_"
+
+
+def test_unknown_class_lists_its_parameters() -> None:
+    """A class this version does not know is shown as `key: value` pairs, lists joined."""
+    line = class_line(found("results.retracted", {"date": "2026-05-01", "codes": [7, 9]}))
+    assert line == "- `results.retracted` — date: 2026-05-01; codes: 7, 9 _(2026-05-12)_"
+
+
+def test_long_reworded_measures_are_cut_around_their_difference() -> None:
+    """Two long measures show the neighbourhood of their first difference, like field lines."""
+    old = (
+        "Change from baseline in the Movement Disorder Society Unified Parkinson's Disease "
+        "Rating Scale part III score at week 12"
+    )
+    new = old.replace("week 12", "week 24")
+    params = {"from_measure": old, "to_measure": new, "similarity": 0.97}
+    assert class_line(found("outcomes.primary.reworded", params)) == (
+        '- `outcomes.primary.reworded` — "…part III score at week 12" → '
+        '"…part III score at week 24" (similarity 0.97) _(2026-05-12)_'
+    )
+
+
+def test_long_added_measure_is_elided() -> None:
+    """A long measure is cut with '…' at 60 characters, so the line stays short."""
+    measure = "Change from baseline in the Movement Disorder Society Unified Parkinson's Disease"
+    line = class_line(found("outcomes.primary.added", {"measure": measure, "time_frame": None}))
+    assert line == (
+        '- `outcomes.primary.added` — "Change from baseline in the Movement Disorder Society '
+        'Unifi…" _(2026-05-12)_'
+    )
+
+
+def test_class_section_follows_field_changes_newest_version_first() -> None:
+    """ "Recent Change Classes" comes after "Recent Field Changes", newest version first."""
+    classes = [
+        found("status.changed", {"from": "RECRUITING", "to": "UNKNOWN"}, version=2),
+        found("sites.added", {"count": 1, "countries": ["China"]}, version=3),
+        found("enrollment.changed", {"from": 2000, "to": 3100, "percent": 55.0, "major": True},
+              version=3),
+    ]  # fmt: skip
+    page = render_markdown(classes_page(classes), PagesSettings(recent_days=7))
+    assert headings(page)[-2:] == [
+        "## Recent Field Changes (last 7 days)", "## Recent Change Classes (last 7 days)",
+    ]  # fmt: skip
+    assert section(page, "Recent Change Classes (last 7 days)").splitlines() == [
+        "- `sites.added` — 1 site (China) _(2026-05-12)_",
+        "- `enrollment.changed` — 2,000 → 3,100 (+55.0%), major _(2026-05-12)_",
+        "- `status.changed` — RECRUITING → UNKNOWN _(2026-05-12)_",
+    ]
+
+
+def test_page_without_classes_has_no_class_section() -> None:
+    """Without classes there is no class section: the seed page, even with a timeline, is
+    unchanged byte for byte."""
+    page = page_of(seed_record(), seed_events())
+    with_timeline = PageInput(
+        page.study, page.nct_id, 2, page.last_seen_at, page.events, (), timeline_entries()
+    )
+    assert render_markdown(with_timeline, SEED_SETTINGS) == SEED
+    assert "Recent Change Classes" not in render_markdown(classes_page(), PagesSettings())
+
+
+def test_registry_text_in_classes_cannot_change_the_page_structure() -> None:
+    """Line breaks, headings, fences and rules inside a class's registry text stay on its line."""
+    hostile = "x\n## Injected\n```\n---\n<!-- open"
+    classes = [
+        found("outcomes.primary.added", {"measure": hostile, "time_frame": hostile}),
+        found("status.stopped", {"from": "RECRUITING", "to": "WITHDRAWN", "why_stopped": hostile}),
+    ]
+    page = render_markdown(classes_page(classes), PagesSettings())
+    lines = section(page, "Recent Change Classes (last 30 days)").splitlines()
+    assert lines[0] == (
+        '- `outcomes.primary.added` — "x ## Injected ``` --- <!-- open" '
+        "(time frame: x ## Injected ``` --- <!-- open) _(2026-05-12)_"
+    )
+    heads, fences = md_structure(page)
+    assert heads[-1] == "h2 Recent Change Classes (last 30 days)" and len(fences) == 1
+    assert len(lines) == 2
+
+
+# -- the HTML timeline ----------------------------------------------------------------------
+
+
+def snapshot(status: str, count: int, count_type: str, done: str, done_type: str) -> dict[str, Any]:
+    return {
+        "overall_status": status, "enrollment": count, "enrollment_type": count_type,
+        "primary_completion": done, "primary_completion_type": done_type,
+    }  # fmt: skip
+
+
+def timeline_entries() -> list[dict[str, Any]]:
+    """NCT01901029's history as the mirror could hold it; version 3 is its real record."""
+    versions = [
+        ("2013-07-17", [], snapshot("RECRUITING", 2000, "ESTIMATED", "2013-06", "ESTIMATED")),
+        ("2013-08-13", ["enrollment.changed", "dates.slipped", "dates.actualized"],
+         snapshot("RECRUITING", 3100, "ESTIMATED", "2013-08", "ACTUAL")),
+        ("2026-05-12", ["status.changed"],
+         snapshot("UNKNOWN", 3100, "ESTIMATED", "2013-08", "ACTUAL")),
+    ]  # fmt: skip
+    return [
+        {
+            "version": n, "source_date": when, "observed_at": "2026-05-12T07:00:00Z",
+            "origin": "history", "registry_version": n - 1,
+            "classes": [{"name": name} for name in names], "snapshot": snap,
+        }
+        for n, (when, names, snap) in enumerate(versions, start=1)
+    ]  # fmt: skip
+
+
+class _Elements(HTMLParser):
+    """Every start tag with its attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.found.append((tag, dict(attrs)))
+
+
+def elements(html: str, tag: str = "", css: str = "") -> list[dict[str, str | None]]:
+    """The attributes of every ``tag`` element (any if "") whose class list includes ``css``."""
+    parser = _Elements()
+    parser.feed(html)
+    return [
+        attrs for t, attrs in parser.found
+        if tag in ("", t) and (not css or css in (attrs.get("class") or "").split())
+    ]  # fmt: skip
+
+
+def svg_of(html: str) -> str:
+    match = re.search(r"<svg.*?</svg>", html, re.S)
+    assert match, "no timeline svg"
+    return match.group()
+
+
+def test_html_lists_the_change_classes() -> None:
+    """The HTML page lists the classes like the Markdown page, major ones marked."""
+    classes = [
+        found("enrollment.changed", {"from": 394, "to": 1063, "percent": 169.8, "major": True}),
+        found("sites.added", {"count": 3, "countries": ["France"]}),
+    ]
+    html = render_html(classes_page(classes), PagesSettings())
+    assert parse_html(html).heads[-1] == "Recent Change Classes (last 30 days)"
+    assert (
+        '<li class="major"><code>enrollment.changed</code> — <span class="what">394 → 1,063 '
+        '(+169.8%), major</span> <span class="date">(2026-05-12)</span></li>' in html
+    )
+    assert '<li><code>sites.added</code> — <span class="what">3 sites (France)</span>' in html
+
+
+def test_html_without_classes_or_history_has_neither_section() -> None:
+    """No classes and a single version: no class list, no timeline."""
+    html = render_html(classes_page((), timeline_entries()[:1]), PagesSettings())
+    assert 'id="recent-change-classes"' not in html and "<svg" not in html
+    assert parse_html(html).heads[-1] == "Recent Field Changes (last 30 days)"
+
+
+def test_html_timeline_has_one_point_per_version_in_each_lane() -> None:
+    """Enrollment and primary completion each get a point per version, ACTUAL ones filled."""
+    html = render_html(classes_page((), timeline_entries()), PagesSettings())
+    svg = svg_of(html)
+    points = elements(svg, "circle", "point")
+    assert len(points) == 6
+    assert [p["class"] for p in points] == [
+        "point", "point", "point", "point", "point actual", "point actual",
+    ]  # fmt: skip
+    assert [p["cx"] for p in points] == ["174.7", "356.0", "537.3"] * 2
+    assert (
+        "v2 (2013-08-13): 3,100 (ESTIMATED)" in svg and "v2 (2013-08-13): 2013-08 (ACTUAL)" in svg
+    )
+
+
+def test_html_timeline_shows_status_bands_and_a_table() -> None:
+    """Status runs become coloured bands; the table lists each version with its classes."""
+    html = render_html(classes_page((), timeline_entries()), PagesSettings())
+    bands = [g["class"] for g in elements(svg_of(html), "g") if g["class"] != "lane"]
+    assert bands == ["st-recruiting", "st-other"]
+    assert "<title>v1–v2: RECRUITING</title>" in html
+    table = html.split('<table class="versions">', 1)[1].split("</table>", 1)[0]
+    assert table.count("<tr>") == 4  # the header and three versions
+    assert (
+        "<tr><td>2</td><td>2013-08-13</td><td>RECRUITING</td><td>3,100 (ESTIMATED)</td>"
+        "<td>2013-08 (ACTUAL)</td><td><code>enrollment.changed</code>, <code>dates.slipped</code>, "
+        "<code>dates.actualized</code></td></tr>"
+    ) in table
+
+
+def test_primary_completion_slip_goes_up_and_a_tombstone_breaks_the_lines() -> None:
+    """A later date is drawn higher; a version without a record breaks both step lines."""
+    entries = timeline_entries()
+    entries.insert(2, {**entries[1], "version": 3, "snapshot": None, "classes": []})
+    entries[3]["version"] = 4
+    chart = timeline_chart(entries)
+    assert chart is not None
+    enrollment, completion = chart.lanes
+    assert completion.points[0].y > completion.points[1].y  # 2013-06 -> 2013-08: up
+    assert completion.high == "2013-08" and completion.low == "2013-06"
+    assert enrollment.high == "3,100" and enrollment.low == "0"
+    assert [p.count("M") for p in (enrollment.path, completion.path)] == [2, 2]
+    assert [b.status for b in chart.bands] == ["RECRUITING", "(left the registry)", "UNKNOWN"]
+    assert chart.bands[1].css == "st-removed"
+
+
+def test_html_timeline_escapes_registry_text_and_stays_self_contained() -> None:
+    """Markup in a status or class name is escaped; the timeline has no script or link."""
+    entries = timeline_entries()
+    entries[2]["snapshot"]["overall_status"] = "<script>alert(1)</script>"
+    entries[2]["classes"] = [{"name": '<img src=x onerror="y">'}]
+    classes = [found("status.stopped", {"from": "A", "to": "B", "why_stopped": "<b>why</b>"})]
+    html = render_html(classes_page(classes, entries), PagesSettings())
+    tags = parse_html(html).tags
+    assert "script" not in tags and "img" not in tags and "b" not in tags
+    assert "<title>v3: &lt;script&gt;alert(1)&lt;/script&gt;</title>" in html
+    assert "<code>&lt;img src=x onerror=&#34;y&#34;&gt;</code>" in html
+    assert "(why stopped: &lt;b&gt;why&lt;/b&gt;)" in html
+    assert not re.search(r"\b(src|srcset|href)=|@import|url\(|<script|<image|<use", svg_of(html))
+    assert not [a for a in elements(html) if {"src", "srcset"} & set(a)]
+    assert not re.search(r'rel="stylesheet"|@import|url\(', html)
