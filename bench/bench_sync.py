@@ -37,9 +37,7 @@ import random
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,17 +47,16 @@ from typing import Any
 
 import orjson
 from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 import fake_ctgov  # noqa: E402  (the test fake: a real HTTP server of API v2)
+from _common import fresh_database  # noqa: E402
 
 import mirror.sync  # noqa: E402
 from mirror.app import App, build_app  # noqa: E402
 from mirror.config import LogSettings, Settings, SourceSettings, load_settings  # noqa: E402
-from mirror.db import Database  # noqa: E402
 from mirror.ingest import Ingestor, Observation  # noqa: E402
 from mirror.logging import configure_logging  # noqa: E402
 from mirror.normalize import content_hash, normalize, part_hashes  # noqa: E402
@@ -220,29 +217,6 @@ class Options:
     seed: int
     config: Path | None
     profile: bool
-
-
-@contextlib.contextmanager
-def fresh_database(backend: str, pg_url: str) -> Iterator[str]:
-    """The URL of a new, empty database; it is deleted afterwards."""
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="ctmirror-bench-") as tmp:
-            yield f"sqlite:///{Path(tmp) / 'mirror.db'}"
-        return
-    name = f"ctmirror_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = make_url(pg_url).set(database=name).render_as_string(hide_password=False)
-        db = Database(url)
-        db.upgrade()
-        db.dispose()
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def make_settings(db_url: str, base_url: str, opts: Options) -> Settings:

@@ -38,24 +38,20 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 import fake_ctgov  # noqa: E402  (for the real records' location)
+from _common import fresh_database  # noqa: E402
 
 from mirror.app import App, build_app  # noqa: E402
 from mirror.config import LogSettings, load_settings  # noqa: E402
-from mirror.db import Database  # noqa: E402
 from mirror.dispatch import Dispatcher  # noqa: E402
 from mirror.egress import EgressPolicy  # noqa: E402
 from mirror.ingest import Ingestor, Observation  # noqa: E402
@@ -126,31 +122,6 @@ class Receiver:
     def close(self) -> None:
         self.process.terminate()
         self.process.wait(10)
-
-
-@contextlib.contextmanager
-def fresh_database(backend: str, pg_url: str, directory: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        path = directory / f"webhooks-{uuid.uuid4().hex[:8]}.db"
-        db = Database(f"sqlite:///{path}")
-        db.upgrade()
-        db.dispose()
-        yield f"sqlite:///{path}"
-        return
-    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    name = f"ctmirror_bench_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = make_url(pg_url).set(database=name).render_as_string(hide_password=False)
-        db = Database(url)
-        db.upgrade()
-        db.dispose()
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def records() -> dict[str, bytes]:
@@ -277,7 +248,7 @@ def run_backend(backend: str, opts: argparse.Namespace, data: dict[str, bytes]) 
         for part in ("throughput", "latency"):
             receiver = Receiver(directory)
             try:
-                with fresh_database(backend, opts.pg_url, directory) as url:
+                with fresh_database(backend, opts.pg_url) as url:
                     settings = load_settings(None, database={"url": url}, log={"level": "error"})
                     app = build_app(settings)
                     try:

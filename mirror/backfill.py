@@ -199,10 +199,26 @@ class _Slot:
     key: tuple[str, int, int]
     row: StudyVersion | None = None
     item: Prepared | None = None
+    _record: Canonical | None = None
 
     @property
     def has_content(self) -> bool:
         return self.item is not None or (self.row is not None and self.row.canonical is not None)
+
+    def record(self) -> Canonical:
+        """The version's canonical record (a stored one is decompressed once)."""
+        if self.item is not None:
+            return self.item.record
+        if self._record is None:
+            assert self.row is not None and self.row.canonical is not None
+            self._record = orjson.loads(decompress(self.row.canonical))
+        return self._record
+
+    def parts(self) -> dict[str, Any] | None:
+        """Its per-area hashes, so that only areas that changed are diffed."""
+        if self.item is not None:
+            return self.item.parts
+        return self.row.part_hashes if self.row is not None else None
 
 
 class HistoryWriter:
@@ -266,14 +282,14 @@ class HistoryWriter:
         if not new:
             return 0
         before = [s for s in slots if s.has_content]
-        previous = _canonical(before[-1]) if before else None
+        previous = before[-1] if before else None
         gone = bool(slots) and not slots[-1].has_content
         writes = Writes()
         version = study.latest_version
         for slot in new:
             version += 1
             self._plan(writes, study, version, slot, previous, gone=gone)
-            previous, gone = _canonical(slot), False
+            previous, gone = slot, False
         self._finish(session, study, writes, [*slots, *new])
         return len(writes.events)
 
@@ -283,7 +299,7 @@ class HistoryWriter:
         session.execute(delete(VersionClassRow).where(VersionClassRow.study_id == study.id))
         _renumber(session, study.id, {s.row.version: n for n, s in _numbered(slots) if s.row})
         writes = Writes()
-        previous: Canonical | None = None
+        previous: _Slot | None = None
         gone = False
         for number, slot in _numbered(slots):
             if slot.row is not None and not slot.has_content:
@@ -292,7 +308,7 @@ class HistoryWriter:
                 gone = True
                 continue
             self._plan(writes, study, number, slot, previous, gone=gone)
-            previous, gone = _canonical(slot), False
+            previous, gone = slot, False
         self._finish(session, study, writes, slots)
         return len(writes.events)
 
@@ -302,12 +318,15 @@ class HistoryWriter:
         study: Study,
         version: int,
         slot: _Slot,
-        previous: Canonical | None,
+        previous: _Slot | None,
         *,
         gone: bool,
     ) -> None:
-        record = _canonical(slot)
-        changes = initial_changes(record) if previous is None else diff_records(previous, record)
+        record = slot.record()
+        if previous is None:
+            changes = initial_changes(record)
+        else:
+            changes = diff_records(previous.record(), record, previous.parts(), slot.parts())
         if gone:
             changes.insert(0, FieldChange(STUDY_FIELD, ChangeKind.ADDED, None, None))
         if slot.item is not None:
@@ -328,14 +347,14 @@ class HistoryWriter:
         ]
         if previous is not None:
             writes.classes += class_rows(
-                study.id, study.nct_id, version, classify(previous, record)
+                study.id, study.nct_id, version, classify(previous.record(), record)
             )
 
     def _finish(self, session: Session, study: Study, writes: Writes, slots: list[_Slot]) -> None:
         """Write what was planned and point the study at its newest version."""
         self.ingestor.flush(session, writes)
         newest = [s for s in slots if s.has_content][-1]
-        record = _canonical(newest)
+        record = newest.record()
         values: dict[str, Any] = {"latest_version": len(slots)}
         if slots[-1].has_content:
             values |= {"state": StudyState.ACTIVE, "alias_of": None}
@@ -431,14 +450,6 @@ def _renumber(session: Session, study_id: int, numbers: dict[int, int]) -> None:
                 .where(table.study_id == study_id, table.version == -old)
                 .values(version=new)
             )
-
-
-def _canonical(slot: _Slot) -> Canonical:
-    if slot.item is not None:
-        return slot.item.record
-    assert slot.row is not None and slot.row.canonical is not None
-    record: Canonical = orjson.loads(decompress(slot.row.canonical))
-    return record
 
 
 def _row_event(

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+from api_client import api_client
 from fake_ctgov import FakeCtgov, load_study
 from helpers import STUDY, changes, module, study_row, sync_ids, version_numbers
 from sqlalchemy import delete, select
@@ -278,3 +279,24 @@ def test_recompute_derives_the_same_classes_again(
     assert [e["classes"] for e in timeline(app.db, STUDY)] == [[], [], []]
     assert "2 classes written" in run("classes", "--recompute").output
     assert timeline(app.db, STUDY) == before
+
+
+def test_the_api_serves_timeline_class_filter_and_chart(
+    app: App, fake_api: FakeCtgov, base: Study_
+) -> None:
+    """Over HTTP: the timeline, ``class=`` on the feed, and the HTML page's version chart."""
+    fake_api.set_history(STUDY, versions_of(base, ENROLLMENT_STEPS))
+    backfill_ids(app, STUDY)
+    with api_client(app) as api:
+        entries = api.json(f"/v1/studies/{STUDY}/timeline")
+        page = api.json("/v1/changes", params={"class": "enrollment.changed", "limit": 1000})
+        html = api.get(f"/trials/{STUDY}.html").text
+        missing = api.get("/v1/studies/NCT00000000/timeline")
+    assert entries == timeline(app.db, STUDY)
+    assert [e["classes"][0]["name"] for e in entries[1:]] == [
+        "enrollment.changed",
+        "enrollment.actualized",
+    ]
+    assert {e["version"] for e in page["changes"]} == {2}
+    assert html.count("<svg") == 1 and "enrollment" in html
+    assert missing.status_code == 404
