@@ -114,6 +114,17 @@ def env(db_url: str, fake_api: FakeCtgov, monkeypatch: pytest.MonkeyPatch) -> di
 
 
 @pytest.fixture
+def fast_daemon(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Daemon and webhook timings short enough for tests (``daemon_helpers.FAST``)."""
+    from daemon_helpers import FAST
+
+    for key, value in FAST.items():
+        monkeypatch.setenv(key, value)
+    env.update(FAST)
+    return env
+
+
+@pytest.fixture
 def settings(env: dict[str, str]) -> Settings:
     return load_settings()
 

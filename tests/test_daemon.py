@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_helpers import FAST, ROOT, RunningDaemon, deliveries, jobs, log_events, spawn_daemon
+from daemon_helpers import ROOT, RunningDaemon, deliveries, jobs, log_events, spawn_daemon
 from daemon_helpers import wait_until as wait
 from fake_ctgov import FakeCtgov, all_study_ids
 from helpers import STUDY, count, orphans, put_real, runs
@@ -41,12 +41,7 @@ from mirror.webhooks import SubscriptionSpec, add_subscription
 OTHER, THIRD = "NCT05305430", "NCT00410098"
 
 
-@pytest.fixture(autouse=True)
-def fast(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    for key, value in FAST.items():
-        monkeypatch.setenv(key, value)
-    env.update(FAST)
-    return env
+pytestmark = pytest.mark.usefixtures("fast_daemon")
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
-from daemon_helpers import FAST, RunningDaemon, deliveries, wait_until
+from daemon_helpers import RunningDaemon, deliveries, wait_until
 from fake_ctgov import FakeCtgov
 from helpers import STUDY, count, events, module, put_real, sponsor_update, sync_ids
 from receiver import Receiver
@@ -36,12 +36,7 @@ from mirror.webhooks import SubscriptionSpec, add_subscription
 OTHER = "NCT05305430"
 
 
-@pytest.fixture(autouse=True)
-def fast(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    for key, value in FAST.items():
-        monkeypatch.setenv(key, value)
-    env.update(FAST)
-    return env
+pytestmark = pytest.mark.usefixtures("fast_daemon")
 
 
 @pytest.fixture
