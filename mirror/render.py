@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -194,6 +194,7 @@ def render_markdown(page: PageInput, settings: PagesSettings) -> str:
             f"_No field changes in the last {settings.recent_days} days._",
         ),
         *_classes_md(v, settings),
+        *_timeline_md(page.timeline),
         _footer(v, settings),
     ]
     return _front_matter(v.front_matter) + "\n" + "\n\n".join(sections) + "\n"
@@ -210,6 +211,31 @@ def _classes_md(v: StudyView, settings: PagesSettings) -> list[str]:
         return []
     title = f"Recent Change Classes (last {settings.recent_days} days)"
     return [_section(title, (class_line(c) for c in v.classes))]
+
+
+TIMELINE_LINES = 20  # the newest versions the Markdown timeline lists
+
+
+def _timeline_md(entries: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per version, newest first, with its change classes: only for studies whose
+    past has some (a page without classes keeps the seed's layout)."""
+    if len(entries) < 2 or not any(e["classes"] for e in entries):
+        return []
+    lines = [_timeline_line(e) for e in reversed(entries[-TIMELINE_LINES:])]
+    if len(entries) > TIMELINE_LINES:
+        lines.append(f"- _… {len(entries) - TIMELINE_LINES} older versions_")
+    return [_section("Version Timeline", lines)]
+
+
+def _timeline_line(entry: Mapping[str, Any]) -> str:
+    names = [
+        f"`{c['name']}`" + (" (major)" if c.get("major") is True else "") for c in entry["classes"]
+    ]
+    what = ", ".join(names) or (
+        "first version" if entry["version"] == 1 else "no classified change"
+    )
+    when = entry["source_date"] or str(entry["observed_at"])[:10]
+    return f"- **v{entry['version']}** {when} — {what}"
 
 
 def _facts(facts: Iterable[tuple[str, str]]) -> str:

@@ -300,3 +300,18 @@ def test_the_api_serves_timeline_class_filter_and_chart(
     assert {e["version"] for e in page["changes"]} == {2}
     assert html.count("<svg") == 1 and "enrollment" in html
     assert missing.status_code == 404
+
+
+def test_the_markdown_page_lists_the_versions_with_their_classes(
+    app: App, fake_api: FakeCtgov, base: Study_, run: Any
+) -> None:
+    """``show --format md`` of a backfilled study ends with its version timeline."""
+    fake_api.set_history(STUDY, versions_of(base, ENROLLMENT_STEPS))
+    backfill_ids(app, STUDY)
+    page = run("show", STUDY, "--format", "md").output
+    timeline_section = page.split("## Version Timeline\n\n")[1].split("\n\n")[0]
+    assert timeline_section.splitlines() == [
+        "- **v3** 2021-06-30 — `enrollment.actualized`",
+        "- **v2** 2020-01-15 — `enrollment.changed` (major)",
+        "- **v1** 2019-03-01 — first version",
+    ]

@@ -777,14 +777,25 @@ def test_class_section_follows_field_changes_newest_version_first() -> None:
 
 
 def test_page_without_classes_has_no_class_section() -> None:
-    """Without classes there is no class section: the seed page, even with a timeline, is
-    unchanged byte for byte."""
+    """Without classes there is no class section: the seed page, even with a timeline of
+    unclassified versions, is unchanged byte for byte."""
     page = page_of(seed_record(), seed_events())
-    with_timeline = PageInput(
-        page.study, page.nct_id, 2, page.last_seen_at, page.events, (), timeline_entries()
-    )
+    plain = [e | {"classes": []} for e in timeline_entries()]
+    with_timeline = PageInput(page.study, page.nct_id, 2, page.last_seen_at, page.events, (), plain)
     assert render_markdown(with_timeline, SEED_SETTINGS) == SEED
     assert "Recent Change Classes" not in render_markdown(classes_page(), PagesSettings())
+
+
+def test_classified_past_versions_are_listed_before_the_footer() -> None:
+    """A timeline with classes adds "Version Timeline", newest first, after the changes."""
+    entries = timeline_entries()
+    page = render_markdown(classes_page(timeline=entries), PagesSettings())
+    assert headings(page)[-1] == "## Version Timeline"
+    lines = section(page, "Version Timeline").splitlines()
+    assert len(lines) == len(entries) and lines[-1].startswith("- **v1** ")
+    assert all(
+        line.startswith(f"- **v{entries[-1 - n]['version']}** ") for n, line in enumerate(lines)
+    )
 
 
 def test_registry_text_in_classes_cannot_change_the_page_structure() -> None:
