@@ -121,8 +121,15 @@ def _summary(study: Study) -> dict[str, Any]:
 @router.get(
     "/v1/studies/{nct_id}", tags=["studies"], response_model=StudyDetail, responses=STUDY_ERRORS
 )
-def get_study(app: AppDep, nct_id: NctIdPath) -> dict[str, Any]:
-    detail = feed.study_detail(app.db, nct_id_of(nct_id))
+def get_study(
+    app: AppDep,
+    nct_id: NctIdPath,
+    version: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_VERSION, description="The record of this version (default: newest)."),
+    ] = None,
+) -> dict[str, Any]:
+    detail = feed.study_detail(app.db, nct_id_of(nct_id), version)
     return detail | {"version_count": detail["latest_version"]}
 
 

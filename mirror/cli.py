@@ -360,7 +360,7 @@ def serve(c: Context, host: str | None, port: int | None) -> None:
 
 @cli.group()
 def db() -> None:
-    """Schema migrations."""
+    """Schema migrations, table sizes, raw-JSON retention."""
 
 
 @db.command("upgrade")
@@ -396,6 +396,54 @@ def db_check(c: Context) -> None:
             click.echo(f"  drift: {item}", err=True)
         raise MirrorError(f"database schema differs from the models in {len(drift)} place(s)")
     click.echo(f"database at revision {head}; schema matches the models")
+
+
+@db.command("stats")
+@format_option()
+@pass_ctx
+def db_stats(c: Context, fmt: str) -> None:
+    """Rows and bytes per table (bytes include indexes), largest first."""
+    from mirror.maintenance import table_stats
+
+    found = table_stats(c.app.db)
+    rows: list[dict[str, Any]] = [
+        {"table": t.name, "rows": t.rows, "bytes": t.bytes, "size": _size(t.bytes)} for t in found
+    ]
+    if fmt == "table":
+        total = sum(t.bytes or 0 for t in found)
+        rows.append({"table": "(total)", "rows": sum(t.rows for t in found), "size": _size(total)})
+    output.emit(rows, fmt, ["table", "rows", "size"])
+
+
+def _size(value: int | None) -> str:
+    if value is None:
+        return "?"
+    if value < 1024:
+        return f"{value} B"
+    size = value / 1024
+    for unit in ("KB", "MB"):
+        if size < 1024:
+            return f"{size:,.1f} {unit}"
+        size /= 1024
+    return f"{size:,.1f} GB"
+
+
+@db.command("prune")
+@click.option(
+    "--days",
+    type=click.IntRange(min=1),
+    help="Override database.raw_retention_days for this run.",
+)
+@pass_ctx
+def db_prune(c: Context, days: int | None) -> None:
+    """Drop the raw JSON of superseded versions older than database.raw_retention_days."""
+    from mirror.maintenance import prune_raw
+
+    days = days or c.settings.database.raw_retention_days
+    if days is None:
+        raise UsageError("set database.raw_retention_days (or pass --days N) to prune raw JSON")
+    dropped = prune_raw(c.app.db, days)
+    click.echo(f"dropped the raw JSON of {dropped} superseded versions older than {days} days")
 
 
 cli.add_command(daemon_command)

@@ -41,6 +41,9 @@ class Section(BaseModel):
 class DatabaseSettings(Section):
     url: str = "sqlite:///ctmirror.db"
     echo: bool = False
+    # Drop the raw JSON of superseded versions older than this many days (canonical records
+    # and events stay); unset = keep every raw JSON forever.
+    raw_retention_days: int | None = Field(None, ge=1)
 
 
 class SourceSettings(Section):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -22,6 +23,7 @@ import structlog
 from mirror.app import App
 from mirror.dispatch import Dispatcher, owner_name
 from mirror.jobs import ClaimedJob, claim_job, finish_job, heartbeat, requeue_job
+from mirror.maintenance import prune_raw
 from mirror.scheduler import (
     SchedulerLock,
     Timing,
@@ -39,6 +41,7 @@ log = structlog.get_logger(__name__)
 
 # Deliveries in flight at a stop get this long to finish; the whole stop stays under 10 s.
 SHUTDOWN_GRACE_SECONDS = 4.0
+MAINTENANCE_SECONDS = 24 * 3600  # the scheduler runs housekeeping once a day
 
 
 @dataclass
@@ -62,6 +65,7 @@ class Daemon:
         self._jobs_ready = asyncio.Event()
         self._lease = timedelta(seconds=self.settings.daemon.lease_seconds)
         self._source: ApiSource | None = None
+        self._next_prune = 0.0  # time.monotonic() of the next raw-JSON retention pass
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -92,6 +96,8 @@ class Daemon:
             leader = await asyncio.to_thread(lock.acquire)
             try:
                 queued = await self._queue_due() if leader else []
+                if leader:
+                    await self._maintain()
                 runs = await self._work_until_empty()
                 attempts = 0 if self.stop.is_set() else await self.dispatcher.drain()
             finally:
@@ -157,6 +163,7 @@ class Daemon:
         scheduler.start()
         try:
             while not self.stop.is_set():
+                await self._maintain()
                 await self._pause(self.settings.daemon.check_seconds)
                 if not self.stop.is_set() and not await asyncio.to_thread(lock.held):
                     log.warning("daemon.role", role="standby", reason="scheduler lock lost")
@@ -164,6 +171,17 @@ class Daemon:
         finally:
             scheduler.shutdown()
             await asyncio.to_thread(lock.release)
+
+    async def _maintain(self) -> None:
+        """The scheduler's daily housekeeping: the raw-JSON retention, when configured."""
+        days = self.settings.database.raw_retention_days
+        if days is None or time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + MAINTENANCE_SECONDS
+        try:
+            await asyncio.to_thread(prune_raw, self.app.db, days)
+        except Exception as exc:  # retried at the next pass; never stops the scheduler
+            log.error("daemon.prune_failed", error=str(exc), exc_type=type(exc).__name__)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

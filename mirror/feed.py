@@ -245,13 +245,24 @@ def raw_version(db: Database, nct_id: str, version: int) -> bytes:
     """The JSON of a version exactly as the source served it; NotFound for a tombstone."""
     with db.session() as session:
         study = get_study(session, nct_id)
-        raw = raw_json(load_version(session, study, version))
+        stored = load_version(session, study, version)
+        raw = raw_json(stored)
     if raw is None:
-        raise NotFound(
-            f"{study.nct_id} version {version} records that the study left the registry: "
+        raise NotFound(_no_raw(study.nct_id, stored))
+    return raw
+
+
+def _no_raw(nct_id: str, version: StudyVersion) -> str:
+    if version.canonical is None:
+        return (
+            f"{nct_id} version {version.version} records that the study left the registry: "
             "it has no record"
         )
-    return raw
+    return (
+        f"{nct_id} version {version.version}: its raw JSON was dropped by the retention setting "
+        f"(database.raw_retention_days); its canonical record is at "
+        f"/v1/studies/{nct_id}?version={version.version}"
+    )
 
 
 def canonical_of(version: StudyVersion) -> Canonical:
@@ -305,7 +316,7 @@ def page_input(
         stored = load_version(session, study, version)
         raw = raw_json(stored)
         if raw is None:
-            raise NotFound(f"{study.nct_id} version {stored.version} is a tombstone (no record)")
+            raise NotFound(_no_raw(study.nct_id, stored))
         window = datetime.now(UTC) - timedelta(days=settings.recent_days)
         events = [
             e for e in recent_events(session, study, window, settings.recent_fields)
