@@ -19,6 +19,7 @@ import orjson
 from mirror import feed, output
 from mirror.app import App, build_app
 from mirror.cli_history import backfill, classes, timeline
+from mirror.cli_import import import_command
 from mirror.cli_webhooks import daemon_command, webhooks_group
 from mirror.config import Settings, load_settings
 from mirror.describe import short_value
@@ -448,7 +449,7 @@ def db_prune(c: Context, days: int | None) -> None:
 
 cli.add_command(daemon_command)
 cli.add_command(webhooks_group)
-for command in (backfill, timeline, classes):
+for command in (backfill, timeline, classes, import_command):
     cli.add_command(command)
 
 

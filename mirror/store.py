@@ -415,3 +415,43 @@ class SyncJob(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_runs.id"))
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class ImportBatch(Base):
+    """A range of an archive's records in one import (``ctmirror import``, docs/import.md).
+
+    An import of an archive is the rows of one (``archive``, ``round``); a worker claims a
+    ``queued`` batch (or a ``running`` one whose lease ran out) with ``FOR UPDATE SKIP LOCKED``,
+    renews ``lease_until`` while it writes, and stores its counts when it is done.
+    """
+
+    __tablename__ = "import_batches"
+    __table_args__ = (
+        UniqueConstraint("archive", "round", "position"),
+        Index(None, "archive", "round", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    # The archive's identity (mirror.archive): the same file gives the same key on any host.
+    archive: Mapped[str] = mapped_column(String(64))
+    round: Mapped[int] = mapped_column(Integer)  # 1 = its first import, 2 = the next, …
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(1000))  # the path as the planning worker saw it
+    first_record: Mapped[int] = mapped_column(Integer)  # zip member / file / line number, from 0
+    records: Mapped[int] = mapped_column(Integer)
+    # Where the first record starts (zip: its local header; NDJSON: its line); None: a directory.
+    byte_offset: Mapped[int | None] = mapped_column(BigInteger)
+    observed_at: Mapped[datetime]  # the same for every batch of an import
+    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus))
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_runs.id"))  # the run that did it
+    finished_at: Mapped[datetime | None]
+    read: Mapped[int] = mapped_column(Integer, default=0)
+    new: Mapped[int] = mapped_column(Integer, default=0)
+    changed: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    # {"failures": [[label, error], …] (the first 100), "damage": why the batch ended early}
+    errors: Mapped[dict[str, Any] | None]

@@ -1,0 +1,125 @@
+"""``ctmirror import``: seed or refresh the mirror from an archive (registered in cli.py).
+
+The context object is cli.py's ``Context`` (``.settings``, ``.app``), passed with ``pass_obj``
+so this module does not import cli.py back.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import click
+
+from mirror.archive import open_archive
+from mirror.errors import UsageError
+from mirror.importer import SQLITE_WORKERS, Importer, ImportSummary, run_workers
+
+if TYPE_CHECKING:
+    from mirror.cli import Context
+
+
+def _instant(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """An ISO 8601 date or time; without a zone it is UTC."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 time (e.g. 2026-06-01T07:00:00Z)"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+@click.command("import")
+@click.argument("path")
+@click.option(
+    "--observed-at",
+    metavar="DATETIME",
+    callback=_instant,
+    help="When the archive's records were observed (ISO 8601, UTC unless given; default: now).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes (PostgreSQL only; other hosts may join with the same archive).",
+)
+@click.pass_obj
+def import_command(c: Context, path: str, observed_at: datetime | None, workers: int) -> None:
+    """Import study records from an archive, as a sync would record them.
+
+    PATH is the registry's bulk download (ctg-studies.json.zip), a directory of NCT*.json
+    files, or NDJSON (one study per line; '-' reads standard input). Safe to interrupt and
+    run again: an unfinished import resumes, and what is stored already is not written twice.
+    """
+    if workers > 1 and c.app.db.is_sqlite:
+        raise UsageError(SQLITE_WORKERS)
+    with _progress("importing") as advance:
+        if workers > 1:
+            summary = run_workers(c.app.db, c.settings, path, workers, observed_at, advance)
+        else:
+            stdin = sys.stdin.buffer if path == "-" and sys.stdin is not None else None
+            source = open_archive(path, stdin=stdin)
+            summary = Importer(c.app.db, c.settings).run(source, observed_at, advance)
+    click.echo(summary.line())
+    _report(summary)
+
+
+def _report(summary: ImportSummary) -> None:
+    """Name what was skipped; anything skipped makes the exit code 1."""
+    failures = summary.tally.failures
+    for label, error in failures[:20]:
+        click.echo(f"  failed {label}: {error}", err=True)
+    if summary.tally.counts["failed"] > 20:
+        click.echo(f"  … and {summary.tally.counts['failed'] - 20} more", err=True)
+    if summary.error:
+        click.echo(f"error: {summary.error}", err=True)
+    if failures or summary.tally.counts["failed"] or summary.error:
+        raise click.exceptions.Exit(1)
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[int | None, int], None]]:
+    """A progress bar with studies/s and time left on stderr when it is a terminal."""
+    if not sys.stderr.isatty():
+        yield lambda total, done: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        Task,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:,.0f} studies/s" if speed else "… studies/s")
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        Rate(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def advance(total: int | None, done: int) -> None:
+            if total is not None:
+                bar.update(task, total=total)
+            bar.advance(task, done)
+
+        yield advance
