@@ -50,7 +50,6 @@ from mirror.ingest import (
     Writes,
     class_rows,
     decompress,
-    event_row,
 )
 from mirror.normalize import Canonical
 from mirror.source import HistoryEntry, HistorySource
@@ -304,7 +303,10 @@ class HistoryWriter:
         for number, slot in _numbered(slots):
             if slot.row is not None and not slot.has_content:
                 change = FieldChange(STUDY_FIELD, ChangeKind.REMOVED, None, None)
-                writes.events.append(_row_event(study, slot.row, number, change, False))
+                writes.events += self.ingestor.event_rows(
+                    study.id, study.nct_id, number, [change], slot.row.observed_at,
+                    slot.row.source_date, False,
+                )  # fmt: skip
                 gone = True
                 continue
             self._plan(writes, study, number, slot, previous, gone=gone)
@@ -341,10 +343,9 @@ class HistoryWriter:
             assert slot.row is not None
             observed_at, source_date = slot.row.observed_at, slot.row.source_date
         initial = previous is None
-        writes.events += [
-            event_row(study.id, study.nct_id, version, c, observed_at, source_date, initial)
-            for c in changes
-        ]
+        writes.events += self.ingestor.event_rows(
+            study.id, study.nct_id, version, changes, observed_at, source_date, initial
+        )
         if previous is not None:
             writes.classes += class_rows(
                 study.id, study.nct_id, version, classify(previous.record(), record)
@@ -450,14 +451,6 @@ def _renumber(session: Session, study_id: int, numbers: dict[int, int]) -> None:
                 .where(table.study_id == study_id, table.version == -old)
                 .values(version=new)
             )
-
-
-def _row_event(
-    study: Study, row: StudyVersion, version: int, change: FieldChange, initial: bool
-) -> dict[str, Any]:
-    return event_row(
-        study.id, study.nct_id, version, change, row.observed_at, row.source_date, initial
-    )
 
 
 # -- classifying again -------------------------------------------------------------------------

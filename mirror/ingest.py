@@ -2,8 +2,14 @@
 
 Every source (API, archive, history) hands :class:`Observation` batches to
 :meth:`Ingestor.ingest`. A batch is one transaction: each new version is written
-together with its change events, or not at all. The common case, an unchanged
-re-read, costs one hash comparison and a ``last_seen_at`` update.
+together with its change events, or not at all.
+
+The common case, an unchanged re-read, is settled before anything is normalized: the
+record's fingerprint (``mirror.normalize.fingerprint``, one serialization and one hash)
+equals the one stored with the study, and the batch's ``last_seen_at`` updates go out as
+one statement. Other records are normalized and their content hash decides; only studies
+whose content changed have their previous canonical record loaded. Rows are written with
+the driver's bulk paths (``mirror.ingest_rows``).
 """
 
 from __future__ import annotations
@@ -16,28 +22,41 @@ from typing import Any
 
 import orjson
 import structlog
-import zstandard
-from sqlalchemy import Table, and_, bindparam, func, insert, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from mirror.classes import VersionClass, classify
+from mirror.classes import classify
 from mirror.db import Database
 from mirror.diff import FieldChange, diff_records, initial_changes
 from mirror.errors import MalformedRecord
-from mirror.normalize import Canonical, content_hash, normalize, part_hashes
-from mirror.store import (
-    STUDY_FIELD,
-    ChangeEvent,
-    ChangeKind,
-    OutboxEntry,
-    Study,
-    StudyState,
-    StudyVersion,
-    VersionClassRow,
-    WatchStudy,
+from mirror.ingest_rows import (
+    CONTENT_COLUMNS,
+    EVENT_COLUMNS,
+    FINGERPRINT_KEY,
+    OUTBOX_COLUMNS,
+    VERSION_COLUMNS,
+    RowWriter,
+    StudyHead,
+    StudyRow,
+    add_watch_members,
+    class_rows,
+    compress,
+    decompress,
+    insert_classes,
+    insert_studies,
+    load_canonicals,
+    load_heads,
+    load_rows,
+    lock_feed,
+    update_studies,
 )
+from mirror.normalize import Canonical, content_hash, fingerprint, normalize, part_hashes
+from mirror.store import STUDY_FIELD, ChangeKind, StudyState
+
+__all__ = [
+    "Disappearance", "IngestResult", "Ingestor", "Observation", "Outcome", "Pending", "Prepared",
+    "Writes", "class_rows", "compress", "decompress", "load_canonicals", "lock_feed",
+]  # fmt: skip
 
 log = structlog.get_logger(__name__)
 
@@ -84,24 +103,48 @@ class IngestResult:
 
 @dataclass(slots=True)
 class Prepared:
+    """An observation normalized and hashed."""
+
     obs: Observation
     record: Canonical
     parts: dict[str, str]
     hash: str
     source_date: str | None
+    fingerprint: str | None = None
+
+
+@dataclass(slots=True)
+class Pending:
+    """An observation left unnormalized: its fingerprint matched the stored one when read."""
+
+    obs: Observation
+    fingerprint: str
+
+
+Item = Prepared | Pending
 
 
 @dataclass(slots=True)
 class Writes:
-    """Rows one batch will write, accumulated before touching the database."""
+    """Rows one batch will write, accumulated before touching the database.
+
+    ``events`` are tuples in ``EVENT_COLUMNS`` order made by :meth:`Ingestor.event_rows`.
+    """
 
     new_studies: list[dict[str, Any]] = field(default_factory=list)
     study_updates: list[dict[str, Any]] = field(default_factory=list)
-    seen: list[dict[str, Any]] = field(default_factory=list)
+    seen: list[tuple[int, datetime]] = field(default_factory=list)  # (study id, last seen)
+    fingerprints: list[dict[str, Any]] = field(default_factory=list)
     versions: list[dict[str, Any]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[tuple[Any, ...]] = field(default_factory=list)
     classes: list[dict[str, Any]] = field(default_factory=list)
+    members: list[int] = field(default_factory=list)  # studies inserted ahead of the flush
     results: list[IngestResult] = field(default_factory=list)
+
+    def clear_rows(self) -> None:
+        """Forget the rows (once written); the results stay."""
+        self.new_studies, self.study_updates, self.seen, self.fingerprints = [], [], [], []
+        self.versions, self.events, self.classes, self.members = [], [], [], []
 
 
 class Ingestor:
@@ -119,19 +162,23 @@ class Ingestor:
         self.ignore = tuple(ignore)
         self.run_id = run_id
         self.watch_id = watch_id
+        self.rows = RowWriter(db.engine.dialect)
 
     # -- public -------------------------------------------------------------------------
 
     def ingest(self, observations: Sequence[Observation]) -> list[IngestResult]:
         """Store what is new in ``observations``; one transaction for the batch."""
-        prepared, results = [], []
+        with self.db.session() as session:  # read outside the write lock
+            heads = load_heads(session, [obs.nct_id for obs in observations])
+        items: list[Item] = []
+        results: list[IngestResult] = []
         for obs in observations:
             try:
-                prepared.append(self.prepare(obs))
+                items.append(self._item(obs, heads.get(obs.nct_id)))
             except MalformedRecord as exc:
                 log.warning("ingest.malformed", nct_id=obs.nct_id, error=exc.message)
                 results.append(IngestResult(obs.nct_id, Outcome.FAILED, error=exc.message))
-        return results + self._write_retrying(prepared, self._write_observations)
+        return results + self._write_retrying(items, self._write_observations)
 
     def disappear(self, gone: Sequence[Disappearance]) -> list[IngestResult]:
         """Record that studies left the registry: a tombstone version and a ``removed`` event."""
@@ -139,13 +186,20 @@ class Ingestor:
 
     # -- preparation (no database) ------------------------------------------------------
 
-    def prepare(self, obs: Observation) -> Prepared:
+    def prepare(self, obs: Observation, fingerprint: str | None = None) -> Prepared:
+        """Normalize and hash ``obs`` (``fingerprint``: its own, kept with the study)."""
         record = normalize(obs.study, self.ignore)
         if record.get("identification.nctId") not in (None, obs.nct_id):
             raise MalformedRecord("record carries a different nctId", obs.nct_id)
         parts = part_hashes(record)
         source_date = obs.source_date or record.get("status.lastUpdatePostDate")
-        return Prepared(obs, record, parts, content_hash(parts), source_date)
+        return Prepared(obs, record, parts, content_hash(parts), source_date, fingerprint)
+
+    def _item(self, obs: Observation, head: StudyHead | None) -> Item:
+        print_ = fingerprint(obs.study, self.ignore)
+        if print_ is not None and _unchanged_by_fingerprint(print_, head):
+            return Pending(obs, print_)
+        return self.prepare(obs, print_)
 
     # -- transactions -------------------------------------------------------------------
 
@@ -169,27 +223,54 @@ class Ingestor:
             with self.db.write() as session:
                 return list(write(session, [item]))
         except (IntegrityError, OperationalError) as exc:
-            nct_id = item.obs.nct_id if isinstance(item, Prepared) else item.nct_id
+            nct_id = item.nct_id if isinstance(item, Disappearance) else item.obs.nct_id
             log.error("ingest.failed", nct_id=nct_id, error=str(exc.orig))
             return [IngestResult(nct_id, Outcome.FAILED, error=f"database: {exc.orig}")]
 
-    def _write_observations(self, session: Session, items: list[Prepared]) -> list[IngestResult]:
+    def _write_observations(self, session: Session, items: list[Item]) -> list[IngestResult]:
         writes = Writes()
-        for chunk in _unique_chunks(items, key=lambda p: p.obs.nct_id):
-            studies = _load_studies(session, [p.obs.nct_id for p in chunk])
-            previous = load_canonicals(session, [s for s in studies.values()])
+        for chunk in _unique_chunks(items):
+            heads = load_heads(session, [item.obs.nct_id for item in chunk])
+            chunk = [self._settled(item, heads.get(item.obs.nct_id)) for item in chunk]
+            new_ids = self._insert_new_studies(session, chunk, heads, writes)
+            rows = load_rows(session, _changing(chunk, heads))
+            previous = load_canonicals(session, [row.id for row in rows.values()])
             for item in chunk:
-                self._plan_observation(item, studies.get(item.obs.nct_id), previous, writes)
+                head, row = heads.get(item.obs.nct_id), rows.get(item.obs.nct_id)
+                self._plan_observation(item, head, row, new_ids, previous, writes)
             self.flush(session, writes)
         return writes.results
+
+    def _settled(self, item: Item, head: StudyHead | None) -> Item:
+        """A pending item whose study changed since it was read is normalized after all."""
+        if isinstance(item, Pending) and not _unchanged_by_fingerprint(item.fingerprint, head):
+            # Its content was stored (and so valid) before: this cannot raise MalformedRecord.
+            return self.prepare(item.obs, item.fingerprint)
+        return item
+
+    def _insert_new_studies(
+        self,
+        session: Session,
+        chunk: list[Item],
+        heads: Mapping[str, StudyHead],
+        writes: Writes,
+    ) -> dict[str, int]:
+        rows = [
+            self._new_study_row(item)
+            for item in chunk
+            if isinstance(item, Prepared) and item.obs.nct_id not in heads
+        ]
+        ids = insert_studies(session, rows)
+        writes.members += ids.values()
+        return ids
 
     def _write_disappearances(
         self, session: Session, items: list[Disappearance]
     ) -> list[IngestResult]:
         writes = Writes()
-        studies = _load_studies(session, [d.nct_id for d in items])
+        rows = load_rows(session, [d.nct_id for d in items])
         for gone in items:
-            self._plan_disappearance(gone, studies.get(gone.nct_id), writes)
+            self._plan_disappearance(gone, rows.get(gone.nct_id), writes)
         self.flush(session, writes)
         return writes.results
 
@@ -197,36 +278,68 @@ class Ingestor:
 
     def _plan_observation(
         self,
-        item: Prepared,
-        study: Study | None,
+        item: Item,
+        head: StudyHead | None,
+        row: StudyRow | None,
+        new_ids: Mapping[str, int],
         previous: Mapping[int, Canonical],
         writes: Writes,
     ) -> None:
+        """``row``: the whole row of a study that gets a new version (else None)."""
+        if head is None:
+            assert isinstance(item, Prepared)
+            self._plan_first_version(item, new_ids[item.obs.nct_id], writes)
+        elif row is None:
+            self._plan_seen(item, head, writes)
+        else:
+            assert isinstance(item, Prepared)
+            self._plan_change(item, row, previous.get(row.id), writes)
+
+    def _plan_first_version(self, item: Prepared, study_id: int, writes: Writes) -> None:
         obs = item.obs
-        if study is None:
-            changes = initial_changes(item.record)
-            writes.new_studies.append(self._new_study_row(item))
-            self._plan_version(writes, obs.nct_id, None, 1, item, None, changes, initial=True)
-            writes.results.append(IngestResult(obs.nct_id, Outcome.NEW, 1, len(changes)))
-            return
-        if study.state is StudyState.ACTIVE and study.content_hash == item.hash:
-            writes.seen.append({"b_id": study.id, "last_seen_at": obs.observed_at})
-            writes.results.append(IngestResult(obs.nct_id, Outcome.UNCHANGED, study.latest_version))
-            return
-        old = previous.get(study.id, {})
+        writes.versions.append(
+            self.version_row(study_id, obs.nct_id, 1, obs.observed_at, item, item.source_date)
+        )
+        # Every field is `added` with `initial: true` (DESIGN.md); the one hot loop of a first
+        # sync, so the rows are made here directly rather than through FieldChange objects.
+        at, source_date, json = self.rows.instant(obs.observed_at), item.source_date, self.rows.json
+        nct_id, added = obs.nct_id, ChangeKind.ADDED.value
+        writes.events += [
+            (study_id, nct_id, 1, path, added, None, json(value), at, source_date, True)
+            for path, value in item.record.items()
+        ]
+        writes.results.append(IngestResult(obs.nct_id, Outcome.NEW, 1, len(item.record)))
+
+    def _plan_seen(self, item: Item, head: StudyHead, writes: Writes) -> None:
+        writes.seen.append((head.id, item.obs.observed_at))
+        if isinstance(item, Prepared) and item.fingerprint != head.fingerprint:
+            # Same content under a new fingerprint: remember it for the next re-read.
+            parts = content_columns(item)["part_hashes"]
+            writes.fingerprints.append({"b_id": head.id, "parts": parts})
+        writes.results.append(IngestResult(item.obs.nct_id, Outcome.UNCHANGED, head.latest_version))
+
+    def _plan_change(
+        self, item: Prepared, head: StudyRow, old: Canonical | None, writes: Writes
+    ) -> None:
+        obs = item.obs
         if old:
-            changes = diff_records(old, item.record, study.part_hashes, item.parts)
+            changes = diff_records(old, item.record, head.area_hashes, item.parts)
         else:
             changes = initial_changes(item.record)
-        if study.state is not StudyState.ACTIVE:
+        if head.state is not StudyState.ACTIVE:
             changes.insert(0, FieldChange(STUDY_FIELD, ChangeKind.ADDED, None, None))
-        version = study.latest_version + 1
-        self._plan_version(
-            writes, obs.nct_id, study.id, version, item, old or None, changes, initial=False
+        version = head.latest_version + 1
+        writes.versions.append(
+            self.version_row(head.id, obs.nct_id, version, obs.observed_at, item, item.source_date)
         )
+        writes.events += self.event_rows(
+            head.id, obs.nct_id, version, changes, obs.observed_at, item.source_date, False
+        )
+        if old:
+            writes.classes += class_rows(head.id, obs.nct_id, version, classify(old, item.record))
         writes.study_updates.append(
             {
-                "b_id": study.id,
+                "b_id": head.id,
                 "state": StudyState.ACTIVE,
                 "alias_of": None,
                 "latest_version": version,
@@ -236,13 +349,14 @@ class Ingestor:
         )
         writes.results.append(IngestResult(obs.nct_id, Outcome.CHANGED, version, len(changes)))
 
-    def _plan_disappearance(self, gone: Disappearance, study: Study | None, writes: Writes) -> None:
+    def _plan_disappearance(
+        self, gone: Disappearance, head: StudyRow | None, writes: Writes
+    ) -> None:
         new_state = StudyState.MOVED if gone.alias_of else StudyState.GONE
-        if study is None and gone.alias_of is None:
+        if head is None and gone.alias_of is None:
             error = f"{gone.nct_id} is not in the registry (404)"
             writes.results.append(IngestResult(gone.nct_id, Outcome.FAILED, error=error))
-            return
-        if study is None:
+        elif head is None:
             # A merged id never mirrored before: remember where it went; it has no versions.
             writes.new_studies.append(
                 {
@@ -256,70 +370,53 @@ class Ingestor:
                 }
             )
             writes.results.append(IngestResult(gone.nct_id, Outcome.GONE))
-            return
-        if study.state is new_state and study.alias_of == gone.alias_of:
+        elif head.state is new_state and head.alias_of == gone.alias_of:
             # Already recorded as gone: nothing new to say.
-            writes.results.append(
-                IngestResult(gone.nct_id, Outcome.UNCHANGED, study.latest_version)
-            )
-            return
-        version = study.latest_version + 1
+            writes.results.append(IngestResult(gone.nct_id, Outcome.UNCHANGED, head.latest_version))
+        else:
+            self._plan_tombstone(gone, head, new_state, writes)
+
+    def _plan_tombstone(
+        self, gone: Disappearance, head: StudyRow, new_state: StudyState, writes: Writes
+    ) -> None:
+        version = head.latest_version + 1
         detail = {"alias_of": gone.alias_of} if gone.alias_of else None
         change = FieldChange(STUDY_FIELD, ChangeKind.REMOVED, None, detail)
         writes.versions.append(
-            self.version_row(study.id, gone.nct_id, version, gone.observed_at, None, None)
+            self.version_row(head.id, gone.nct_id, version, gone.observed_at, None, None)
         )
-        writes.events.append(
-            event_row(study.id, gone.nct_id, version, change, gone.observed_at, None, False)
+        writes.events += self.event_rows(
+            head.id, gone.nct_id, version, [change], gone.observed_at, None, False
         )
-        writes.classes += class_rows(study.id, gone.nct_id, version, classify({}, None))
+        writes.classes += class_rows(head.id, gone.nct_id, version, classify({}, None))
         writes.study_updates.append(
             {
-                "b_id": study.id,
+                "b_id": head.id,
                 "state": new_state,
                 "alias_of": gone.alias_of,
                 "latest_version": version,
-                "last_seen_at": study.last_seen_at,
+                "last_seen_at": head.last_seen_at,
                 # The content of a gone study stays that of its last version.
-                **{k: getattr(study, k) for k in _CONTENT_COLUMNS},
+                **{k: getattr(head, k) for k in CONTENT_COLUMNS},
             }
         )
         writes.results.append(IngestResult(gone.nct_id, Outcome.GONE, version, 1))
 
-    def _plan_version(
-        self,
-        writes: Writes,
-        nct_id: str,
-        study_id: int | None,
-        version: int,
-        item: Prepared,
-        old: Canonical | None,
-        changes: Iterable[FieldChange],
-        *,
-        initial: bool,
-    ) -> None:
-        obs = item.obs
-        row = self.version_row(study_id, nct_id, version, obs.observed_at, item, item.source_date)
-        writes.versions.append(row)
-        writes.events.extend(
-            event_row(study_id, nct_id, version, c, obs.observed_at, item.source_date, initial)
-            for c in changes
-        )
-        if old is not None:
-            writes.classes += class_rows(study_id, nct_id, version, classify(old, item.record))
+    # -- rows ---------------------------------------------------------------------------
 
     def version_row(
         self,
-        study_id: int | None,
+        study_id: int,
         nct_id: str,
         version: int,
         observed_at: datetime,
         item: Prepared | None,
         source_date: str | None,
     ) -> dict[str, Any]:
+        """A ``study_versions`` row (a tombstone without ``item``); ``flush`` writes it."""
         return {
             "study_id": study_id,
-            "_nct_id": nct_id,
+            "nct_id": nct_id,
             "version": version,
             "observed_at": observed_at,
             "source_date": source_date,
@@ -331,6 +428,24 @@ class Ingestor:
             "run_id": self.run_id,
             "registry_version": item.obs.registry_version if item else None,
         }
+
+    def event_rows(
+        self,
+        study_id: int,
+        nct_id: str,
+        version: int,
+        changes: Iterable[FieldChange],
+        observed_at: datetime,
+        source_date: str | None,
+        initial: bool,
+    ) -> list[tuple[Any, ...]]:
+        """``change_events`` rows of one version, for ``Writes.events``."""
+        at, json = self.rows.instant(observed_at), self.rows.json
+        return [
+            (study_id, nct_id, version, c.field, c.kind.value, json(c.old), json(c.new), at,
+             source_date, initial)
+            for c in changes
+        ]  # fmt: skip
 
     def _new_study_row(self, item: Prepared) -> dict[str, Any]:
         return {
@@ -346,68 +461,33 @@ class Ingestor:
     # -- flushing: write what was planned -----------------------------------------------
 
     def flush(self, session: Session, writes: Writes) -> None:
-        ids: dict[str, int] = {}
-        if writes.new_studies:
-            rows = session.execute(
-                insert(Study).returning(Study.id, Study.nct_id), writes.new_studies
-            )
-            ids = {nct: id_ for id_, nct in rows}
-        versions = [_resolve(row, ids) for row in writes.versions]
-        events = [_resolve(row, ids) for row in writes.events]
-        classes = [_resolve(row, ids) for row in writes.classes]
-        if versions:
-            session.execute(insert(StudyVersion), versions)
-        if events or versions:
+        """Write what ``writes`` holds (in this transaction) and empty it."""
+        ids = list(insert_studies(session, writes.new_studies).values())
+        rows, versions = self.rows, writes.versions
+        rows.insert(session, "study_versions", VERSION_COLUMNS, [rows.version(v) for v in versions])
+        if writes.events or versions:
             lock_feed(session)
-        if events:
-            session.execute(insert(ChangeEvent), events)
-        if classes:
-            session.execute(insert(VersionClassRow), classes)
-        if versions:
-            # The outbox row commits with its version: webhooks never miss one (DESIGN.md).
-            outbox = [_outbox_row(row, ids) for row in writes.versions]
-            session.execute(insert(OutboxEntry), outbox)
-        conn = session.connection()
-        if writes.study_updates:
-            conn.execute(_STUDY_UPDATE, writes.study_updates)
-        if writes.seen:
-            conn.execute(_SEEN_UPDATE, writes.seen)
+        rows.insert(session, "change_events", EVENT_COLUMNS, writes.events)
+        insert_classes(session, writes.classes)
+        # The outbox row commits with its version: webhooks never miss one (DESIGN.md).
+        rows.insert(session, "outbox", OUTBOX_COLUMNS, [rows.outbox(v) for v in versions])
+        update_studies(session, writes.study_updates, writes.fingerprints, writes.seen)
         if self.watch_id is not None:
-            touched = [*ids.values(), *(u["b_id"] for u in writes.study_updates)]
-            add_watch_members(session, self.watch_id, touched + [s["b_id"] for s in writes.seen])
-        writes.new_studies, writes.study_updates, writes.seen = [], [], []
-        writes.versions, writes.events, writes.classes = [], [], []
-
-
-_CONTENT_COLUMNS = ("content_hash", "part_hashes", "source_date", "title", "overall_status")
-_studies = Study.__table__
-assert isinstance(_studies, Table)
-# Executed with many parameter sets at once; "b_id" avoids clashing with the SET columns.
-_STUDY_UPDATE = (
-    update(_studies)
-    .where(_studies.c.id == bindparam("b_id"))
-    .values(
-        state=bindparam("state"),
-        alias_of=bindparam("alias_of"),
-        latest_version=bindparam("latest_version"),
-        last_seen_at=bindparam("last_seen_at"),
-        **{column: bindparam(column) for column in _CONTENT_COLUMNS},
-    )
-)
-_SEEN_UPDATE = (
-    update(_studies)
-    .where(_studies.c.id == bindparam("b_id"))
-    .values(last_seen_at=bindparam("last_seen_at"))
-)
+            touched = [*ids, *writes.members, *(u["b_id"] for u in writes.study_updates)]
+            add_watch_members(session, self.watch_id, touched + [sid for sid, _ in writes.seen])
+        writes.clear_rows()
 
 
 def content_columns(item: Prepared | None) -> dict[str, Any]:
     """The columns of ``studies`` that describe its newest content."""
     if item is None:
-        return dict.fromkeys(_CONTENT_COLUMNS)
+        return dict.fromkeys(CONTENT_COLUMNS)
+    parts: dict[str, str] = item.parts
+    if item.fingerprint is not None:
+        parts = {**parts, FINGERPRINT_KEY: item.fingerprint}
     return {
         "content_hash": item.hash,
-        "part_hashes": item.parts,
+        "part_hashes": parts,
         "source_date": item.source_date,
         "title": _title(item.obs.study),
         "overall_status": item.record.get("status.overallStatus"),
@@ -420,137 +500,35 @@ def _title(study: Mapping[str, Any]) -> str | None:
     return str(title)[:1000] if title else None
 
 
-def _resolve(row: dict[str, Any], new_ids: Mapping[str, int]) -> dict[str, Any]:
-    """The row without its routing key, with the id of a study inserted in this batch."""
-    row = dict(row)
-    nct_id = row.pop("_nct_id")
-    if row["study_id"] is None:
-        row["study_id"] = new_ids[nct_id]
-    return row
+def _unchanged_by_fingerprint(print_: str, head: StudyHead | None) -> bool:
+    return head is not None and head.state is StudyState.ACTIVE and head.fingerprint == print_
 
 
-def _outbox_row(version: Mapping[str, Any], new_ids: Mapping[str, int]) -> dict[str, Any]:
-    """The outbox row of a planned version row (which still carries its routing key)."""
-    nct_id = version["_nct_id"]
-    return {
-        "study_id": version["study_id"] or new_ids[nct_id],
-        "nct_id": nct_id,
-        "version": version["version"],
-        "origin": version["origin"],
-        "created_at": version["observed_at"],
-    }
-
-
-def event_row(
-    study_id: int | None,
-    nct_id: str,
-    version: int,
-    change: FieldChange,
-    observed_at: datetime,
-    source_date: str | None,
-    initial: bool,
-) -> dict[str, Any]:
-    return {
-        "study_id": study_id,
-        "_nct_id": nct_id,
-        "nct_id": nct_id,
-        "version": version,
-        "field": change.field,
-        "kind": change.kind,
-        "old": change.old,
-        "new": change.new,
-        "observed_at": observed_at,
-        "source_date": source_date,
-        "initial": initial,
-    }
-
-
-def class_rows(
-    study_id: int | None, nct_id: str, version: int, classes: Iterable[VersionClass]
-) -> list[dict[str, Any]]:
-    """Rows of ``version_classes`` for the classes of one version, in order."""
+def _changing(chunk: list[Item], heads: Mapping[str, StudyHead]) -> list[str]:
+    """The NCT ids of the studies that get a new version (not their first)."""
     return [
-        {
-            "study_id": study_id,
-            "_nct_id": nct_id,
-            "nct_id": nct_id,
-            "version": version,
-            "position": position,
-            "name": c.name,
-            "params": dict(c.params),
-        }
-        for position, c in enumerate(classes)
+        item.obs.nct_id
+        for item in chunk
+        if isinstance(item, Prepared) and _changes(item, heads.get(item.obs.nct_id))
     ]
 
 
-def _unique_chunks(items: list[Prepared], key: Any) -> Iterable[list[Prepared]]:
+def _changes(item: Prepared, head: StudyHead | None) -> bool:
+    """Whether ``item`` makes a new version of a stored study."""
+    return head is not None and (
+        head.state is not StudyState.ACTIVE or head.content_hash != item.hash
+    )
+
+
+def _unique_chunks(items: list[Item]) -> Iterable[list[Item]]:
     """Split so that no chunk holds the same study twice (an archive may repeat one)."""
-    chunk: list[Prepared] = []
+    chunk: list[Item] = []
     seen: set[str] = set()
     for item in items:
-        if key(item) in seen:
+        if item.obs.nct_id in seen:
             yield chunk
             chunk, seen = [], set()
         chunk.append(item)
-        seen.add(key(item))
+        seen.add(item.obs.nct_id)
     if chunk:
         yield chunk
-
-
-def _load_studies(session: Session, nct_ids: Sequence[str]) -> dict[str, Study]:
-    query = select(Study).where(Study.nct_id.in_(set(nct_ids)))
-    # Earlier chunks of this transaction updated these rows through Core: reload them.
-    rows = session.scalars(query.execution_options(populate_existing=True))
-    return {study.nct_id: study for study in rows}
-
-
-def load_canonicals(session: Session, studies: Iterable[Study]) -> dict[int, Canonical]:
-    """The newest canonical record of each study (tombstones have none)."""
-    ids = [s.id for s in studies]
-    if not ids:
-        return {}
-    newest = (
-        select(StudyVersion.study_id, func.max(StudyVersion.version).label("version"))
-        .where(StudyVersion.study_id.in_(ids), StudyVersion.canonical.is_not(None))
-        .group_by(StudyVersion.study_id)
-        .subquery()
-    )
-    rows = session.execute(
-        select(StudyVersion.study_id, StudyVersion.canonical).join(
-            newest,
-            and_(
-                StudyVersion.study_id == newest.c.study_id,
-                StudyVersion.version == newest.c.version,
-            ),
-        )
-    )
-    return {study_id: orjson.loads(decompress(blob)) for study_id, blob in rows if blob}
-
-
-# Event ids are the feed cursor: a reader that has seen id N must never later find an id below N.
-# PostgreSQL hands out sequence values at insert time, not commit time, so writers take this
-# lock before their events get ids and hold it until commit. (SQLite writers are serialized by
-# BEGIN IMMEDIATE already.)
-FEED_LOCK_KEY = 0x63746D6972726F72  # "ctmirror"
-
-
-def lock_feed(session: Session) -> None:
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FEED_LOCK_KEY})
-
-
-def add_watch_members(session: Session, watch_id: int, study_ids: Iterable[int]) -> None:
-    rows = [{"watch_id": watch_id, "study_id": sid} for sid in set(study_ids)]
-    if not rows:
-        return
-    dialect = session.get_bind().dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
-    session.execute(module.insert(WatchStudy).on_conflict_do_nothing(), rows)
-
-
-def compress(data: bytes) -> bytes:
-    return zstandard.ZstdCompressor(level=3).compress(data)
-
-
-def decompress(data: bytes) -> bytes:
-    return zstandard.ZstdDecompressor().decompress(data)
