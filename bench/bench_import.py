@@ -1,0 +1,235 @@
+"""The whole registry on one small machine: ``ctmirror import`` at 10k and 100k studies.
+
+    python bench/bench_import.py [--sizes 10000,100000] [--backend sqlite|postgresql|both]
+                                 [--workers 1,2,4] [--baseline-sample 1000]
+
+1. **Corpus** (cached in ``bench/out/corpus-<N>/``): the 1,687 real records of
+   ``../shared/data/ctgov/studies`` copied under fresh NCT ids (NCT9…) up to N studies, written
+   as the registry's bulk download (``day1.zip``, one ``NCTxxxxxxxx.json`` member per study),
+   and a second day (``day2.zip``) in which 0.5% of the studies carry realistic sponsor edits
+   (status one step on, enrollment, dates turning ACTUAL or slipping, a site added or closed, a
+   primary outcome's time frame reworded) with new LastUpdate dates.
+2. Each run is ``ctmirror import`` in a **subprocess**, exactly as a user runs it, into a fresh
+   database; wall time from the outside, peak RSS from the child's ``ru_maxrss``:
+   - *first sight*: day 1 into an empty database;
+   - *unchanged re-import*: day 1 again;
+   - *day 2 with edits*: day 2 on top.
+3. Baselines **in the same run**: a bare ``orjson.loads`` of every member of day 1 (zip read
+   included), and the naive way to find day 2's changes, ``DeepDiff`` of the whole raw JSON of
+   each study against its day-1 record, timed on ``--baseline-sample`` studies and scaled to
+   N (it would take half an hour at 100k).
+4. PostgreSQL with ``--workers`` 1, 2 and 4 (first sight of the largest size).
+
+Results: a table on stdout (studies/s, ratios, peak RSS, bytes per version, the slope from
+the smallest to the largest size) and JSON in ``bench/out/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+import fake_ctgov  # noqa: E402
+from _common import DEFAULT_PG_URL, fresh_database  # noqa: E402
+from bench_feed import EDITS  # noqa: E402  (the sponsor-style edits of the feed benchmark)
+
+from mirror.db import Database  # noqa: E402
+from mirror.maintenance import table_stats  # noqa: E402
+
+OUT = REPO / "bench" / "out"
+SEED = 20261122
+EDIT_SHARE = 0.005
+DAY1, DAY2 = "2026-11-20T06:00:00Z", "2026-11-21T06:00:00Z"
+
+
+# --------------------------------------------------------------------------- the corpus
+
+
+def corpus(size: int) -> tuple[Path, Path]:
+    """``day1.zip`` and ``day2.zip`` of ``size`` studies (built once, then cached)."""
+    folder = OUT / f"corpus-{size}"
+    day1, day2 = folder / "day1.zip", folder / "day2.zip"
+    if day1.exists() and day2.exists():
+        return day1, day2
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(SEED)
+    real = [p.read_bytes() for p in sorted((fake_ctgov.DATA_DIR / "studies").glob("NCT*.json"))]
+    edited = set(rng.sample(range(size), max(1, round(EDIT_SHARE * size))))
+    with zipfile.ZipFile(day1, "w") as one, zipfile.ZipFile(day2, "w") as two:
+        for n in range(size):
+            study = orjson.loads(real[n % len(real)])
+            nct_id = f"NCT{90_000_000 + n:08d}"
+            study["protocolSection"]["identificationModule"]["nctId"] = nct_id
+            raw = orjson.dumps(study)
+            one.writestr(f"{nct_id}.json", raw)
+            if n in edited:
+                _sponsor_edit(study, rng)
+                raw = orjson.dumps(study)
+            two.writestr(f"{nct_id}.json", raw)
+    print(f"  corpus {size:,}: {day1.stat().st_size / 1e6:,.0f} MB zipped", file=sys.stderr)
+    return day1, day2
+
+
+def _sponsor_edit(study: dict[str, Any], rng: random.Random) -> None:
+    functions, weights = zip(*EDITS, strict=True)
+    for edit in rng.choices(functions, weights, k=rng.randint(1, 3)):
+        edit(study, rng)
+    status = study["protocolSection"].setdefault("statusModule", {})
+    status["lastUpdateSubmitDate"] = "2026-11-19"
+    status["lastUpdatePostDateStruct"] = {"date": "2026-11-20", "type": "ACTUAL"}
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def ctmirror_import(url: str, path: Path, observed_at: str, workers: int = 1) -> dict[str, Any]:
+    """One ``ctmirror import`` subprocess: wall seconds and its peak RSS."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CTMIRROR_")}
+    env |= {"CTMIRROR_DATABASE__URL": url, "CTMIRROR_LOG__LEVEL": "warning"}
+    command = [sys.executable, "-m", "mirror", "import", str(path), "--observed-at", observed_at]
+    if workers > 1:
+        command += ["--workers", str(workers)]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        child = subprocess.Popen(command, env=env, stdout=out, stderr=err)
+        # wait4 reaps this child and returns its own rusage: the peak RSS of this import.
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if child.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{stdout}\n{stderr}")
+    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024, "summary": stdout.strip()}
+
+
+def bare_loads(path: Path) -> float:
+    """Seconds to read every member and ``orjson.loads`` it: the floor of any import."""
+    started = time.perf_counter()
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            orjson.loads(archive.read(name))
+    return time.perf_counter() - started
+
+
+def naive_diff_per_study(day1: Path, day2: Path, sample: int) -> float:
+    """Seconds per study to DeepDiff the whole raw JSON of day 2 against day 1."""
+    from deepdiff import DeepDiff
+
+    with zipfile.ZipFile(day1) as one, zipfile.ZipFile(day2) as two:
+        names = one.namelist()[:sample]
+        started = time.perf_counter()
+        for name in names:
+            DeepDiff(orjson.loads(one.read(name)), orjson.loads(two.read(name)))
+        return (time.perf_counter() - started) / len(names)
+
+
+def bytes_per_version(url: str) -> float:
+    db = Database(url)
+    try:
+        stats = {s.name: s for s in table_stats(db)}
+    finally:
+        db.dispose()
+    total = sum(s.bytes or 0 for s in stats.values())
+    return total / max(1, stats["study_versions"].rows)
+
+
+def measure_size(size: int, backend: str, opts: argparse.Namespace) -> dict[str, Any]:
+    day1, day2 = corpus(size)
+    row: dict[str, Any] = {"size": size, "backend": backend}
+    with fresh_database(backend, opts.pg_url) as url:
+        first = ctmirror_import(url, day1, DAY1)
+        again = ctmirror_import(url, day1, DAY1)
+        edits = ctmirror_import(url, day2, DAY2)
+        row["bytes_per_version"] = round(bytes_per_version(url))
+    loads = bare_loads(day1)
+    naive = naive_diff_per_study(day1, day2, opts.baseline_sample) * size
+    row |= {
+        "first_per_s": size / first["seconds"],
+        "unchanged_per_s": size / again["seconds"],
+        "unchanged_vs_loads": loads / again["seconds"],
+        "edited_per_s": size / edits["seconds"],
+        "edited_vs_naive_deepdiff": naive / edits["seconds"],
+        "bare_loads_per_s": size / loads,
+        "naive_deepdiff_per_s": size / naive,
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in (first, again, edits)),
+        "seconds": {
+            "first": first["seconds"],
+            "unchanged": again["seconds"],
+            "edited": edits["seconds"],
+            "loads": loads,
+            "naive": naive,
+        },  # fmt: skip
+        "summaries": [first["summary"], again["summary"], edits["summary"]],
+    }
+    print(_line(row), flush=True)
+    return row
+
+
+def measure_workers(size: int, workers: list[int], opts: argparse.Namespace) -> list[dict]:
+    day1, _ = corpus(size)
+    rows = []
+    for n in workers:
+        with fresh_database("postgresql", opts.pg_url) as url:
+            run = ctmirror_import(url, day1, DAY1, workers=n)
+        rows.append({"workers": n, "first_per_s": size / run["seconds"], "seconds": run["seconds"]})
+        print(f"  postgresql, {n} worker(s): {rows[-1]['first_per_s']:,.0f} studies/s", flush=True)
+    return rows
+
+
+def _line(r: dict[str, Any]) -> str:
+    return (
+        f"{r['backend']:>10s} {r['size']:>8,}  first {r['first_per_s']:7,.0f}/s  "
+        f"unchanged {r['unchanged_per_s']:7,.0f}/s ({r['unchanged_vs_loads']:.2f}x loads)  "
+        f"edited {r['edited_per_s']:7,.0f}/s ({r['edited_vs_naive_deepdiff']:,.0f}x naive)  "
+        f"rss {r['peak_rss_mb']:5.0f} MB  {r['bytes_per_version']:,} B/version"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--workers", default="1,2,4", help="PostgreSQL worker counts; '' skips.")
+    parser.add_argument("--baseline-sample", type=int, default=1000)
+    parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
+    opts = parser.parse_args(argv)
+    sizes = [int(s) for s in opts.sizes.split(",")]
+    backends = ["sqlite", "postgresql"] if opts.backend == "both" else [opts.backend]
+    rows = [measure_size(size, backend, opts) for backend in backends for size in sizes]
+    slopes = {b: _slope([r for r in rows if r["backend"] == b]) for b in backends if len(sizes) > 1}
+    workers = [int(w) for w in opts.workers.split(",") if w]
+    scaling = measure_workers(max(sizes), workers, opts) if workers else []
+    print(f"\nslope (first-sight seconds per 1,000 studies, smallest -> largest size): {slopes}")
+    OUT.mkdir(exist_ok=True)
+    path = OUT / f"bench_import-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    meta = {"python": platform.python_version(), "cpus": os.cpu_count()}
+    path.write_text(
+        json.dumps({"sizes": rows, "slopes": slopes, "workers": scaling, **meta}, indent=2)
+    )
+    print(f"JSON: {path.relative_to(REPO)}")
+
+
+def _slope(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Seconds per 1,000 studies of the first-sight import at each size: flat = linear."""
+    return {str(r["size"]): round(1000 * r["seconds"]["first"] / r["size"], 3) for r in rows}
+
+
+if __name__ == "__main__":
+    main()
