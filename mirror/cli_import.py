@@ -7,13 +7,12 @@ so this module does not import cli.py back.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import click
 
+from mirror import output
 from mirror.archive import open_archive
 from mirror.errors import UsageError
 from mirror.importer import SQLITE_WORKERS, Importer, ImportSummary, run_workers
@@ -60,7 +59,7 @@ def import_command(c: Context, path: str, observed_at: datetime | None, workers:
     """
     if workers > 1 and c.app.db.is_sqlite:
         raise UsageError(SQLITE_WORKERS)
-    with _progress("importing") as advance:
+    with output.progress("importing") as advance:
         if workers > 1:
             summary = run_workers(c.app.db, c.settings, path, workers, observed_at, advance)
         else:
@@ -82,44 +81,3 @@ def _report(summary: ImportSummary) -> None:
         click.echo(f"error: {summary.error}", err=True)
     if failures or summary.tally.counts["failed"] or summary.error:
         raise click.exceptions.Exit(1)
-
-
-@contextmanager
-def _progress(label: str) -> Iterator[Callable[[int | None, int], None]]:
-    """A progress bar with studies/s and time left on stderr when it is a terminal."""
-    if not sys.stderr.isatty():
-        yield lambda total, done: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        Task,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
-
-    class Rate(ProgressColumn):
-        def render(self, task: Task) -> Text:
-            speed = task.finished_speed or task.speed
-            return Text(f"{speed:,.0f} studies/s" if speed else "… studies/s")
-
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        Rate(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=None)
-
-        def advance(total: int | None, done: int) -> None:
-            if total is not None:
-                bar.update(task, total=total)
-            bar.advance(task, done)
-
-        yield advance

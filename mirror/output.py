@@ -62,7 +62,8 @@ def query_text(query: Mapping[str, str]) -> str:
 
 @contextmanager
 def progress(label: str) -> Iterator[Callable[[int | None, int], None]]:
-    """A progress bar on stderr when it is a terminal; otherwise a callback that does nothing."""
+    """A progress bar on stderr when it is a terminal (done/total, studies/s, time left);
+    otherwise a callback that does nothing."""
     if not sys.stderr.isatty():
         yield lambda total, done: None
         return
@@ -71,16 +72,25 @@ def progress(label: str) -> Iterator[Callable[[int | None, int], None]]:
         BarColumn,
         MofNCompleteColumn,
         Progress,
+        ProgressColumn,
+        Task,
         TaskProgressColumn,
         TextColumn,
         TimeRemainingColumn,
     )
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:,.0f} studies/s" if speed else "… studies/s")
 
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),
+        Rate(),
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
