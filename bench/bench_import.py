@@ -71,7 +71,11 @@ def corpus(size: int) -> tuple[Path, Path]:
     rng = random.Random(SEED)
     real = [p.read_bytes() for p in sorted((fake_ctgov.DATA_DIR / "studies").glob("NCT*.json"))]
     edited = set(rng.sample(range(size), max(1, round(EDIT_SHARE * size))))
-    with zipfile.ZipFile(day1, "w") as one, zipfile.ZipFile(day2, "w") as two:
+    deflated = {"compression": zipfile.ZIP_DEFLATED}  # as the registry ships it
+    with (
+        zipfile.ZipFile(day1, "w", **deflated) as one,
+        zipfile.ZipFile(day2, "w", **deflated) as two,
+    ):
         for n in range(size):
             study = orjson.loads(real[n % len(real)])
             nct_id = f"NCT{90_000_000 + n:08d}"
