@@ -328,9 +328,12 @@ def update_studies(
     for study_id, seen_at in seen:
         by_time[seen_at].append(study_id)
     for seen_at, study_ids in by_time.items():
-        # One statement per distinct time (a batch usually has one), not one per study.
+        # One statement per distinct time (a batch usually has one), not one per study; an
+        # older observation (an archive of last week imported today) never moves it back.
         conn.execute(
-            update(STUDIES).where(STUDIES.c.id.in_(study_ids)).values(last_seen_at=seen_at)
+            update(STUDIES)
+            .where(STUDIES.c.id.in_(study_ids), STUDIES.c.last_seen_at < seen_at)
+            .values(last_seen_at=seen_at)
         )
 
 

@@ -151,6 +151,15 @@ def test_last_seen_follows_each_observation_time(db: Database) -> None:
     assert [study_row(db, i).last_seen_at for i in STUDIES] == times
 
 
+def test_an_older_observation_never_moves_last_seen_back(db: Database) -> None:
+    """An archive of last week read after today's sync leaves last_seen_at at today."""
+    ingestor = Ingestor(db, ignore=IGNORE)
+    study = load_study(STUDIES[0])
+    ingestor.ingest([observe(study, DAY)])
+    ingestor.ingest([observe(study, DAY - timedelta(days=7))])
+    assert study_row(db, STUDIES[0]).last_seen_at == DAY
+
+
 def test_initial_events_read_back_as_the_canonical_values(db: Database) -> None:
     """Bulk-written events read back through the ORM with every value, time and flag intact."""
     study = load_study(STUDIES[0])
