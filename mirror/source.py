@@ -413,22 +413,26 @@ def _url(base: str, path: str) -> str:
 def _history_entry(url: str, change: Any) -> HistoryEntry:
     if isinstance(change, dict):
         version, day, status = change.get("version"), change.get("date"), change.get("status")
+        day = _day(day) if isinstance(day, str) else None
         if (
             type(version) is int
             and version >= 0
-            and isinstance(day, str)
-            and _is_day(day)
+            and day is not None
             and (status is None or isinstance(status, str))
         ):
             return HistoryEntry(version, day, status)
     raise SourceError(f"GET {url}: invalid history change {str(change)[:200]}")
 
 
-def _is_day(text: str) -> bool:
+def _day(text: str) -> str | None:
+    """``YYYY-MM-DD`` of a date, or of a timestamp that starts with one (``…T12:00:00Z``)."""
+    head, rest = text[:10], text[10:]
+    if rest and rest[0] not in "T ":
+        return None
     try:
-        return date.fromisoformat(text).isoformat() == text
+        return date.fromisoformat(head).isoformat()
     except ValueError:
-        return False
+        return None
 
 
 def _check_nct_id(url: str, study: Mapping[str, Any], nct_id: str, required: bool = True) -> None:

@@ -181,10 +181,10 @@ def test_history_with_a_bad_change_is_a_source_error() -> None:
 
 
 def test_history_tolerates_extra_keys_and_sorts_by_version() -> None:
-    """moduleLabels and unknown keys are ignored; the list comes back by version."""
+    """moduleLabels and unknown keys are ignored, a timestamp gives its date; sorted by version."""
     changes = [
         {"version": 1, "date": "2006-01-02", "status": None, "moduleLabels": ["Eligibility"]},
-        {"version": 0, "date": "2005-09-13", "status": "RECRUITING", "x": 1},
+        {"version": 0, "date": "2005-09-13T00:00:00Z", "status": "RECRUITING", "x": 1},
     ]
     body = load_study(STUDY) | {"history": {"changes": changes}}
     entries = call(source_settings(), lambda s: s.history(STUDY), answering(body))
