@@ -296,11 +296,12 @@ class HistoryWriter:
         """Renumber the study's versions in registry order and derive its events again."""
         session.execute(delete(ChangeEvent).where(ChangeEvent.study_id == study.id))
         session.execute(delete(VersionClassRow).where(VersionClassRow.study_id == study.id))
-        _renumber(session, study.id, {s.row.version: n for n, s in _numbered(slots) if s.row})
+        numbers = {s.row.version: n for n, s in enumerate(slots, start=1) if s.row}
+        _renumber(session, study.id, numbers)
         writes = Writes()
         previous: _Slot | None = None
         gone = False
-        for number, slot in _numbered(slots):
+        for number, slot in enumerate(slots, start=1):
             if slot.row is not None and not slot.has_content:
                 change = FieldChange(STUDY_FIELD, ChangeKind.REMOVED, None, None)
                 writes.events += self.ingestor.event_rows(
@@ -433,10 +434,6 @@ def _insert(slots: list[_Slot], new: list[_Slot]) -> list[_Slot]:
         at = next((i for i, s in enumerate(merged) if s.row and s.key > slot.key), len(merged))
         merged.insert(at, slot)
     return merged
-
-
-def _numbered(slots: list[_Slot]) -> list[tuple[int, _Slot]]:
-    return list(enumerate(slots, start=1))
 
 
 def _renumber(session: Session, study_id: int, numbers: dict[int, int]) -> None:

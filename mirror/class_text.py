@@ -19,6 +19,11 @@ _MEASURE_MAX = 60  # an outcome measure quoted in a class line
 _COUNTRIES_SHOWN = 4
 
 
+def class_label(found: ClassParams, quote: Callable[[str], str] = str) -> str:
+    """The class's name (``quote``-d), then `` (major)`` when its parameters say so."""
+    return quote(str(found.get("name", ""))) + (" (major)" if found.get("major") is True else "")
+
+
 def class_line(found: ClassParams) -> str:
     """``- `enrollment.changed` — 394 → 1,063 (+169.8%), major _(2026-05-12)_``: a change
     class (``{"name", "observed_at", **params}``) as a Markdown list item."""

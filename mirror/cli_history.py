@@ -13,6 +13,7 @@ import click
 
 from mirror import feed, output
 from mirror.backfill import Backfiller, BackfillRequest, BackfillSummary, reclassify
+from mirror.class_text import class_label
 from mirror.classes import CATALOG
 from mirror.errors import UsageError
 from mirror.source import parse_nct_id
@@ -73,16 +74,11 @@ def timeline(c: Context, nct_id: str, fmt: str) -> None:
     entries = feed.timeline(c.app.db, parse_nct_id(nct_id))
     if fmt == "table":
         rows = [
-            e | {"classes": ", ".join(_class_text(k) for k in e["classes"]) or "-"} for e in entries
+            e | {"classes": ", ".join(class_label(k) for k in e["classes"]) or "-"} for e in entries
         ]
         output.emit(rows, fmt, ["version", "source_date", "observed_at", "origin", "classes"])
     else:
         output.emit(entries, fmt, ["version", "source_date", "observed_at", "classes"])
-
-
-def _class_text(entry: dict[str, object]) -> str:
-    major = " (major)" if entry.get("major") else ""
-    return f"{entry['name']}{major}"
 
 
 @click.command()

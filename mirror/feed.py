@@ -180,14 +180,19 @@ def timeline(db: Database, nct_id: str) -> list[dict[str, Any]]:
 
 
 def study_timeline(
-    session: Session, study: Study, up_to: int | None = None
+    session: Session,
+    study: Study,
+    up_to: int | None = None,
+    classes: dict[int, list[dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
-    """:func:`timeline` of a loaded study, up to version ``up_to`` (default: all)."""
+    """:func:`timeline` of a loaded study, up to version ``up_to`` (default: all); ``classes``:
+    its :func:`version_classes`, when the caller has them already."""
     query = select(StudyVersion).where(StudyVersion.study_id == study.id)
     if up_to is not None:
         query = query.where(StudyVersion.version <= up_to)
     versions = session.scalars(query.order_by(StudyVersion.version)).all()
-    classes = version_classes(session, study.id)
+    if classes is None:
+        classes = version_classes(session, study.id)
     return [
         {
             "version": v.version,
@@ -322,15 +327,20 @@ def page_input(
             e for e in recent_events(session, study, window, settings.recent_fields)
             if e.version <= stored.version
         ]  # fmt: skip
-        classes = _recent_classes(session, study, window, stored.version)
+        by_version = version_classes(session, study.id)
+        classes = _recent_classes(session, study, window, stored.version, by_version)
         return PageInput(
             orjson.loads(raw), study.nct_id, stored.version, study.last_seen_at, events,
-            classes, study_timeline(session, study, stored.version),
+            classes, study_timeline(session, study, stored.version, by_version),
         )  # fmt: skip
 
 
 def _recent_classes(
-    session: Session, study: Study, since: datetime, up_to: int
+    session: Session,
+    study: Study,
+    since: datetime,
+    up_to: int,
+    classes: dict[int, list[dict[str, Any]]],
 ) -> list[dict[str, Any]]:
     rows = session.execute(
         select(StudyVersion.version, StudyVersion.observed_at)
@@ -341,7 +351,6 @@ def _recent_classes(
         )
         .order_by(StudyVersion.version.desc())
     ).all()
-    classes = version_classes(session, study.id) if rows else {}
     return [
         {"version": version, "observed_at": observed_at, **c}
         for version, observed_at in rows

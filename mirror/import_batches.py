@@ -12,7 +12,6 @@ import of the same archive is a new ``round``.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from mirror.archive import RecordSource, Span
 from mirror.db import Database
 from mirror.errors import UsageError
 from mirror.store import ImportBatch, JobStatus, utcnow
+from mirror.sync import process_alive
 
 log = structlog.get_logger(__name__)
 
@@ -262,19 +262,6 @@ def _pid(owner: str) -> int:
     """The process id in a worker name ``host:pid:id`` (0, never dead, if there is none)."""
     parts = owner.split(":")
     return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host exists (0: unknown, counted as alive)."""
-    if pid <= 0:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def round_tally(db: Database, rnd: ImportRound, run_id: int) -> Tally:

@@ -30,8 +30,8 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import select, update
 
+from mirror import sync
 from mirror.archive import ArchiveDamaged, Record, RecordSource, open_archive, to_observation
 from mirror.config import Settings
 from mirror.db import Database
@@ -44,7 +44,6 @@ from mirror.import_batches import (
     claim_batch,
     finish_batch,
     open_round,
-    process_alive,
     records_done,
     release_batches,
     release_orphans,
@@ -54,7 +53,7 @@ from mirror.import_batches import (
 )
 from mirror.ingest import Ingestor, IngestResult, Observation, Outcome
 from mirror.logging import configure_logging
-from mirror.store import RunStatus, SyncRun, utcnow
+from mirror.store import RunStatus, utcnow
 from mirror.sync import relaxed_gc
 
 log = structlog.get_logger(__name__)
@@ -323,41 +322,13 @@ def worker_name() -> str:
 
 
 def start_run(db: Database, archive: str) -> int:
-    """A new ``sync_runs`` row; this host's runs whose process is gone become ``interrupted``."""
-    host = socket.gethostname()
-    with db.write() as session:
-        for stale in session.scalars(
-            select(SyncRun).where(SyncRun.status == RunStatus.RUNNING, SyncRun.host == host)
-        ):
-            if not process_alive(stale.pid):
-                stale.status, stale.error = RunStatus.INTERRUPTED, "process ended mid-run"
-        run = SyncRun(
-            started_at=utcnow(), status=RunStatus.RUNNING, selection=f"import {archive}",
-            host=host, pid=os.getpid(),
-            fetched=0, new=0, changed=0, unchanged=0, gone=0, failed=0,
-        )  # fmt: skip
-        session.add(run)
-        session.flush()
-        return run.id
+    return sync.start_run(db, f"import {archive}")
 
 
 def finish_run(db: Database, summary: ImportSummary) -> None:
     c = summary.tally.counts
-    with db.write() as session:
-        session.execute(
-            update(SyncRun)
-            .where(SyncRun.id == summary.run_id)
-            .values(
-                status=summary.status,
-                finished_at=utcnow(),
-                error=summary.error,
-                fetched=c["read"],
-                new=c["new"],
-                changed=c["changed"],
-                unchanged=c["unchanged"],
-                failed=c["failed"],
-            )  # fmt: skip
-        )
+    counts = {"fetched": c["read"]} | {k: c[k] for k in ("new", "changed", "unchanged", "failed")}
+    sync.finish_run(db, summary.run_id, summary.status, summary.error, counts)
 
 
 @contextmanager

@@ -20,7 +20,7 @@ from typing import Any
 
 import jinja2
 
-from mirror.class_text import class_line, class_text
+from mirror.class_text import class_label, class_line, class_text
 from mirror.config import PagesSettings
 from mirror.describe import (
     change_line,
@@ -228,9 +228,7 @@ def _timeline_md(entries: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _timeline_line(entry: Mapping[str, Any]) -> str:
-    names = [
-        f"`{c['name']}`" + (" (major)" if c.get("major") is True else "") for c in entry["classes"]
-    ]
+    names = [class_label(c, lambda name: f"`{name}`") for c in entry["classes"]]
     what = ", ".join(names) or (
         "first version" if entry["version"] == 1 else "no classified change"
     )

@@ -13,7 +13,7 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -87,7 +87,7 @@ class Syncer:
         self.settings = settings
 
     async def run(self, request: SyncRequest, progress: Progress | None = None) -> RunSummary:
-        summary = RunSummary(self._start_run(request.describe()), request.describe())
+        summary = RunSummary(start_run(self.db, request.describe()), request.describe())
         started = time.monotonic()
         structlog.contextvars.bind_contextvars(run_id=summary.run_id)
         try:
@@ -106,7 +106,7 @@ class Syncer:
             raise
         finally:
             summary.seconds = time.monotonic() - started
-            self._finish_run(summary)
+            finish_run(self.db, summary.run_id, summary.status, summary.error, summary.counts)
             log.info(
                 "sync.run",
                 status=summary.status.value,
@@ -182,35 +182,6 @@ class Syncer:
 
     # -- bookkeeping ---------------------------------------------------------------------
 
-    def _start_run(self, selection: str) -> int:
-        host, pid = socket.gethostname(), os.getpid()
-        with self.db.write() as session:
-            for run in session.scalars(
-                select(SyncRun).where(SyncRun.status == RunStatus.RUNNING, SyncRun.host == host)
-            ):
-                if not _alive(run.pid):
-                    run.status, run.error = RunStatus.INTERRUPTED, "process ended mid-run"
-            run = SyncRun(
-                started_at=utcnow(), status=RunStatus.RUNNING, selection=selection,
-                host=host, pid=pid, fetched=0, new=0, changed=0, unchanged=0, gone=0, failed=0,
-            )  # fmt: skip
-            session.add(run)
-            session.flush()
-            return run.id
-
-    def _finish_run(self, summary: RunSummary) -> None:
-        with self.db.write() as session:
-            session.execute(
-                update(SyncRun)
-                .where(SyncRun.id == summary.run_id)
-                .values(
-                    status=summary.status,
-                    finished_at=utcnow(),
-                    error=summary.error,
-                    **{k: summary.counts[k] for k in _COUNTS},
-                )
-            )
-
     def _members(self, watch: Watch) -> set[str]:
         with self.db.session() as session:
             return set(
@@ -260,7 +231,46 @@ def _batches(items: list[FetchItem], size: int) -> list[list[FetchItem]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _alive(pid: int) -> bool:
+def start_run(db: Database, selection: str) -> int:
+    """A new ``sync_runs`` row (syncs and imports); this host's runs whose process is gone
+    become ``interrupted``."""
+    host, pid = socket.gethostname(), os.getpid()
+    with db.write() as session:
+        for run in session.scalars(
+            select(SyncRun).where(SyncRun.status == RunStatus.RUNNING, SyncRun.host == host)
+        ):
+            if not process_alive(run.pid):
+                run.status, run.error = RunStatus.INTERRUPTED, "process ended mid-run"
+        run = SyncRun(
+            started_at=utcnow(), status=RunStatus.RUNNING, selection=selection,
+            host=host, pid=pid, fetched=0, new=0, changed=0, unchanged=0, gone=0, failed=0,
+        )  # fmt: skip
+        session.add(run)
+        session.flush()
+        return run.id
+
+
+def finish_run(
+    db: Database, run_id: int, status: RunStatus, error: str | None, counts: Mapping[str, int]
+) -> None:
+    """Close a ``sync_runs`` row with its status and the counts it has (``_COUNTS`` keys)."""
+    with db.write() as session:
+        session.execute(
+            update(SyncRun)
+            .where(SyncRun.id == run_id)
+            .values(
+                status=status,
+                finished_at=utcnow(),
+                error=error,
+                **{k: counts.get(k, 0) for k in _COUNTS},
+            )
+        )
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host exists (0: unknown, counted as alive)."""
+    if pid <= 0:
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
