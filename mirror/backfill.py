@@ -38,6 +38,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mirror.blocks import block_row
 from mirror.classes import classify
 from mirror.config import Settings
 from mirror.db import Database
@@ -57,6 +58,7 @@ from mirror.store import (
     STUDY_FIELD,
     ChangeEvent,
     ChangeKind,
+    EventBlock,
     OutboxEntry,
     Study,
     StudyState,
@@ -289,12 +291,14 @@ class HistoryWriter:
             version += 1
             self._plan(writes, study, version, slot, previous, gone=gone)
             previous, gone = slot, False
+        events = _event_count(writes)
         self._finish(session, study, writes, [*slots, *new])
-        return len(writes.events)
+        return events
 
     def _rebuild(self, session: Session, study: Study, slots: list[_Slot]) -> int:
         """Renumber the study's versions in registry order and derive its events again."""
         session.execute(delete(ChangeEvent).where(ChangeEvent.study_id == study.id))
+        session.execute(delete(EventBlock).where(EventBlock.study_id == study.id))
         session.execute(delete(VersionClassRow).where(VersionClassRow.study_id == study.id))
         numbers = {s.row.version: n for n, s in enumerate(slots, start=1) if s.row}
         _renumber(session, study.id, numbers)
@@ -312,8 +316,9 @@ class HistoryWriter:
                 continue
             self._plan(writes, study, number, slot, previous, gone=gone)
             previous, gone = slot, False
+        events = _event_count(writes)
         self._finish(session, study, writes, slots)
-        return len(writes.events)
+        return events
 
     def _plan(
         self,
@@ -343,14 +348,18 @@ class HistoryWriter:
         else:
             assert slot.row is not None
             observed_at, source_date = slot.row.observed_at, slot.row.source_date
-        initial = previous is None
-        writes.events += self.ingestor.event_rows(
-            study.id, study.nct_id, version, changes, observed_at, source_date, initial
-        )
-        if previous is not None:
-            writes.classes += class_rows(
-                study.id, study.nct_id, version, classify(previous.record(), record)
+        if previous is None:  # a first version: its events are a block (mirror.blocks)
+            fields = [c.field for c in changes]
+            writes.blocks.append(
+                block_row(study.id, study.nct_id, version, observed_at, source_date, fields)
             )
+            return
+        writes.events += self.ingestor.event_rows(
+            study.id, study.nct_id, version, changes, observed_at, source_date, False
+        )
+        writes.classes += class_rows(
+            study.id, study.nct_id, version, classify(previous.record(), record)
+        )
 
     def _finish(self, session: Session, study: Study, writes: Writes, slots: list[_Slot]) -> None:
         """Write what was planned and point the study at its newest version."""
@@ -375,6 +384,10 @@ class HistoryWriter:
             "overall_status": record.get("status.overallStatus"),
         }
         session.execute(update(Study).where(Study.id == study.id).values(**values))
+
+
+def _event_count(writes: Writes) -> int:
+    return len(writes.events) + sum(int(block["size"]) for block in writes.blocks)
 
 
 def _new_study(session: Session, nct_id: str) -> Study:

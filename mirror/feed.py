@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, exists, func, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
+from mirror.blocks import as_event, event_count, study_events, study_fields
 from mirror.config import PagesSettings
 from mirror.db import Database
 from mirror.diff import FieldChange, diff_records
 from mirror.errors import NotFound, UsageError
 from mirror.feed_query import (
-    EVENT_COLUMNS,
     MAX_LIMIT,
     ChangeFilter,
     event_dict,
-    fields_condition,
     find,
     watch_members,
 )
@@ -45,31 +45,30 @@ def changes(db: Database, flt: ChangeFilter) -> list[ChangeEvent]:
     With ``flt.newest_first``: the newest ``flt.limit`` matching events, newest first.
     """
     with db.session() as session:
-        return [row[0] for row in find(session, flt, [ChangeEvent])]
+        return [as_event(row) for row in find(session, flt)]
 
 
 def change_dicts(db: Database, flt: ChangeFilter) -> list[dict[str, Any]]:
     """:func:`changes` as DESIGN.md's JSON objects, read without ORM objects (the API's path)."""
     with db.session() as session:
-        rows = find(session, flt, EVENT_COLUMNS)
+        rows = find(session, flt)
     return [event_dict(row) for row in rows]
 
 
 def changes_by_version(db: Database, flt: ChangeFilter) -> list[ChangeEvent]:
     """Like :func:`changes`, but the last study version of the page is never cut in two."""
     with db.session() as session:
-        events = [row[0] for row in find(session, flt, [ChangeEvent])]
+        events = find(session, flt)
         if len(events) < flt.limit:
-            return events
-        last = events[-1]
-        beyond = ChangeEvent.id < last.id if flt.newest_first else ChangeEvent.id > last.id
-        rest = find(
-            session,
-            replace(flt, limit=MAX_LIMIT, nct_ids=[last.nct_id]),
-            [ChangeEvent],
-            also=[ChangeEvent.version == last.version, beyond],
-        )
-        return events + [row[0] for row in rest]
+            return [as_event(row) for row in events]
+        last_id, nct_id, version = events[-1][:3]
+        rest_of_version = replace(flt, limit=MAX_LIMIT, nct_ids=[nct_id], version=version)
+        if flt.newest_first:
+            rest_of_version = replace(rest_of_version, before=last_id)
+        else:
+            rest_of_version = replace(rest_of_version, after=last_id)
+        rest = find(session, rest_of_version)
+        return [as_event(row) for row in events + rest]
 
 
 # -- studies ------------------------------------------------------------------------------
@@ -142,13 +141,7 @@ def history(db: Database, nct_id: str) -> tuple[Study, list[VersionInfo]]:
         versions = session.scalars(
             select(StudyVersion).where(StudyVersion.study_id == study.id).order_by("version")
         ).all()
-        fields: dict[int, list[str]] = {}
-        for version, field in session.execute(
-            select(ChangeEvent.version, ChangeEvent.field)
-            .where(ChangeEvent.study_id == study.id)
-            .order_by(ChangeEvent.id)
-        ):
-            fields.setdefault(version, []).append(field)
+        fields = study_fields(session, study.id)
         infos = [
             VersionInfo(
                 v.version,
@@ -285,16 +278,14 @@ def diff_versions(db: Database, nct_id: str, old: int, new: int) -> list[FieldCh
 def recent_events(
     session: Session, study: Study, since: datetime, fields: Sequence[str]
 ) -> list[ChangeEvent]:
-    """A study's events observed since ``since`` on fields matching ``fields``, newest first."""
-    query = (
-        select(ChangeEvent)
-        .where(
-            and_(ChangeEvent.study_id == study.id, ChangeEvent.observed_at >= since),
-            fields_condition(session, fields),
-        )
-        .order_by(ChangeEvent.version.desc(), ChangeEvent.id)
-    )
-    return list(session.scalars(query))
+    """A study's events observed since ``since`` on fields matching the globs ``fields``, the
+    newest version first (each version's in id order)."""
+    found = [
+        as_event(row)
+        for row in study_events(session, study.id, since=since)
+        if any(fnmatch.fnmatchcase(row[3], pattern) for pattern in fields)
+    ]
+    return sorted(found, key=lambda e: -e.version)
 
 
 @dataclass(frozen=True)
@@ -383,5 +374,5 @@ def counts(session: Session) -> dict[str, int]:
     return {
         "studies": session.scalar(select(func.count()).select_from(Study)) or 0,
         "versions": session.scalar(select(func.count()).select_from(StudyVersion)) or 0,
-        "events": session.scalar(select(func.count()).select_from(ChangeEvent)) or 0,
+        "events": event_count(session),
     }

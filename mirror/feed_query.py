@@ -17,24 +17,40 @@ statistics, so there globs stay plain LIKEs and only NCT ids get streams.
 
 Without an index of their own (see the issue note), ``kind`` and ``initial`` filters are
 tested row by row on the walk: a sparse one costs a scan up to its next match.
+
+First-sight events are stored as blocks (``mirror.blocks``), not rows: a page is the rows it
+finds merged with the events of the blocks it finds, walked in id order over the blocks'
+``last_id`` index. A field filter is tested on a block's list of field names in SQL (a
+superset: a glob may match across two names) and exactly after expanding it.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Row, Select, exists, false, func, or_, select, text, union_all
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 
+from mirror.blocks import EVENT_COLUMNS, EventRow, expand, expandable
 from mirror.errors import NotFound, UsageError
 from mirror.source import parse_nct_id
-from mirror.store import ChangeEvent, ChangeKind, Study, VersionClassRow, Watch, WatchStudy
+from mirror.store import (
+    ChangeEvent,
+    ChangeKind,
+    EventBlock,
+    Study,
+    VersionClassRow,
+    Watch,
+    WatchStudy,
+)
 
 MAX_LIMIT = 1000
 MERGE_MAX = 64  # more streams than this: walking the primary key is cheaper
@@ -57,20 +73,14 @@ class ChangeFilter:
     classes: Sequence[str] = ()  # change-class globs: events of versions classified so
     limit: int = 100
     newest_first: bool = False  # the newest ``limit`` events (after ``after``), newest first
+    before: int | None = None  # only events with a smaller id
+    version: int | None = None  # only events of this study version (with one NCT id)
 
     def __post_init__(self) -> None:
         if not 1 <= self.limit <= MAX_LIMIT:
             raise UsageError(f"limit must be between 1 and {MAX_LIMIT}, got {self.limit}")
         if self.since and self.until and self.since > self.until:
             raise UsageError("since is after until")
-
-
-# The columns of DESIGN.md's event, for reading without ORM objects.
-EVENT_COLUMNS = (
-    ChangeEvent.id, ChangeEvent.nct_id, ChangeEvent.version, ChangeEvent.field,
-    ChangeEvent.kind, ChangeEvent.old, ChangeEvent.new, ChangeEvent.observed_at,
-    ChangeEvent.source_date, ChangeEvent.initial,
-)  # fmt: skip
 
 
 def event_dict(row: Sequence[Any]) -> dict[str, Any]:
@@ -91,17 +101,38 @@ def event_dict(row: Sequence[Any]) -> dict[str, Any]:
     }
 
 
-def find(
-    session: Session, flt: ChangeFilter, columns: Sequence[Any], also: Sequence[Any] = ()
-) -> Sequence[Row[Any]]:
-    """Rows of ``columns`` of the events matching ``flt`` (and the conditions ``also``)."""
+def find(session: Session, flt: ChangeFilter) -> list[EventRow]:
+    """The events matching ``flt``: rows and blocks merged, in id order (``newest_first``:
+    reversed), at most ``flt.limit``."""
+    rows: list[EventRow] = [tuple(r) for r in _rows(session, flt)]
+    blocks = _block_events(session, flt)
+    merged = heapq.merge(rows, blocks, key=_event_id, reverse=flt.newest_first)
+    return [event for event, _ in zip(merged, range(flt.limit), strict=False)]
+
+
+def _event_id(event: EventRow) -> int:
+    return event[0]
+
+
+def _rows(session: Session, flt: ChangeFilter) -> Sequence[Row[Any]]:
+    also = _bounds(flt)
     if _walk_first(session, flt):
-        found = session.execute(_query(_short_walk(session, flt, also), flt, columns)).all()
+        found = session.execute(_query(_short_walk(session, flt, also), flt)).all()
         if len(found) == flt.limit:  # every id up to the window's end was looked at
             return found
     plan = _plan(session, flt)
     plan = replace(plan, where=[*plan.where, *also])
-    return session.execute(_query(plan, flt, columns)).all()
+    return session.execute(_query(plan, flt)).all()
+
+
+def _bounds(flt: ChangeFilter) -> list[Any]:
+    """The row conditions of the internal filters ``before`` and ``version``."""
+    where = []
+    if flt.before is not None:
+        where.append(ChangeEvent.id < flt.before)
+    if flt.version is not None:
+        where.append(ChangeEvent.version == flt.version)
+    return where
 
 
 def _walk_first(session: Session, flt: ChangeFilter) -> bool:
@@ -130,7 +161,7 @@ class _Plan:
 _NOTHING = _Plan(None, (), [false()])
 
 
-def _query(plan: _Plan, flt: ChangeFilter, columns: Sequence[Any]) -> Select[Any]:
+def _query(plan: _Plan, flt: ChangeFilter, columns: Sequence[Any] = EVENT_COLUMNS) -> Select[Any]:
     order = ChangeEvent.id.desc() if flt.newest_first else ChangeEvent.id.asc()
     if plan.driver is None or len(plan.values) == 1:
         where = list(plan.where)
@@ -214,13 +245,17 @@ def _common_conditions(session: Session, flt: ChangeFilter, col: Any) -> list[An
     return where
 
 
-def classes_condition(session: Session, patterns: Sequence[str]) -> Any:
+def classes_condition(
+    session: Session,
+    patterns: Sequence[str],
+    table: type[ChangeEvent] | type[EventBlock] = ChangeEvent,
+) -> Any:
     """The event's study version has a change class matching one of the globs ``patterns``."""
     sqlite = session.get_bind().dialect.name == "sqlite"
     named = or_(*(_field_matches(p, VersionClassRow.name, sqlite=sqlite) for p in patterns))
     return exists().where(
-        VersionClassRow.study_id == ChangeEvent.study_id,
-        VersionClassRow.version == ChangeEvent.version,
+        VersionClassRow.study_id == table.study_id,
+        VersionClassRow.version == table.version,
         named,
     )
 
@@ -312,3 +347,84 @@ def _stored_fields_with_prefix(session: Session, prefix: str) -> list[str] | Non
     params = {"low": prefix, "high": high, "cap": MERGE_MAX + 1}
     found = list(session.scalars(_NEXT_FIELD, params))
     return found if len(found) <= MERGE_MAX else None
+
+
+# -- blocks ---------------------------------------------------------------------------------
+
+BLOCK_CHUNK = 4  # blocks read at a time without a field filter (a block holds ~74 events)
+
+
+def _block_events(session: Session, flt: ChangeFilter) -> list[EventRow]:
+    """The events of the blocks matching ``flt``, in feed order, at most ``flt.limit``."""
+    where = _block_conditions(session, flt)
+    if where is None:
+        return []
+    keep = _event_test(flt)
+    newest = flt.newest_first
+    order = EventBlock.last_id.desc() if newest else EventBlock.last_id.asc()
+    chunk = flt.limit if flt.fields else BLOCK_CHUNK
+    found: list[EventRow] = []
+    while len(found) < flt.limit:
+        blocks = session.execute(expandable(*where).order_by(order).limit(chunk)).all()
+        for block in blocks:
+            events = [e for e in expand(block) if keep(e)]
+            found += reversed(events) if newest else events
+        if len(blocks) < chunk:
+            break
+        last = blocks[-1].last_id
+        where = [*where, EventBlock.last_id < last if newest else EventBlock.last_id > last]
+        chunk = min(2 * chunk, MAX_LIMIT)
+    return found[: flt.limit]
+
+
+def _block_conditions(session: Session, flt: ChangeFilter) -> list[Any] | None:
+    """SQL conditions on event_blocks for ``flt``; None when no block can match."""
+    if flt.initial is False or (flt.kinds and ChangeKind.ADDED not in flt.kinds):
+        return None
+    b = EventBlock
+    where: list[Any] = []
+    if flt.after:
+        where.append(b.last_id > flt.after)
+    if flt.before is not None:
+        where.append(b.first_id < flt.before)
+    if flt.version is not None:
+        where.append(b.version == flt.version)
+    if flt.since is not None:
+        where.append(b.observed_at >= flt.since)
+    if flt.until is not None:
+        where.append(b.observed_at < flt.until)
+    if flt.nct_ids:
+        nct_ids = list(dict.fromkeys(parse_nct_id(n) for n in flt.nct_ids))
+        where.append(b.study_id.in_(select(Study.id).where(Study.nct_id.in_(nct_ids))))
+    if flt.watch is not None:
+        where.append(b.study_id.in_(watch_members(session, flt.watch)))
+    if flt.classes:
+        where.append(classes_condition(session, flt.classes, EventBlock))
+    if flt.fields:
+        sqlite = session.get_bind().dialect.name == "sqlite"
+        where.append(or_(*(_listed(p, b.fields, sqlite=sqlite) for p in flt.fields)))
+    return where
+
+
+def _listed(pattern: str, column: Any, *, sqlite: bool) -> Any:
+    """A JSON list of names (``column``) may hold a name matching the glob ``pattern``."""
+    _check_pattern(pattern)
+    quoted = orjson.dumps(pattern).decode()  # the name as the list spells it, quotes included
+    if sqlite:
+        return column.op("GLOB")("*" + quoted + "*")
+    escaped = quoted.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.like("%" + escaped.replace("*", "%").replace("?", "_") + "%", escape="\\")
+
+
+def _event_test(flt: ChangeFilter) -> Any:
+    """What a block's expanded event must also pass: the cursor bounds and the field globs."""
+    low, high = flt.after or 0, flt.before
+
+    def keep(event: EventRow) -> bool:
+        return (
+            event[0] > low
+            and (high is None or event[0] < high)
+            and (not flt.fields or any(fnmatch.fnmatchcase(event[3], p) for p in flt.fields))
+        )
+
+    return keep

@@ -25,11 +25,13 @@ import structlog
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from mirror.blocks import assign_ids, block_row
 from mirror.classes import classify
 from mirror.db import Database
 from mirror.diff import FieldChange, diff_records, initial_changes
 from mirror.errors import MalformedRecord
 from mirror.ingest_rows import (
+    BLOCK_COLUMNS,
     CONTENT_COLUMNS,
     EVENT_COLUMNS,
     FINGERPRINT_KEY,
@@ -137,6 +139,7 @@ class Writes:
     fingerprints: list[dict[str, Any]] = field(default_factory=list)
     versions: list[dict[str, Any]] = field(default_factory=list)
     events: list[tuple[Any, ...]] = field(default_factory=list)
+    blocks: list[dict[str, Any]] = field(default_factory=list)  # mirror.blocks.block_row
     classes: list[dict[str, Any]] = field(default_factory=list)
     members: list[int] = field(default_factory=list)  # studies inserted ahead of the flush
     results: list[IngestResult] = field(default_factory=list)
@@ -145,6 +148,7 @@ class Writes:
         """Forget the rows (once written); the results stay."""
         self.new_studies, self.study_updates, self.seen, self.fingerprints = [], [], [], []
         self.versions, self.events, self.classes, self.members = [], [], [], []
+        self.blocks = []
 
 
 class Ingestor:
@@ -300,14 +304,10 @@ class Ingestor:
         writes.versions.append(
             self.version_row(study_id, obs.nct_id, 1, obs.observed_at, item, item.source_date)
         )
-        # Every field is `added` with `initial: true` (DESIGN.md); the one hot loop of a first
-        # sync, so the rows are made here directly rather than through FieldChange objects.
-        at, source_date, json = self.rows.instant(obs.observed_at), item.source_date, self.rows.json
-        nct_id, added = obs.nct_id, ChangeKind.ADDED.value
-        writes.events += [
-            (study_id, nct_id, 1, path, added, None, json(value), at, source_date, True)
-            for path, value in item.record.items()
-        ]
+        # Every field is `added` with `initial: true` (DESIGN.md): one block, not a row each.
+        writes.blocks.append(
+            block_row(study_id, obs.nct_id, 1, obs.observed_at, item.source_date, item.record)
+        )
         writes.results.append(IngestResult(obs.nct_id, Outcome.NEW, 1, len(item.record)))
 
     def _plan_seen(self, item: Item, head: StudyHead, writes: Writes) -> None:
@@ -468,6 +468,8 @@ class Ingestor:
         if writes.events or versions:
             lock_feed(session)
         rows.insert(session, "change_events", EVENT_COLUMNS, writes.events)
+        assign_ids(session, writes.blocks)
+        rows.insert(session, "event_blocks", BLOCK_COLUMNS, [rows.block(b) for b in writes.blocks])
         insert_classes(session, writes.classes)
         # The outbox row commits with its version: webhooks never miss one (DESIGN.md).
         rows.insert(session, "outbox", OUTBOX_COLUMNS, [rows.outbox(v) for v in versions])

@@ -61,6 +61,8 @@ VERSION_COLUMNS = (
     "raw", "canonical", "run_id", "registry_version",
 )  # fmt: skip
 OUTBOX_COLUMNS = ("study_id", "nct_id", "version", "origin", "created_at")
+BLOCK_COLUMNS = ("first_id", "last_id", "study_id", "nct_id", "version", "observed_at",
+                 "source_date", "fields")  # fmt: skip
 # studies.part_hashes also keeps the fingerprint of the raw record it was computed from
 # (mirror.normalize.fingerprint), under a key no area can have.
 FINGERPRINT_KEY = "~raw"
@@ -222,6 +224,12 @@ class RowWriter:
         stored["observed_at"] = self.instant(row["observed_at"])
         stored["part_hashes"] = self.json(row["part_hashes"])
         return tuple(stored[column] for column in VERSION_COLUMNS)
+
+    def block(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        """A planned event block (``mirror.blocks.block_row``, ids assigned) as stored."""
+        stored = dict(row)
+        stored["observed_at"] = self.instant(row["observed_at"])
+        return tuple(stored[column] for column in BLOCK_COLUMNS)
 
     def outbox(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
         """The outbox row of a planned version row."""

@@ -20,8 +20,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from mirror.blocks import event_count
 from mirror.db import Database
-from mirror.store import ChangeEvent, RunStatus, Study, StudyState, StudyVersion, SyncRun
+from mirror.store import RunStatus, Study, StudyState, StudyVersion, SyncRun
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +42,7 @@ def mirror_counts(session: Session) -> Iterator[Metric]:
     yield CounterMetricFamily(
         "ctmirror_study_versions", "Distinct study versions stored.", value=versions
     )
-    events = session.scalar(select(func.count()).select_from(ChangeEvent)) or 0
+    events = event_count(session)
     yield CounterMetricFamily("ctmirror_change_events", "Change events recorded.", value=events)
 
 

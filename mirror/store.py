@@ -212,6 +212,34 @@ class ChangeEvent(Base):
         }
 
 
+class EventBlock(Base):
+    """The events of a study's first version, held as one row (``mirror.blocks``).
+
+    A first version records every field of its canonical record as ``added`` with ``initial:
+    true``, about 74 events per study that repeat the record itself. They are not stored one by
+    one: the feed ids ``first_id`` … ``last_id`` are reserved for them, one per field in the
+    record's key order, and readers expand the block into exactly those events, taking the
+    values from the version's canonical record. ``fields`` is the JSON list of the field names
+    in that order (kept apart from the record so that filters on fields run in SQL).
+    """
+
+    __tablename__ = "event_blocks"
+    __table_args__ = (
+        UniqueConstraint("study_id", "version"),
+        Index(None, "last_id", unique=True),
+        Index(None, "observed_at"),
+    )
+
+    first_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    last_id: Mapped[int] = mapped_column(BigInteger)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    nct_id: Mapped[str] = mapped_column(String(11))
+    version: Mapped[int] = mapped_column(Integer)
+    observed_at: Mapped[datetime]
+    source_date: Mapped[str | None] = mapped_column(String(10))
+    fields: Mapped[str] = mapped_column(Text)  # last: long lists spill out of SQLite's page
+
+
 class Watch(Base):
     """What to mirror: a list of ids, a saved search, or the whole registry."""
 

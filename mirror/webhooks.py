@@ -25,14 +25,15 @@ from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from mirror.blocks import version_events
 from mirror.config import Settings
 from mirror.db import Database
 from mirror.egress import EgressPolicy
 from mirror.errors import NotFound, UsageError
+from mirror.feed_query import event_dict
 from mirror.source import parse_nct_id
 from mirror.store import (
     STUDY_FIELD,
-    ChangeEvent,
     ChangeKind,
     DeliveryStatus,
     OutboxEntry,
@@ -402,27 +403,14 @@ def _watch_names(session: Session, study_ids: set[int]) -> dict[int, frozenset[s
 def _events(
     session: Session, entries: Sequence[OutboxEntry], filters: Sequence[SubscriptionFilter]
 ) -> dict[tuple[int, int], list[Event]]:
-    """The change events of these versions, as DESIGN.md shows them (plain rows, not ORM
-    objects: an initial version has hundreds), leaving out what no subscription wants."""
-    found: dict[tuple[int, int], list[Event]] = {}
-    if not entries:
-        return found
-    c = ChangeEvent
-    columns = (c.id, c.nct_id, c.version, c.field, c.kind, c.old, c.new, c.observed_at,
-               c.source_date, c.initial, c.study_id)  # fmt: skip
+    """The change events of these versions, as DESIGN.md shows them, leaving out first-sight
+    events when no subscription wants them."""
     keys = {(e.study_id, e.version) for e in entries}
-    query = select(*columns).where(tuple_(c.study_id, c.version).in_(keys)).order_by(c.id)
-    if not any(f.include_initial for f in filters):
-        query = query.where(c.initial.is_(False))
-    for row in session.execute(query):
-        event = {
-            "id": row.id, "nct_id": row.nct_id, "version": row.version, "field": row.field,
-            "kind": row.kind.value, "old": row.old, "new": row.new,
-            "observed_at": format_instant(row.observed_at), "source_date": row.source_date,
-            "initial": row.initial,
-        }  # fmt: skip
-        found.setdefault((row.study_id, row.version), []).append(event)
-    return found
+    initial = any(f.include_initial for f in filters)
+    return {
+        key: [event_dict(row) for row in rows]
+        for key, rows in version_events(session, keys, initial=initial).items()
+    }
 
 
 def _classes(

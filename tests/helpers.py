@@ -7,12 +7,14 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+import zstandard
 from fake_ctgov import FakeCtgov
 from sqlalchemy import func, select
 
 from mirror.app import App
 from mirror.db import Database
-from mirror.store import ChangeEvent, Study, StudyVersion, SyncRun
+from mirror.store import ChangeEvent, ChangeKind, EventBlock, Study, StudyVersion, SyncRun
 from mirror.sync import RunSummary, SyncRequest
 
 # A real RECRUITING record with five sites, two primary and four secondary outcomes.
@@ -82,13 +84,47 @@ def site_field(location: dict[str, Any]) -> str:
     return "locations." + "|".join(" ".join(p.split()).lower() for p in parts)
 
 
+def all_events(db: Database) -> list[ChangeEvent]:
+    """Every change event in id order: the stored rows, and the first-sight blocks expanded
+    here (one ``added``, ``initial`` event per listed field, ids from ``first_id`` on, values
+    from the version's canonical record), independently of mirror's own reader."""
+    with db.session() as session:
+        found = list(session.scalars(select(ChangeEvent)))
+        blocks = session.execute(
+            select(EventBlock, StudyVersion.canonical).join(
+                StudyVersion,
+                (StudyVersion.study_id == EventBlock.study_id)
+                & (StudyVersion.version == EventBlock.version),
+            )
+        )
+        for block, canonical in blocks:
+            record = orjson.loads(zstandard.ZstdDecompressor().decompress(canonical))
+            names = orjson.loads(block.fields)
+            assert block.last_id - block.first_id + 1 == len(names)
+            found += [
+                ChangeEvent(
+                    id=block.first_id + n, study_id=block.study_id, nct_id=block.nct_id,
+                    version=block.version, field=name, kind=ChangeKind.ADDED, old=None,
+                    new=record.get(name), observed_at=block.observed_at,
+                    source_date=block.source_date, initial=True,
+                )  # fmt: skip
+                for n, name in enumerate(names)
+            ]
+    return sorted(found, key=lambda e: e.id)
+
+
 def events(db: Database, nct_id: str, version: int | None = None) -> list[ChangeEvent]:
     """A study's change events in id order (of one version when given)."""
-    query = select(ChangeEvent).where(ChangeEvent.nct_id == nct_id).order_by(ChangeEvent.id)
-    if version is not None:
-        query = query.where(ChangeEvent.version == version)
-    with db.session() as session:
-        return list(session.scalars(query))
+    return [
+        e
+        for e in all_events(db)
+        if e.nct_id == nct_id and (version is None or e.version == version)
+    ]
+
+
+def event_total(db: Database) -> int:
+    """How many change events the mirror holds (rows and the events of blocks)."""
+    return len(all_events(db))
 
 
 def changes(db: Database, nct_id: str, version: int) -> list[Change]:
@@ -130,6 +166,7 @@ def orphans(db: Database) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]
     with db.session() as session:
         versions = set(session.execute(select(StudyVersion.study_id, StudyVersion.version)))
         evented = set(session.execute(select(ChangeEvent.study_id, ChangeEvent.version)))
+        evented |= set(session.execute(select(EventBlock.study_id, EventBlock.version)))
     return sorted(versions - evented), sorted(evented - versions)  # type: ignore[arg-type]
 
 

@@ -141,6 +141,10 @@ class Receiver:
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 received = Received(self.path, headers, body, time.time())
                 status, extra, answer = receiver._answer(received)
+                # Recorded before the answer goes out, so a sender that has read it finds it
+                # here; taken back if the sender is gone (it timed out: not delivered).
+                with receiver._lock:
+                    receiver.answered.append((received, status))
                 try:
                     self.send_response(status)
                     for key, value in extra.items():
@@ -148,9 +152,9 @@ class Receiver:
                     self.send_header("content-length", str(len(answer)))
                     self.end_headers()
                     self.wfile.write(answer)
+                    self.wfile.flush()
                 except OSError:
-                    return
-                with receiver._lock:
-                    receiver.answered.append((received, status))
+                    with receiver._lock:
+                        receiver.answered.remove((received, status))
 
         return Handler

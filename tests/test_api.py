@@ -12,14 +12,14 @@ import httpx
 import pytest
 from api_client import ApiClient, api_client, error_of
 from fake_ctgov import FakeCtgov
-from helpers import STUDY, count, events, module, put_real, sponsor_update, sync_ids
+from helpers import STUDY, event_total, events, module, put_real, sponsor_update, sync_ids
 
 from mirror import feed
 from mirror.api import create_app
 from mirror.app import App
 from mirror.config import Settings, load_settings
 from mirror.db import Database
-from mirror.store import ChangeEvent, StudyVersion
+from mirror.store import StudyVersion
 
 OTHER = "NCT05305430"  # RECRUITING
 GONE = "NCT00410098"
@@ -364,7 +364,7 @@ def test_metrics_count_what_the_mirror_holds_and_requests(api: ApiClient, app: A
     response = api.get("/metrics")
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
-    events = count(app.db, ChangeEvent)
+    events = event_total(app.db)
     assert 'ctmirror_studies{state="active"} 2.0' in text
     assert 'ctmirror_studies{state="gone"} 1.0' in text
     assert "ctmirror_study_versions_total 6.0" in text

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from api_client import ApiClient, api_client, error_of
 from fake_ctgov import FakeCtgov
-from helpers import STUDY, module, put_real, sponsor_update, sync, sync_ids
+from helpers import STUDY, all_events, module, put_real, sponsor_update, sync, sync_ids
 from sqlalchemy import select
 
 from mirror import feed, feed_query
@@ -70,11 +70,6 @@ def mirrored(fake_api: FakeCtgov, app: App) -> App:
 def api(mirrored: App) -> Iterator[ApiClient]:
     with api_client(mirrored) as client:
         yield client
-
-
-def all_events(app: App) -> list[ChangeEvent]:
-    with app.db.session() as session:
-        return list(session.scalars(select(ChangeEvent).order_by(ChangeEvent.id)))
 
 
 def watch_study_ids(app: App, name: str) -> set[int]:
@@ -158,7 +153,7 @@ def test_paging_returns_every_matching_event_once_in_order(
     if strategy == "primary-key walk":  # no index streams, no `since` shortcut
         monkeypatch.setattr(feed_query, "MERGE_MAX", 0)
         monkeypatch.setattr(feed_query, "SINCE_SCAN_MAX", 0)
-    events = all_events(mirrored)
+    events = all_events(mirrored.db)
     members = watch_study_ids(mirrored, "pair")
     assert len(members) == 2
     failures = {}
@@ -261,7 +256,7 @@ def test_paging_during_a_sync_misses_and_repeats_nothing(
             seen[name] += [e["id"] for e in page["changes"]]
             cursors[name] = page["next_cursor"]
     thread.join()
-    events = all_events(mirrored)
+    events = all_events(mirrored.db)
     assert seen["all"] == [e.id for e in events]
     assert seen["glob"] == [e.id for e in events if e.field.startswith("design.")]
     assert len([e for e in events if e.field == "design.enrollmentCount"]) >= 3 * 8
@@ -283,7 +278,7 @@ def test_atom_feed_has_one_entry_per_study_version(api: ApiClient, mirrored: App
     root = ET.fromstring(response.content)
     assert root.tag == f"{ATOM}feed"
     entries = root.findall(f"{ATOM}entry")
-    versions = {(e.nct_id, e.version) for e in all_events(mirrored) if not e.initial}
+    versions = {(e.nct_id, e.version) for e in all_events(mirrored.db) if not e.initial}
     expected = {f"http://mirror.test/v1/studies/{n}/versions/{v}" for n, v in versions}
     assert {e.findtext(f"{ATOM}id") for e in entries} == expected
     assert len(entries) == len(versions) == 4
@@ -293,7 +288,7 @@ def test_atom_feed_never_cuts_a_version_in_two(api: ApiClient, mirrored: App) ->
     """With limit=1 the newest version's entry still carries all of its changes."""
     flt = feed.ChangeFilter(nct_ids=[STUDY], initial=False, limit=1, newest_first=True)
     events = feed.changes_by_version(mirrored.db, flt)
-    v3 = [e for e in all_events(mirrored) if (e.nct_id, e.version) == (STUDY, 3)]
+    v3 = [e for e in all_events(mirrored.db) if (e.nct_id, e.version) == (STUDY, 3)]
     assert len(v3) == 2  # a site removed, a new LastUpdatePostDate
     assert [e.id for e in events] == sorted((e.id for e in v3), reverse=True)
     params = {"nct_id": STUDY, "initial": "false", "limit": 1}

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import orjson
 import pytest
+from fake_ctgov import load_study
 from sqlalchemy import inspect, text
 
 from mirror.db import Database, open_database
 from mirror.errors import StorageError
-from mirror.ingest import compress
+from mirror.feed_query import MAX_LIMIT, ChangeFilter, event_dict, find
+from mirror.ingest import Ingestor, Observation, compress
 
 
 def test_migrations_match_the_models(db_url: str) -> None:
@@ -84,4 +86,27 @@ def test_0002_fills_title_and_status_of_existing_studies(db_url: str) -> None:
     with db.engine.connect() as conn:
         row = conn.execute(text("SELECT title, overall_status FROM studies")).one()
     assert tuple(row) == ("A Trial", "RECRUITING")
+    db.dispose()
+
+
+def test_0006_downgrade_writes_blocks_back_as_rows_with_their_ids(db_url: str) -> None:
+    """Downgrading below event blocks stores each block's events as rows, ids and values kept;
+    upgrading again reads those rows as the same events."""
+    db = Database(db_url)
+    ingestor = Ingestor(db, ignore=["derived.*"])
+    when = datetime(2026, 6, 1, 7, tzinfo=UTC)
+    for nct_id in ("NCT05756322", "NCT00205894"):
+        study = load_study(nct_id)
+        ingestor.ingest([Observation(nct_id, orjson.dumps(study), study, when)])
+    every = ChangeFilter(limit=MAX_LIMIT)
+    with db.session() as session:
+        before = [event_dict(e) for e in find(session, every)]
+    assert len(before) > 100 and {e["initial"] for e in before} == {True}
+    db.downgrade("0005")
+    with db.engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, field FROM change_events ORDER BY id")).all()
+    assert [tuple(r) for r in rows] == [(e["id"], e["field"]) for e in before]
+    db.upgrade()
+    with db.session() as session:
+        assert [event_dict(e) for e in find(session, every)] == before
     db.dispose()

@@ -16,13 +16,24 @@ from typing import Any
 import orjson
 import pytest
 from fake_ctgov import FakeCtgov, all_study_ids, load_study
-from helpers import STUDY, count, module, orphans, put_real, runs, study_row, version_numbers
+from helpers import (
+    STUDY,
+    all_events,
+    count,
+    event_total,
+    module,
+    orphans,
+    put_real,
+    runs,
+    study_row,
+    version_numbers,
+)
 from sqlalchemy import func, select
 
 from mirror.app import App
 from mirror.ingest import decompress
 from mirror.normalize import normalize
-from mirror.store import ChangeEvent, RunStatus, Study, StudyVersion
+from mirror.store import RunStatus, Study, StudyVersion
 
 ROOT = Path(__file__).resolve().parents[1]
 OTHER = "NCT05305430"
@@ -51,7 +62,7 @@ def fields_of(nct_ids: list[str]) -> int:
 def events_match_versions(app: App) -> list[tuple[int, int, int, int]]:
     """(study_id, version, events, fields) of every content version whose event count is off."""
     with app.db.session() as session:
-        per_version = Counter(session.execute(select(ChangeEvent.study_id, ChangeEvent.version)))
+        per_version = Counter((e.study_id, e.version) for e in all_events(app.db))
         rows = session.execute(
             select(StudyVersion.study_id, StudyVersion.version, StudyVersion.canonical)
         )
@@ -87,7 +98,7 @@ def test_random_500_and_429_still_store_every_study_once(
     with app.db.session() as session:
         assert set(session.scalars(select(StudyVersion.version))) == {1}
         assert set(session.scalars(select(Study.latest_version))) == {1}
-    assert count(app.db, ChangeEvent) == fields_of(ids)
+    assert event_total(app.db) == fields_of(ids)
     assert events_match_versions(app) == []
 
 
@@ -103,7 +114,7 @@ def test_truncated_listing_is_retried_and_never_stored(
     assert fake_api.requests[0].target == fake_api.requests[1].target
     assert stored_raw(app, STUDY) == fake_api.served_bytes(STUDY)
     assert version_numbers(app.db, STUDY) == [1]
-    assert count(app.db, ChangeEvent) == fields_of([STUDY])
+    assert event_total(app.db) == fields_of([STUDY])
 
 
 @pytest.mark.parametrize("fault", ["truncate_body", "truncate_json"])
@@ -183,7 +194,7 @@ def test_unreachable_source_fails_clearly_and_writes_nothing(run: Any, app: App)
     assert len(errors) == 1
     assert errors[0].startswith(message)
     assert errors[0].endswith("(gave up after 6 attempts)")
-    assert (count(app.db, Study), count(app.db, StudyVersion), count(app.db, ChangeEvent)) == (
+    assert (count(app.db, Study), count(app.db, StudyVersion), event_total(app.db)) == (
         0,
         0,
         0,
@@ -265,6 +276,6 @@ def test_sigkill_mid_sync_leaves_no_partial_version(
     assert count(app.db, StudyVersion) == count(app.db, Study) == 120
     with app.db.session() as session:
         assert set(session.scalars(select(Study.latest_version))) == {1}
-    assert count(app.db, ChangeEvent) == fields_of(ids)
+    assert event_total(app.db) == fields_of(ids)
     assert orphans(app.db) == ([], [])
     assert [r.status for r in runs(app.db)] == [RunStatus.INTERRUPTED, RunStatus.OK]

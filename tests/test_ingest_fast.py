@@ -241,7 +241,7 @@ def test_bulk_rows_store_times_as_the_orm_does(db: Database) -> None:
     Ingestor(db, ignore=IGNORE).ingest([observe(load_study(STUDIES[0]), on_the_second)])
     with db.engine.connect() as conn:
         mismatched = conn.exec_driver_sql(
-            "SELECT (SELECT count(*) FROM change_events e WHERE e.observed_at <> s.first_seen_at),"
+            "SELECT (SELECT count(*) FROM event_blocks b WHERE b.observed_at <> s.first_seen_at),"
             " (SELECT count(*) FROM study_versions v WHERE v.observed_at <> s.first_seen_at),"
             " (SELECT count(*) FROM outbox o WHERE o.created_at <> s.first_seen_at)"
             " FROM studies s"

@@ -8,12 +8,12 @@ from typing import Any
 import orjson
 from api_client import api_client
 from fake_ctgov import FakeCtgov
-from helpers import STUDY, module, put_real, sponsor_update, sync_ids
+from helpers import STUDY, all_events, module, put_real, sponsor_update, sync_ids
 from sqlalchemy import select, update
 
 from mirror.app import App
 from mirror.maintenance import prune_raw, table_stats
-from mirror.store import ChangeEvent, Study, StudyVersion, utcnow
+from mirror.store import ChangeEvent, EventBlock, Study, StudyVersion, utcnow
 
 OTHER = "NCT05305430"
 
@@ -51,8 +51,10 @@ def test_stats_count_the_rows_of_every_table(app: App, fake_api: FakeCtgov) -> N
     assert {"studies", "study_versions", "change_events", "version_classes"} <= set(stats)
     assert (stats["studies"].rows, stats["study_versions"].rows) == (2, 3)
     with app.db.session() as session:
-        events = len(session.scalars(select(ChangeEvent.id)).all())
-    assert stats["change_events"].rows == events
+        rows = len(session.scalars(select(ChangeEvent.id)).all())
+        blocks = len(session.scalars(select(EventBlock.first_id)).all())
+    assert (stats["change_events"].rows, stats["event_blocks"].rows) == (rows, blocks)
+    assert (rows, blocks) == (3, 2)  # the edit (status, two dates) as rows; first sights as blocks
     assert stats["study_versions"].bytes is not None and stats["study_versions"].bytes > 0
 
 
@@ -81,8 +83,7 @@ def test_recent_superseded_versions_are_kept(app: App, fake_api: FakeCtgov) -> N
 def test_pruned_versions_keep_record_and_events_and_say_why(app: App, fake_api: FakeCtgov) -> None:
     """The canonical record and events stay; the raw endpoint names the retention setting."""
     two_versions(app, fake_api, age_days=400)
-    with app.db.session() as session:
-        before = len(session.scalars(select(ChangeEvent.id)).all())
+    before = [e.as_dict() for e in all_events(app.db)]
     prune_raw(app.db, 365)
     with api_client(app) as api:
         raw = api.get(f"/v1/studies/{STUDY}/versions/1")
@@ -93,8 +94,7 @@ def test_pruned_versions_keep_record_and_events_and_say_why(app: App, fake_api: 
     assert ("status.overallStatus", "COMPLETED") in [
         (c["field"], c["new"]) for c in diff["changes"]
     ]
-    with app.db.session() as session:
-        assert len(session.scalars(select(ChangeEvent.id)).all()) == before
+    assert [e.as_dict() for e in all_events(app.db)] == before
 
 
 def test_cli_prune_needs_a_retention(app: App, fake_api: FakeCtgov, run: Any) -> None:

@@ -24,7 +24,7 @@ from mirror.config import PagesSettings
 from mirror.describe import change_line
 from mirror.feed import PageInput, page_input
 from mirror.render import render_html, render_markdown
-from mirror.store import ChangeEvent, ChangeKind
+from mirror.store import ChangeEvent, ChangeKind, EventBlock
 from mirror.timeline_svg import timeline_chart
 
 SEED_000 = next((Path(__file__).resolve().parents[2] / "shared" / "seeds").glob("000_*.txt"))
@@ -534,7 +534,7 @@ def test_page_input_window_keeps_only_recent_versions(app: App, fake_api: FakeCt
     sync_ids(app, study)
     with app.db.write() as session:
         session.execute(
-            update(ChangeEvent).where(ChangeEvent.version == 1)
+            update(EventBlock).where(EventBlock.version == 1)
             .values(observed_at=datetime.now(UTC) - timedelta(days=40))
         )  # fmt: skip
     settings = PagesSettings()
