@@ -14,6 +14,7 @@ lookups by study and by version; the feed's filtered walk is in ``mirror.feed_qu
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -73,8 +74,9 @@ def reserve_ids(session: Session, count: int) -> int:
     # SQLite: AUTOINCREMENT hands out ids above sqlite_sequence's `seq` (ordinary rows may be
     # updated, per SQLite's documentation), so moving it on reserves the ids in between.
     last = session.scalar(
-        text("UPDATE sqlite_sequence SET seq = seq + :n WHERE name = 'change_events'"
-             " RETURNING seq"),
+        text(
+            "UPDATE sqlite_sequence SET seq = seq + :n WHERE name = 'change_events' RETURNING seq"
+        ),
         {"n": count},
     )
     if last is None:  # no event was ever written: the table has no sqlite_sequence row yet
@@ -116,15 +118,22 @@ def expandable(*where: Any) -> Select[Any]:
     )
 
 
-def expand(block: Row[Any] | Mapping[str, Any]) -> list[EventRow]:
-    """The events of a block row of :func:`expandable`, in id order."""
+def expand(
+    block: Row[Any] | Mapping[str, Any], only: re.Pattern[str] | None = None
+) -> list[EventRow]:
+    """The events of a block row of :func:`expandable`, in id order (``only``: of the fields
+    this pattern matches in full)."""
     b = block._mapping if isinstance(block, Row) else block
+    listed = enumerate(orjson.loads(b["fields"]))
+    chosen = [(n, f) for n, f in listed if only.fullmatch(f)] if only else list(listed)
+    if not chosen:
+        return []
     record = orjson.loads(decompress(b["canonical"])) if b["canonical"] is not None else {}
     first, nct_id, version = b["first_id"], b["nct_id"], b["version"]
     at, source_date, added = b["observed_at"], b["source_date"], ChangeKind.ADDED
     return [
         (first + n, nct_id, version, field, added, None, record.get(field), at, source_date, True)
-        for n, field in enumerate(orjson.loads(b["fields"]))
+        for n, field in chosen
     ]
 
 
@@ -187,8 +196,6 @@ def event_count(session: Session) -> int:
     rows = session.scalar(select(func.count()).select_from(ChangeEvent)) or 0
     in_blocks = session.scalar(select(func.sum(EventBlock.last_id - EventBlock.first_id + 1)))
     return int(rows) + int(in_blocks or 0)
-
-
 
 
 def as_event(row: EventRow) -> ChangeEvent:

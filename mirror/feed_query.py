@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import fnmatch
 import heapq
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -360,21 +361,25 @@ def _block_events(session: Session, flt: ChangeFilter) -> list[EventRow]:
     if where is None:
         return []
     keep = _event_test(flt)
+    only = glob_regex(flt.fields)
     newest = flt.newest_first
     order = EventBlock.last_id.desc() if newest else EventBlock.last_id.asc()
     chunk = flt.limit if flt.fields else BLOCK_CHUNK
     found: list[EventRow] = []
-    while len(found) < flt.limit:
-        blocks = session.execute(expandable(*where).order_by(order).limit(chunk)).all()
+    beyond: list[Any] = []
+    while True:
+        query = expandable(*where, *beyond).order_by(order).limit(chunk)
+        blocks = session.execute(query).all()
         for block in blocks:
-            events = [e for e in expand(block) if keep(e)]
+            events = [e for e in expand(block, only) if keep(e)]
             found += reversed(events) if newest else events
+            if len(found) >= flt.limit:
+                return found[: flt.limit]
         if len(blocks) < chunk:
-            break
+            return found
         last = blocks[-1].last_id
-        where = [*where, EventBlock.last_id < last if newest else EventBlock.last_id > last]
+        beyond = [EventBlock.last_id < last if newest else EventBlock.last_id > last]
         chunk = min(2 * chunk, MAX_LIMIT)
-    return found[: flt.limit]
 
 
 def _block_conditions(session: Session, flt: ChangeFilter) -> list[Any] | None:
@@ -417,14 +422,19 @@ def _listed(pattern: str, column: Any, *, sqlite: bool) -> Any:
 
 
 def _event_test(flt: ChangeFilter) -> Any:
-    """What a block's expanded event must also pass: the cursor bounds and the field globs."""
+    """What a block's expanded event must also pass: the cursor bounds."""
     low, high = flt.after or 0, flt.before
 
     def keep(event: EventRow) -> bool:
-        return (
-            event[0] > low
-            and (high is None or event[0] < high)
-            and (not flt.fields or any(fnmatch.fnmatchcase(event[3], p) for p in flt.fields))
-        )
+        return event[0] > low and (high is None or event[0] < high)
 
     return keep
+
+
+def glob_regex(patterns: Sequence[str]) -> re.Pattern[str] | None:
+    """One regex matching what any of the globs ``patterns`` matches (``*``, ``?``); None for
+    no patterns. Use ``fullmatch``."""
+    if not patterns:
+        return None
+    parts = [re.escape(p).replace(r"\*", ".*").replace(r"\?", ".") for p in patterns]
+    return re.compile("(?:" + "|".join(parts) + ")", re.DOTALL)

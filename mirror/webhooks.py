@@ -30,7 +30,7 @@ from mirror.config import Settings
 from mirror.db import Database
 from mirror.egress import EgressPolicy
 from mirror.errors import NotFound, UsageError
-from mirror.feed_query import event_dict
+from mirror.feed_query import event_dict, glob_regex
 from mirror.source import parse_nct_id
 from mirror.store import (
     STUDY_FIELD,
@@ -197,13 +197,6 @@ def describe_subscription(sub: WebhookSubscription) -> dict[str, Any]:
 # -- matching -----------------------------------------------------------------------------------
 
 
-def _glob_regex(patterns: Sequence[str]) -> re.Pattern[str] | None:
-    if not patterns:
-        return None
-    parts = [re.escape(p).replace(r"\*", ".*").replace(r"\?", ".") for p in patterns]
-    return re.compile("^(?:" + "|".join(parts) + ")$", re.DOTALL)
-
-
 @dataclass
 class SubscriptionFilter:
     """A subscription's filters, compiled once per fan-out batch."""
@@ -221,13 +214,13 @@ class SubscriptionFilter:
     def of(cls, sub: WebhookSubscription) -> SubscriptionFilter:
         return cls(
             sub.id, sub.after_outbox_id, frozenset(sub.nct_ids), frozenset(sub.watches),
-            _glob_regex(sub.fields), frozenset(sub.kinds), sub.include_initial,
-            _glob_regex(sub.classes),
+            glob_regex(sub.fields), frozenset(sub.kinds), sub.include_initial,
+            glob_regex(sub.classes),
         )  # fmt: skip
 
     def wants_classes(self, classes: Sequence[Mapping[str, Any]]) -> bool:
         """Whether the version's change classes are ones the subscription asked for."""
-        return self.classes is None or any(self.classes.match(c["name"]) for c in classes)
+        return self.classes is None or any(self.classes.fullmatch(c["name"]) for c in classes)
 
     def wants_version(self, entry: OutboxEntry, watches_of_study: frozenset[str]) -> bool:
         """Whether this version may interest the subscription, before looking at its events."""
@@ -245,7 +238,7 @@ class SubscriptionFilter:
             e for e in events
             if (self.include_initial or not e["initial"])
             and (not self.kinds or e["kind"] in self.kinds)
-            and (self.fields is None or e["field"] == STUDY_FIELD or self.fields.match(e["field"]))
+            and (self.fields is None or e["field"] == STUDY_FIELD or self.fields.fullmatch(e["field"]))
         ]  # fmt: skip
 
 

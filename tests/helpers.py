@@ -103,10 +103,17 @@ def all_events(db: Database) -> list[ChangeEvent]:
             assert block.last_id - block.first_id + 1 == len(names)
             found += [
                 ChangeEvent(
-                    id=block.first_id + n, study_id=block.study_id, nct_id=block.nct_id,
-                    version=block.version, field=name, kind=ChangeKind.ADDED, old=None,
-                    new=record.get(name), observed_at=block.observed_at,
-                    source_date=block.source_date, initial=True,
+                    id=block.first_id + n,
+                    study_id=block.study_id,
+                    nct_id=block.nct_id,
+                    version=block.version,
+                    field=name,
+                    kind=ChangeKind.ADDED,
+                    old=None,
+                    new=record.get(name),
+                    observed_at=block.observed_at,
+                    source_date=block.source_date,
+                    initial=True,
                 )  # fmt: skip
                 for n, name in enumerate(names)
             ]
