@@ -20,6 +20,7 @@ import hashlib
 import os
 import re
 import struct
+import zlib
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -177,7 +178,33 @@ class ZipArchive:
             yield Span(first, min(size, len(offsets) - first), offsets[first])
 
     def batches(self, size: int, span: Span | None = None) -> Iterator[list[Record]]:
-        return batched(self._members(span), size)
+        if span is None:
+            return batched(self._members(None), size)
+        return batched(self._span(span), size)
+
+    def _span(self, span: Span) -> Iterator[Record]:
+        """The members of ``span``, each inflated in one call where its local header gives its
+        sizes (what writers that seek do, the registry's download included); from the first
+        one that does not, the rest of the span is read as a stream."""
+        with self.path.open("rb") as f:
+            f.seek(span.offset or 0)
+            for index in range(span.first, span.first + span.count):
+                at = f.tell()
+                try:
+                    record = _direct_member(f)
+                except _BadMember as exc:
+                    end = span.first + span.count
+                    where = f"member #{index + 1}" + (f" ({exc.member})" if exc.member else "")
+                    lost = f"members #{index + 1}-#{end} skipped"
+                    raise ArchiveDamaged(
+                        self.name, f"is damaged at {where} ({exc.reason}); {lost}"
+                    ) from None
+                if record is None:  # streamed member: stream_unzip reads the rest
+                    rest = Span(index, span.first + span.count - index, at)
+                    yield from self._members(rest)
+                    return
+                if record.label:
+                    yield record
 
     def _members(self, span: Span | None) -> Iterator[Record]:
         first, limit = (span.first, span.count) if span else (0, None)
@@ -209,6 +236,44 @@ class ZipArchive:
                 self.name,
                 f"is truncated: its central directory is cut short (all {seen} members read)",
             )
+
+
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")
+
+
+class _BadMember(Exception):
+    def __init__(self, member: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.member, self.reason = member, reason
+
+
+def _direct_member(f: BinaryIO) -> Record | None:
+    """The member at ``f``'s position, read and inflated whole, and ``f`` moved past it; its label
+    is empty for a directory. None (``f`` unmoved) when its local header lacks its sizes, it is
+    encrypted or not deflated or stored: stream_unzip reads such members. _BadMember when it
+    is damaged."""
+    start = f.tell()
+    head = f.read(_LOCAL_HEADER.size)
+    if len(head) < _LOCAL_HEADER.size or head[:4] != b"PK\x03\x04":
+        raise _BadMember(None, "no local header where the central directory says one starts")
+    _, _, flags, method, _, _, crc, size, length, name_length, extra_length = _LOCAL_HEADER.unpack(
+        head
+    )
+    if flags & 0x09 or method not in (0, 8) or 0xFFFFFFFF in (size, length):
+        f.seek(start)
+        return None
+    name = f.read(name_length).decode("utf-8", "replace")
+    f.seek(extra_length, os.SEEK_CUR)
+    data = f.read(size)
+    if len(data) < size:
+        raise _BadMember(name, "cut short")
+    try:
+        body = zlib.decompress(data, -15, length) if method == 8 else data
+    except zlib.error as exc:
+        raise _BadMember(name, f"bad deflate data: {exc}") from None
+    if len(body) != length or zlib.crc32(body) != crc:
+        raise _BadMember(name, "bad CRC-32")
+    return Record("" if name.endswith("/") else name, body)
 
 
 def _zip_damage(exc: UnzipError, member: str | None, index: int, end: int | None) -> str:

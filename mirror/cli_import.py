@@ -14,8 +14,7 @@ import click
 
 from mirror import output
 from mirror.archive import open_archive
-from mirror.errors import UsageError
-from mirror.importer import SQLITE_WORKERS, Importer, ImportSummary, run_workers
+from mirror.importer import Importer, ImportSummary, auto_workers, run_workers
 
 if TYPE_CHECKING:
     from mirror.cli import Context
@@ -45,26 +44,28 @@ def _instant(ctx: click.Context, param: click.Parameter, value: str | None) -> d
 @click.option(
     "--workers",
     type=click.IntRange(1, 64),
-    default=1,
-    show_default=True,
-    help="Worker processes (PostgreSQL only; other hosts may join with the same archive).",
+    help="Worker processes, each reading, normalizing and writing batches of its own (default: "
+    "one per CPU, up to 4, for an archive of more than a few batches). Other hosts may join "
+    "with a copy of the same archive (PostgreSQL).",
 )
 @click.pass_obj
-def import_command(c: Context, path: str, observed_at: datetime | None, workers: int) -> None:
+def import_command(
+    c: Context, path: str, observed_at: datetime | None, workers: int | None
+) -> None:
     """Import study records from an archive, as a sync would record them.
 
     PATH is the registry's bulk download (ctg-studies.json.zip), a directory of NCT*.json
     files, or NDJSON (one study per line; '-' reads standard input). Safe to interrupt and
     run again: an unfinished import resumes, and what is stored already is not written twice.
     """
-    if workers > 1 and c.app.db.is_sqlite:
-        raise UsageError(SQLITE_WORKERS)
+    stdin = sys.stdin.buffer if path == "-" and sys.stdin is not None else None
+    source = open_archive(path, stdin=stdin)
+    if workers is None:
+        workers = auto_workers(source, c.settings.sync.batch_size)
     with output.progress("importing") as advance:
         if workers > 1:
             summary = run_workers(c.app.db, c.settings, path, workers, observed_at, advance)
         else:
-            stdin = sys.stdin.buffer if path == "-" and sys.stdin is not None else None
-            source = open_archive(path, stdin=stdin)
             summary = Importer(c.app.db, c.settings).run(source, observed_at, advance)
     click.echo(summary.line())
     _report(summary)

@@ -32,7 +32,14 @@ from typing import Any, TypeVar
 import structlog
 
 from mirror import sync
-from mirror.archive import ArchiveDamaged, Record, RecordSource, open_archive, to_observation
+from mirror.archive import (
+    ArchiveDamaged,
+    NdjsonArchive,
+    Record,
+    RecordSource,
+    open_archive,
+    to_observation,
+)
 from mirror.config import Settings
 from mirror.db import Database
 from mirror.errors import MalformedRecord, UsageError
@@ -59,10 +66,8 @@ from mirror.sync import relaxed_gc
 log = structlog.get_logger(__name__)
 
 Progress = Callable[[int | None, int], None]  # (total if now known, records done since last call)
-SQLITE_WORKERS = (
-    "--workers needs PostgreSQL: SQLite has a single writer, so more workers would only wait "
-    "for each other (set database.url to postgresql+psycopg://…, or leave out --workers)"
-)
+AUTO_WORKERS_MAX = 4
+NDJSON_RECORD_BYTES = 20_000  # about what one registry study takes as a line of NDJSON
 T = TypeVar("T")
 
 
@@ -383,9 +388,12 @@ def run_workers(
     observed_at: datetime | None = None,
     progress: Progress | None = None,
 ) -> ImportSummary:
-    """Import ``path`` with ``workers`` processes of this host (PostgreSQL), as one run."""
-    if db.is_sqlite:
-        raise UsageError(SQLITE_WORKERS)
+    """Import ``path`` with ``workers`` processes of this host, as one run.
+
+    Each process reads, normalizes and writes batches of its own; on SQLite they take turns
+    writing (one writer at a time), which costs little: reading and normalizing are most of
+    an import.
+    """
     if path == "-":
         raise UsageError("standard input can only be read in order: import it without --workers")
     source = open_archive(path)
@@ -402,6 +410,20 @@ def run_workers(
         summary.tally = round_tally(db, rnd, summary.run_id)
         summary.tally.damage += crashed
     return summary
+
+
+def auto_workers(source: RecordSource, batch_size: int) -> int:
+    """How many worker processes ``ctmirror import`` starts when not told: one per CPU (at most
+    AUTO_WORKERS_MAX) for an archive of more than a few batches, else one (no process to start).
+    """
+    if source.key is None:
+        return 1
+    total = source.total
+    if total is None and isinstance(source, NdjsonArchive) and source.path is not None:
+        total = source.path.stat().st_size // NDJSON_RECORD_BYTES  # not counted before planning
+    if total is None or total <= 4 * batch_size:
+        return 1
+    return max(1, min(os.cpu_count() or 1, AUTO_WORKERS_MAX))
 
 
 def _supervise(db: Database, job: WorkerJob, workers: int, progress: Progress) -> list[str]:

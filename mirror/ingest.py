@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import orjson
 import structlog
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
@@ -52,7 +51,7 @@ from mirror.ingest_rows import (
     lock_feed,
     update_studies,
 )
-from mirror.normalize import Canonical, content_hash, fingerprint, normalize, part_hashes
+from mirror.normalize import Canonical, content_hash, encode, fingerprint, normalize
 from mirror.store import STUDY_FIELD, ChangeKind, StudyState
 
 __all__ = [
@@ -109,6 +108,7 @@ class Prepared:
 
     obs: Observation
     record: Canonical
+    encoded: bytes  # the record as JSON (mirror.normalize.encode), as stored
     parts: dict[str, str]
     hash: str
     source_date: str | None
@@ -195,9 +195,9 @@ class Ingestor:
         record = normalize(obs.study, self.ignore)
         if record.get("identification.nctId") not in (None, obs.nct_id):
             raise MalformedRecord("record carries a different nctId", obs.nct_id)
-        parts = part_hashes(record)
+        encoded, parts = encode(record)
         source_date = obs.source_date or record.get("status.lastUpdatePostDate")
-        return Prepared(obs, record, parts, content_hash(parts), source_date, fingerprint)
+        return Prepared(obs, record, encoded, parts, content_hash(parts), source_date, fingerprint)
 
     def _item(self, obs: Observation, head: StudyHead | None) -> Item:
         print_ = fingerprint(obs.study, self.ignore)
@@ -424,7 +424,7 @@ class Ingestor:
             "content_hash": item.hash if item else None,
             "part_hashes": item.parts if item else None,
             "raw": compress(item.obs.raw) if item else None,
-            "canonical": compress(orjson.dumps(item.record)) if item else None,
+            "canonical": compress(item.encoded) if item else None,
             "run_id": self.run_id,
             "registry_version": item.obs.registry_version if item else None,
         }

@@ -357,7 +357,7 @@ _zstd = threading.local()
 def compress(data: bytes) -> bytes:
     compressor = getattr(_zstd, "compressor", None)
     if compressor is None:
-        compressor = _zstd.compressor = zstandard.ZstdCompressor(level=3)
+        compressor = _zstd.compressor = zstandard.ZstdCompressor(level=1)
     return bytes(compressor.compress(data))
 
 

@@ -512,6 +512,15 @@ def area_of(path: str) -> str:
 
 def part_hashes(record: Canonical) -> dict[str, str]:
     """Area -> hex blake2b digest (16 bytes) of that area's fields, as sorted-key JSON."""
+    return encode(record)[1]
+
+
+def encode(record: Canonical) -> tuple[bytes, dict[str, str]]:
+    """The record as JSON (keys sorted at every depth) and its :func:`part_hashes`.
+
+    One serialization serves both: the JSON of each area is hashed, then the areas are joined
+    into the record's JSON.
+    """
     areas: dict[str, dict[str, Any]] = {}
     prefix: str | None = None
     fields: dict[str, Any] = {}
@@ -521,10 +530,13 @@ def part_hashes(record: Canonical) -> dict[str, str]:
             prefix, fields = area + ".", areas.setdefault(area, {})
         fields[path] = value
     blake2b = hashlib.blake2b
-    return {
-        area: blake2b(_json(fields), digest_size=_DIGEST_SIZE).hexdigest()
-        for area, fields in sorted(areas.items())
-    }
+    parts: dict[str, str] = {}
+    bodies: list[bytes] = []
+    for area, fields in sorted(areas.items()):
+        body = _json(fields)
+        parts[area] = blake2b(body, digest_size=_DIGEST_SIZE).hexdigest()
+        bodies.append(body[1:-1])
+    return b"{" + b",".join(bodies) + b"}", parts
 
 
 # Part of every fingerprint: bump it whenever normalize() may give another record for the same

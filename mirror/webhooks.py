@@ -238,7 +238,11 @@ class SubscriptionFilter:
             e for e in events
             if (self.include_initial or not e["initial"])
             and (not self.kinds or e["kind"] in self.kinds)
-            and (self.fields is None or e["field"] == STUDY_FIELD or self.fields.fullmatch(e["field"]))
+            and (
+                self.fields is None
+                or e["field"] == STUDY_FIELD
+                or self.fields.fullmatch(e["field"])
+            )
         ]  # fmt: skip
 
 

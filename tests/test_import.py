@@ -7,6 +7,8 @@ multi-worker tests run on PostgreSQL only: SQLite has a single writer.
 
 from __future__ import annotations
 
+import io
+import os
 import threading
 import zipfile
 from collections.abc import Callable
@@ -21,11 +23,11 @@ from helpers import all_events, changes, count, event_total, runs
 from sqlalchemy import delete, select, update
 
 from mirror.app import App
-from mirror.archive import ZipArchive, open_archive
+from mirror.archive import NdjsonArchive, ZipArchive, open_archive
 from mirror.config import Settings, SyncSettings
 from mirror.db import Database
 from mirror.import_batches import claim_batch, open_round
-from mirror.importer import Importer, ImportSummary
+from mirror.importer import AUTO_WORKERS_MAX, Importer, ImportSummary, auto_workers
 from mirror.ingest import decompress
 from mirror.store import (
     Base,
@@ -369,12 +371,16 @@ def test_interrupted_import_resumes_where_it_stopped(tmp_path: Path, app: App) -
     assert open_round(app.db, source, 10).round == rnd.round + 1  # that import is finished
 
 
-@ON_SQLITE
-def test_workers_are_refused_on_sqlite(tmp_path: Path, run: Any) -> None:
-    """``--workers 2`` on SQLite is a usage error that says PostgreSQL is needed."""
-    path = write_dir(tmp_path / "studies", records(SAMPLE[:2]))
-    result = run("import", str(path), "--workers", "2", expect=2)
-    assert "--workers needs PostgreSQL" in result.stderr
+def test_workers_default_to_the_cpus_only_for_archives_of_several_batches(tmp_path: Path) -> None:
+    """Without --workers: one process for a few batches or an unsplittable archive, else one
+    per CPU (at most AUTO_WORKERS_MAX)."""
+    small = open_archive(str(write_dir(tmp_path / "small", records(SAMPLE[:40]))))
+    large = open_archive(str(write_zip(tmp_path / "large.zip", records(SAMPLE[:60]))))
+    cpus = min(os.cpu_count() or 1, AUTO_WORKERS_MAX)
+    assert (auto_workers(small, 10), auto_workers(large, 10), auto_workers(small, 5)) == (
+        1, cpus, cpus,
+    )  # fmt: skip
+    assert auto_workers(NdjsonArchive("stdin", stream=io.BytesIO(b"")), 1) == 1
 
 
 @ON_POSTGRES
@@ -409,9 +415,9 @@ def test_two_importers_at_once_store_every_study_once(
     assert attempts == {1}
 
 
-@ON_POSTGRES
 def test_workers_option_imports_with_several_processes(tmp_path: Path, run: Any, app: App) -> None:
-    """``--workers 2`` runs two processes that import every study once, as one run."""
+    """``--workers 2`` runs two processes that import every study once, as one run (on SQLite
+    they take turns writing)."""
     run.env["CTMIRROR_SYNC__BATCH_SIZE"] = "20"
     path = write_zip(tmp_path / "ctg-studies.json.zip", records(SAMPLE))
     result = run("import", str(path), "--workers", "2")

@@ -63,7 +63,7 @@ def _blocks_to_rows() -> None:
     blocks = conn.execute(
         sa.text(
             "SELECT b.first_id, b.study_id, b.nct_id, b.version, b.observed_at, b.source_date,"
-            " v.canonical FROM event_blocks b JOIN study_versions v"
+            " b.fields, v.canonical FROM event_blocks b JOIN study_versions v"
             " ON v.study_id = b.study_id AND v.version = b.version ORDER BY b.first_id"
         )
     )
@@ -75,16 +75,17 @@ def _blocks_to_rows() -> None:
     if conn.dialect.name == "postgresql":
         insert = insert.bindparams(sa.bindparam("new", type_=postgresql.JSONB))
     unzstd = zstandard.ZstdDecompressor()
-    for first_id, study_id, nct_id, version, observed_at, source_date, canonical in blocks:
+    postgres = conn.dialect.name == "postgresql"
+    for first_id, study_id, nct_id, version, observed_at, source_date, fields, canonical in blocks:
         record = orjson.loads(unzstd.decompress(canonical))
         rows = [
             {
                 "id": first_id + n, "study_id": study_id, "nct_id": nct_id, "version": version,
                 "field": field, "observed_at": observed_at, "source_date": source_date,
                 "initial": True,
-                "new": value if conn.dialect.name == "postgresql" else orjson.dumps(value).decode(),
+                "new": record.get(field) if postgres else orjson.dumps(record.get(field)).decode(),
             }
-            for n, (field, value) in enumerate(record.items())
+            for n, field in enumerate(orjson.loads(fields))
         ]  # fmt: skip
         if rows:
             conn.execute(insert, rows)
