@@ -461,7 +461,8 @@ def work_in_process(job: WorkerJob) -> None:
         source = open_archive(job.path)
         if source.key != job.round.archive:
             raise UsageError(f"{job.path} changed while it was being imported")
-        Importer(db, job.settings).work(source, job.round, job.run_id)
+        with relaxed_gc():
+            Importer(db, job.settings).work(source, job.round, job.run_id)
     except KeyboardInterrupt:
         pass  # its batches are back in the queue; the parent reports the interruption
     finally:
