@@ -251,12 +251,8 @@ def _field_value(path: str, value: Any) -> Any:
     if keys is None or not isinstance(value, list):
         return _canon(value)
     items = [_canon(item) for item in value]
-    identities = [identity_of(keys, item) for item in items]
-    if len(set(identities)) == len(identities):  # the usual case: no JSON text needed to order
-        order = sorted(range(len(items)), key=identities.__getitem__)
-    else:
-        order = sorted(range(len(items)), key=lambda n: (identities[n], _json(items[n])))
-    return [items[n] for n in order]
+    items.sort(key=lambda item: (identity_of(keys, item), _json(item)))
+    return items
 
 
 def identity_of(keys: tuple[str, ...], item: Any) -> tuple[str, ...]:
