@@ -16,21 +16,16 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from functools import lru_cache
 from typing import Any, NamedTuple
 
 import orjson
 import zstandard
 from sqlalchemy import (
-    ColumnElement,
     Dialect,
-    Select,
-    String,
     Table,
     bindparam,
     func,
     insert,
-    literal_column,
     select,
     text,
     update,
@@ -117,13 +112,15 @@ _NCT_IDS_IN = STUDIES.c.nct_id.in_(bindparam("nct_ids", expanding=True))
 _ROWS_QUERY = select(*[STUDIES.c[name] for name in StudyRow._fields]).where(_NCT_IDS_IN)
 
 
-def _fingerprint_column(dialect: str) -> ColumnElement[str | None]:
-    # Extracted by the database: no JSON parsed per study on the fast path.
-    if dialect == "postgresql":
-        sql = f"studies.part_hashes ->> '{FINGERPRINT_KEY}'"
-    else:
-        sql = f"json_extract(studies.part_hashes, '$.\"{FINGERPRINT_KEY}\"')"
-    return literal_column(sql, String)
+# The fast path's one query per batch, at the driver: a constant statement with the batch's ids
+# as one parameter (SQLAlchemy would render an IN list of 200 parameters for every batch).
+_HEADS_SQL = {
+    "sqlite": "SELECT id, nct_id, state, latest_version, content_hash,"
+    f" json_extract(part_hashes, '$.\"{FINGERPRINT_KEY}\"') FROM studies"
+    " WHERE nct_id IN (SELECT value FROM json_each(?))",
+    "postgresql": "SELECT id, nct_id, state, latest_version, content_hash,"
+    f" part_hashes ->> '{FINGERPRINT_KEY}' FROM studies WHERE nct_id = ANY(%s)",
+}
 
 
 def load_heads(session: Session, nct_ids: Iterable[str]) -> dict[str, StudyHead]:
@@ -131,14 +128,13 @@ def load_heads(session: Session, nct_ids: Iterable[str]) -> dict[str, StudyHead]
     wanted = list(set(nct_ids))
     if not wanted:
         return {}
-    rows = session.execute(_heads_query(session.get_bind().dialect.name), {"nct_ids": wanted})
-    return {row.nct_id: StudyHead._make(row) for row in rows}
-
-
-@lru_cache(maxsize=4)
-def _heads_query(dialect: str) -> Select[Any]:
-    columns = [STUDIES.c[name] for name in StudyHead._fields[:-1]]
-    return select(*columns, _fingerprint_column(dialect)).where(_NCT_IDS_IN)
+    dialect = session.get_bind().dialect.name
+    param = wanted if dialect == "postgresql" else orjson.dumps(wanted).decode()
+    rows = session.connection().exec_driver_sql(_HEADS_SQL[dialect], (param,))
+    return {
+        nct_id: StudyHead(id_, nct_id, StudyState(state), latest, content, print_)
+        for id_, nct_id, state, latest, content, print_ in rows
+    }
 
 
 def load_rows(session: Session, nct_ids: Iterable[str]) -> dict[str, StudyRow]:
@@ -231,6 +227,15 @@ class RowWriter:
         stored["observed_at"] = self.instant(row["observed_at"])
         return tuple(stored[column] for column in BLOCK_COLUMNS)
 
+    def study(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        """A new ``studies`` row (``STUDY_COLUMNS``) as stored."""
+        stored = dict(row)
+        stored["state"] = row["state"].value
+        for column in ("first_seen_at", "last_seen_at"):
+            stored[column] = self.instant(row[column])
+        stored["part_hashes"] = self.json(row["part_hashes"])
+        return tuple(stored[column] for column in STUDY_COLUMNS)
+
     def outbox(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
         """The outbox row of a planned version row."""
         at = self.instant(row["observed_at"])
@@ -311,12 +316,20 @@ _FINGERPRINT_UPDATE = (
 )
 
 
+STUDY_COLUMNS = (
+    "nct_id", "state", "alias_of", "latest_version", "first_seen_at", "last_seen_at",
+    *CONTENT_COLUMNS,
+)  # fmt: skip
+
+
 def insert_studies(session: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
-    """Insert ``studies`` rows; their ids by NCT id."""
+    """Insert ``studies`` rows (``STUDY_COLUMNS``); their ids by NCT id."""
     if not rows:
         return {}
-    inserted = session.execute(insert(STUDIES).returning(STUDIES.c.id, STUDIES.c.nct_id), rows)
-    return {nct_id: id_ for id_, nct_id in inserted}
+    writer = RowWriter(session.get_bind().dialect)
+    writer.insert(session, "studies", STUDY_COLUMNS, [writer.study(row) for row in rows])
+    heads = load_heads(session, [row["nct_id"] for row in rows])
+    return {nct_id: head.id for nct_id, head in heads.items()}
 
 
 def update_studies(
