@@ -113,6 +113,14 @@ class Prepared:
     hash: str
     source_date: str | None
     fingerprint: str | None = None
+    # raw and record zstd-compressed, when made before the write transaction (see _item)
+    blobs: tuple[bytes, bytes] | None = None
+
+    def compressed(self) -> tuple[bytes, bytes]:
+        """The raw JSON and the record as stored: zstd-compressed."""
+        if self.blobs is None:
+            self.blobs = (compress(self.obs.raw), compress(self.encoded))
+        return self.blobs
 
 
 @dataclass(slots=True)
@@ -203,7 +211,10 @@ class Ingestor:
         print_ = fingerprint(obs.study, self.ignore)
         if print_ is not None and _unchanged_by_fingerprint(print_, head):
             return Pending(obs, print_)
-        return self.prepare(obs, print_)
+        item = self.prepare(obs, print_)
+        if head is None or head.content_hash != item.hash:
+            item.compressed()  # a new version, most likely: compress before taking the write lock
+        return item
 
     # -- transactions -------------------------------------------------------------------
 
@@ -423,8 +434,8 @@ class Ingestor:
             "origin": item.obs.origin if item else "tombstone",
             "content_hash": item.hash if item else None,
             "part_hashes": item.parts if item else None,
-            "raw": compress(item.obs.raw) if item else None,
-            "canonical": compress(item.encoded) if item else None,
+            "raw": item.compressed()[0] if item else None,
+            "canonical": item.compressed()[1] if item else None,
             "run_id": self.run_id,
             "registry_version": item.obs.registry_version if item else None,
         }
