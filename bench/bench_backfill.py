@@ -42,9 +42,10 @@ from sqlalchemy import func, select  # noqa: E402
 
 from mirror.app import build_app  # noqa: E402
 from mirror.backfill import Backfiller, BackfillRequest, BackfillSummary  # noqa: E402
+from mirror.blocks import event_count  # noqa: E402
 from mirror.config import LogSettings, load_settings  # noqa: E402
 from mirror.logging import configure_logging  # noqa: E402
-from mirror.store import ChangeEvent, StudyVersion, VersionClassRow  # noqa: E402
+from mirror.store import StudyVersion, VersionClassRow  # noqa: E402
 
 Study = dict[str, Any]
 NEXT_STATUS = {"NOT_YET_RECRUITING": "RECRUITING", "RECRUITING": "ACTIVE_NOT_RECRUITING"}
@@ -135,8 +136,9 @@ def backfill(url: str, base: str, history_base: str, ids: list[str], concurrency
         with app.db.session() as session:
             stored = {
                 model.__tablename__: session.scalar(select(func.count()).select_from(model))
-                for model in (StudyVersion, ChangeEvent, VersionClassRow)
+                for model in (StudyVersion, VersionClassRow)
             }
+            stored["change_events"] = event_count(session)  # rows and first-sight blocks
     finally:
         app.close()
     if summary.failures:

@@ -56,10 +56,11 @@ from _common import DEFAULT_PG_URL, fresh_database  # noqa: E402
 from bench_sync import NEXT_STATUS, sponsor_edit  # noqa: E402
 from deepdiff import DeepDiff  # noqa: E402
 
+from mirror.blocks import event_count  # noqa: E402
 from mirror.db import Database  # noqa: E402
 from mirror.ingest import Ingestor, Observation  # noqa: E402
 from mirror.normalize import DEFAULT_IGNORE  # noqa: E402
-from mirror.store import ChangeEvent, StudyVersion  # noqa: E402
+from mirror.store import StudyVersion  # noqa: E402
 from mirror.sync import relaxed_gc  # noqa: E402
 
 OUT_DIR = REPO / "bench" / "out"
@@ -188,7 +189,7 @@ def _rates(seconds: float, studies: int) -> dict[str, Any]:
 def stored_counts(db: Database) -> tuple[int, int]:
     with db.session() as session:
         versions = session.scalar(select(func.count()).select_from(StudyVersion)) or 0
-        events = session.scalar(select(func.count()).select_from(ChangeEvent)) or 0
+        events = event_count(session)  # rows and first-sight blocks
     return versions, events
 
 

@@ -56,12 +56,13 @@ from _common import fresh_database  # noqa: E402
 
 import mirror.sync  # noqa: E402
 from mirror.app import App, build_app  # noqa: E402
+from mirror.blocks import event_count  # noqa: E402
 from mirror.config import LogSettings, Settings, SourceSettings, load_settings  # noqa: E402
 from mirror.ingest import Ingestor, Observation  # noqa: E402
 from mirror.logging import configure_logging  # noqa: E402
 from mirror.normalize import content_hash, normalize, part_hashes  # noqa: E402
 from mirror.source import ApiSource  # noqa: E402
-from mirror.store import Base, ChangeEvent, StudyVersion, utcnow  # noqa: E402
+from mirror.store import Base, StudyVersion, utcnow  # noqa: E402
 from mirror.sync import RunSummary, SyncRequest  # noqa: E402
 
 OUT_DIR = REPO / "bench" / "out"
@@ -246,7 +247,7 @@ def open_app(backend: str, base_url: str, opts: Options) -> Iterator[App]:
 def stored_counts(app: App) -> tuple[int, int]:
     with app.db.session() as session:
         versions = session.scalar(select(func.count()).select_from(StudyVersion)) or 0
-        events = session.scalar(select(func.count()).select_from(ChangeEvent)) or 0
+        events = event_count(session)  # rows and first-sight blocks
     return versions, events
 
 
@@ -568,6 +569,7 @@ def report(summary: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
     rows += [
         ("6 database bytes / version", _num("storage", "bytes_per_version")),
         ("  change_events (+indexes)", _table("change_events")),
+        ("  event_blocks (+indexes)", _table("event_blocks")),
         ("  study_versions (+indexes)", _table("study_versions")),
         ("  raw JSON, zstd", _num("storage", "raw_zstd_bytes_per_version")),
         ("  canonical record, zstd", _num("storage", "canonical_zstd_bytes_per_version")),
