@@ -144,6 +144,9 @@ class DaemonSettings(Section):
     workers: int = Field(1, ge=1, le=16)
     # A claimed sync job stays with its daemon this long without a heartbeat (crash recovery).
     lease_seconds: int = Field(120, ge=10)
+    # A full run of a watch covering more studies than this is queued in parts of about this
+    # many, which every daemon sharing the database (on any host) claims and runs separately.
+    part_size: int = Field(10_000, ge=1)
     # How often a standby daemon tries to become the scheduler, and the scheduler re-reads
     # the watches, in seconds.
     check_seconds: float = Field(15, gt=0)

@@ -22,7 +22,7 @@ import structlog
 
 from mirror.app import App
 from mirror.dispatch import Dispatcher, owner_name
-from mirror.jobs import ClaimedJob, claim_job, finish_job, heartbeat, requeue_job
+from mirror.jobs import ClaimedJob, claim_job, finish_job, finish_part, heartbeat, requeue_job
 from mirror.maintenance import prune_raw
 from mirror.scheduler import (
     SchedulerLock,
@@ -237,7 +237,7 @@ class Daemon:
     async def _sync(self, watch: Watch, job: ClaimedJob) -> RunSummary:
         assert self._source is not None
         syncer = self.app.syncer(self._source)
-        request = SyncRequest(watch=watch, full=job.full)
+        request = SyncRequest(watch=watch, full=job.full, part=job.part)
         # Each committed batch may hold new versions: let the dispatcher look now.
         return await syncer.run(request, lambda total, done: self.dispatcher.wake())
 
@@ -251,10 +251,27 @@ class Daemon:
             return None
         summary = sync.result()
         ok = summary.status is RunStatus.OK
-        await self._db(finish_job, job.id, ok=ok, run_id=summary.run_id, error=summary.error)
+        if job.group_id is None:
+            await self._db(finish_job, job.id, ok=ok, run_id=summary.run_id, error=summary.error)
+        else:
+            await self._finish_part(job, watch, summary)
         log.info("daemon.job_done", job_id=job.id, watch=watch.name, status=summary.status.value)
         self.dispatcher.wake()
         return summary
+
+    async def _finish_part(self, job: ClaimedJob, watch: Watch, summary: RunSummary) -> None:
+        """Finish a part; the last one of a run completes the run (mirror.jobs)."""
+        ok = summary.status is RunStatus.OK
+        try:
+            queued_at = await asyncio.to_thread(
+                finish_part, self.app.db, job, self.owner,
+                ok=ok, run_id=summary.run_id, error=summary.error,
+            )  # fmt: skip
+            if queued_at is not None:
+                assert self._source is not None
+                await self.app.syncer(self._source).complete_parts(watch, queued_at)
+        except Exception as exc:  # the run is not recorded as done: the next one is full again
+            log.error("daemon.part_finish_failed", job_id=job.id, error=str(exc))
 
     async def _heartbeat(self, job: ClaimedJob) -> None:
         while True:

@@ -4,19 +4,29 @@ A worker claims the oldest queued job with ``FOR UPDATE SKIP LOCKED`` (PostgreSQ
 write transactions are serialized), marks it ``running`` under a lease it renews while the
 sync runs, and marks it ``done`` or ``failed`` at the end. A worker stopped by a signal puts
 its job back in the queue; a worker that died silently loses its lease, and the scheduler
-queues the job again. A watch has at most one open (queued or running) job.
+queues the job again. A watch has at most one open (queued or running) run.
+
+A full run of a watch covering more than ``daemon.part_size`` studies is queued as parts, one
+job each, so that the daemons sharing the database (on any host) run it together: an ids watch
+in slices of its ids; a search (or the whole registry) in ranges of LastUpdatePostDate cut at
+the dates that split its current members evenly. The worker that finishes the last part
+completes the run (``Syncer.complete_parts``): members no part saw are re-checked by id (a
+study updated mid-run may move between ranges; one that left the registry is found gone) and
+the watch's full run is recorded. Incremental runs are small and never split.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from mirror.db import Database
-from mirror.store import JobStatus, SyncJob, utcnow
+from mirror.store import JobStatus, Study, SyncJob, Watch, WatchKind, WatchStudy, utcnow
+from mirror.sync import Part
 
 OPEN = (JobStatus.QUEUED, JobStatus.RUNNING)
 
@@ -26,24 +36,75 @@ class ClaimedJob:
     id: int
     watch_id: int
     full: bool
+    part: Part | None = None
+    group_id: int | None = None
 
 
-def enqueue(db: Database, watch_id: int, *, full: bool) -> int | None:
-    """Queue a run of a watch; None when one is already queued or running."""
+def enqueue(db: Database, watch_id: int, *, full: bool, part_size: int | None = None) -> int | None:
+    """Queue a run of a watch (a full one of a watch of more than ``part_size`` studies in
+    parts); the id of its (first) job, or None when a run is already queued or running."""
     with db.write() as session:
         busy = session.scalar(
             select(SyncJob.id)
             .where(SyncJob.watch_id == watch_id, SyncJob.status.in_(OPEN))
             .limit(1)
         )
-        if busy is not None:
+        watch = session.get(Watch, watch_id)
+        if busy is not None or watch is None:
             return None
-        job = SyncJob(
-            watch_id=watch_id, full=full, status=JobStatus.QUEUED, queued_at=utcnow(), attempts=0
-        )
-        session.add(job)
+        parts = plan_parts(session, watch, part_size) if full and part_size else []
+        slices: list[Part | None] = [*parts] or [None]
+        now = utcnow()
+        jobs = [
+            SyncJob(
+                watch_id=watch_id,
+                full=full,
+                status=JobStatus.QUEUED,
+                queued_at=now,
+                attempts=0,
+                part=part.as_json() if part else None,
+                parts=max(1, len(parts)),
+            )  # fmt: skip
+            for part in slices
+        ]
+        session.add_all(jobs)
         session.flush()
-        return job.id
+        if len(jobs) > 1:
+            for job in jobs:
+                job.group_id = jobs[0].id
+        return jobs[0].id
+
+
+def plan_parts(session: Session, watch: Watch, part_size: int) -> list[Part]:
+    """The parts of a full run of ``watch``: none when it covers at most ``part_size`` studies."""
+    if watch.kind is WatchKind.IDS:
+        ids = list(watch.nct_ids)
+        slices = [tuple(ids[i : i + part_size]) for i in range(0, len(ids), part_size)]
+        if len(slices) < 2:
+            return []
+        return [Part(n, len(slices), ids=chunk) for n, chunk in enumerate(slices, 1)]
+    members = session.scalars(
+        select(Study.source_date)
+        .join(WatchStudy, WatchStudy.study_id == Study.id)
+        .where(WatchStudy.watch_id == watch.id)
+    )
+    dates = sorted(day for day in members if day is not None)
+    if not dates:
+        return []
+    # Cut at the dates that split the members evenly (a date is one cut: ranges are whole days).
+    cuts = sorted({dates[i] for i in range(part_size, len(dates), part_size)} - {dates[0]})
+    if not cuts:
+        return []
+    starts = ["MIN", *cuts]
+    ends = [_day_before(cut) for cut in cuts] + ["MAX"]
+    return [
+        Part(n, len(starts), updated=(low, high))
+        for n, (low, high) in enumerate(zip(starts, ends, strict=True), 1)
+    ]
+
+
+def _day_before(day: str) -> str:
+    return (date.fromisoformat(day) - timedelta(days=1)).isoformat()
 
 
 def claim_job(db: Database, owner: str, lease: timedelta) -> ClaimedJob | None:
@@ -61,7 +122,8 @@ def claim_job(db: Database, owner: str, lease: timedelta) -> ClaimedJob | None:
             return None
         job.status, job.claimed_by, job.lease_until = JobStatus.RUNNING, owner, now + lease
         job.started_at, job.attempts = now, job.attempts + 1
-        return ClaimedJob(job.id, job.watch_id, job.full)
+        part = Part.of_json(job.part) if job.part else None
+        return ClaimedJob(job.id, job.watch_id, job.full, part, job.group_id)
 
 
 def heartbeat(db: Database, job_id: int, owner: str, lease: timedelta) -> None:
@@ -76,6 +138,42 @@ def finish_job(
         db, job_id, owner,
         status=status, finished_at=utcnow(), lease_until=None, run_id=run_id, error=error,
     )  # fmt: skip
+
+
+def finish_part(
+    db: Database, job: ClaimedJob, owner: str, *, ok: bool, run_id: int | None, error: str | None
+) -> datetime | None:
+    """Finish a part like :func:`finish_job`; when it was the last part of its run and every
+    part succeeded, when the run was queued (the caller completes the run), else None. Exactly
+    one finisher of a run gets a time: finishers of one run take turns on its first row.
+    """
+    assert job.group_id is not None
+    with db.write() as session:
+        session.scalars(
+            select(SyncJob.id).where(SyncJob.id == job.group_id).with_for_update()
+        ).first()
+        done = session.execute(
+            update(SyncJob)
+            .where(
+                SyncJob.id == job.id, SyncJob.claimed_by == owner,
+                SyncJob.status == JobStatus.RUNNING,
+            )
+            .values(
+                status=JobStatus.DONE if ok else JobStatus.FAILED, finished_at=utcnow(),
+                lease_until=None, run_id=run_id, error=error,
+            )
+        )  # fmt: skip
+        if not ok or not getattr(done, "rowcount", 0):
+            return None
+        statuses = session.execute(
+            select(SyncJob.status, func.count(), func.min(SyncJob.queued_at))
+            .where(SyncJob.group_id == job.group_id)
+            .group_by(SyncJob.status)
+        ).all()
+    if [status for status, _, _ in statuses] != [JobStatus.DONE]:
+        return None  # parts still open, or one failed (the next scheduled run tries again)
+    queued: datetime | None = statuses[0][2]
+    return queued
 
 
 def requeue_job(db: Database, job_id: int, owner: str) -> None:

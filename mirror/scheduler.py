@@ -238,7 +238,8 @@ def enqueue_due(
     for watch in watches:
         timing = timing_of(watch.schedule, default)
         if is_due(watch, timing, attempts.get(watch.id), now):
-            job = enqueue(db, watch.id, full=full_due(watch, settings, now))
+            full = full_due(watch, settings, now)
+            job = enqueue(db, watch.id, full=full, part_size=settings.daemon.part_size)
             if job is not None:
                 log.info("daemon.queued", watch=watch.name, job_id=job, reason="due")
                 queued.append(job)
@@ -327,7 +328,8 @@ class WatchScheduler:
             watch = session.get(Watch, watch_id)
         if watch is None:
             return None
-        job = enqueue(self.db, watch.id, full=full_due(watch, self.settings, utcnow()))
+        full = full_due(watch, self.settings, utcnow())
+        job = enqueue(self.db, watch.id, full=full, part_size=self.settings.daemon.part_size)
         log.info("daemon.queued", watch=watch.name, job_id=job, reason="schedule")
         return job
 

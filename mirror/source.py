@@ -69,6 +69,16 @@ def check_search(params: Mapping[str, str]) -> dict[str, str]:
     return dict(params)
 
 
+def updated_between(params: Mapping[str, str], low: str, high: str) -> dict[str, str]:
+    """``params`` narrowed to studies whose LastUpdatePostDate is in [low, high] (inclusive;
+    ``YYYY-MM-DD``, ``MIN`` or ``MAX``), ANDed with any ``filter.advanced`` of their own."""
+    query = dict(params)
+    window = f"AREA[LastUpdatePostDate]RANGE[{low},{high}]"
+    user = query.get("filter.advanced")
+    query["filter.advanced"] = f"({user}) AND {window}" if user else window
+    return query
+
+
 def parse_query(items: Sequence[str]) -> dict[str, str]:
     """``query.cond=asthma`` pairs (bare text means ``query.term``), checked against the API."""
     params: dict[str, str] = {}
@@ -247,11 +257,7 @@ class ApiSource:
     async def search(
         self, params: Mapping[str, str], since: date | None = None
     ) -> AsyncIterator[Page]:
-        query = dict(params)
-        if since is not None:
-            window = f"AREA[LastUpdatePostDate]RANGE[{since.isoformat()},MAX]"
-            user = query.get("filter.advanced")
-            query["filter.advanced"] = f"({user}) AND {window}" if user else window
+        query = dict(params) if since is None else updated_between(params, since.isoformat(), "MAX")
         total: list[int] = []
         batch: list[FetchItem] = []
         async for study in self._pages(query, self.settings.page_size, total):

@@ -426,10 +426,19 @@ class WebhookDelivery(Base):
 
 
 class SyncJob(Base):
-    """A due run of a watch, queued by the scheduler and claimed by any daemon's worker."""
+    """A due run of a watch, queued by the scheduler and claimed by any daemon's worker.
+
+    A full run of a big watch is queued as several *parts* (``mirror.jobs``): rows of one
+    ``group_id`` (the first part's id), each reading a slice of the watch (``part``), claimed
+    and run independently, so that daemons on several hosts share the run.
+    """
 
     __tablename__ = "sync_jobs"
-    __table_args__ = (Index(None, "status", "id"), Index(None, "watch_id", "status"))
+    __table_args__ = (
+        Index(None, "status", "id"),
+        Index(None, "watch_id", "status"),
+        Index(None, "group_id"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     watch_id: Mapped[int] = mapped_column(ForeignKey("watches.id", ondelete="CASCADE"))
@@ -443,6 +452,10 @@ class SyncJob(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_runs.id"))
     error: Mapped[str | None] = mapped_column(Text)
+    # A part of a split run: {"ids": [...]} or {"updated": [from, to]} (mirror.sync.Part).
+    part: Mapped[dict[str, Any] | None]
+    group_id: Mapped[int | None] = mapped_column(BigInteger)  # None: a run in one piece
+    parts: Mapped[int] = mapped_column(Integer, default=1)  # how many parts its run has
 
 
 class ImportBatch(Base):

@@ -16,7 +16,8 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import select, update
@@ -24,13 +25,37 @@ from sqlalchemy import select, update
 from mirror.config import Settings
 from mirror.db import Database
 from mirror.ingest import Disappearance, Ingestor, IngestResult, Observation, Outcome
-from mirror.source import FetchFailure, FetchItem, Page, StudySource
+from mirror.source import FetchFailure, FetchItem, Page, StudySource, updated_between
 from mirror.store import RunStatus, Study, SyncRun, Watch, WatchKind, WatchStudy, utcnow
 
 log = structlog.get_logger(__name__)
 
 # Re-read this many days before the last run's date: LastUpdatePostDate is a date, not a time.
 INCREMENTAL_OVERLAP = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One slice of a watch's full run (``mirror.jobs`` plans them): some of an ids watch's
+    ids, or the studies of a search last updated within [``updated[0]``, ``updated[1]``]."""
+
+    number: int  # 1, 2, … of ``of``
+    of: int
+    ids: tuple[str, ...] = ()
+    updated: tuple[str, str] | None = None  # inclusive, YYYY-MM-DD, MIN or MAX
+
+    def as_json(self) -> dict[str, Any]:
+        if self.updated is not None:
+            return {"number": self.number, "of": self.of, "updated": list(self.updated)}
+        return {"number": self.number, "of": self.of, "ids": list(self.ids)}
+
+    @classmethod
+    def of_json(cls, data: Mapping[str, Any]) -> Part:
+        updated = data.get("updated")
+        return cls(
+            int(data["number"]), int(data["of"]), tuple(data.get("ids", ())),
+            (str(updated[0]), str(updated[1])) if updated else None,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -43,9 +68,12 @@ class SyncRequest:
     everything: bool = False
     since: date | None = None
     full: bool = False  # a watch: ignore its incremental high-water mark
+    part: Part | None = None  # a watch: only this part of its run (its completion is apart)
 
     def describe(self) -> str:
-        if self.watch is not None:
+        if self.watch is not None and self.part is not None:
+            what = f"watch {self.watch.name} part {self.part.number}/{self.part.of}"
+        elif self.watch is not None:
             what = f"watch {self.watch.name}"
         elif self.query:
             what = "search " + " ".join(f"{k}={v}" for k, v in sorted(self.query.items()))
@@ -131,6 +159,8 @@ class Syncer:
         if watch is not None and since is None and not request.full and watch.since_date:
             since = date.fromisoformat(watch.since_date) - INCREMENTAL_OVERLAP
         seen = await self._consume(self._pages(request, since), ingestor, summary, progress)
+        if request.part is not None:
+            return  # the run's last part to finish completes it (complete_parts)
         if watch is not None and watch.kind is not WatchKind.IDS and since is None:
             # A full pass of a search: members it no longer returned may have left the registry.
             missing = self._members(watch) - seen
@@ -140,8 +170,40 @@ class Syncer:
         if watch is not None:
             self._mark_watch(watch, run_started.date(), full=since is None)
 
+    async def complete_parts(self, watch: Watch, started_at: datetime) -> RunSummary | None:
+        """Complete a full run of ``watch`` done in parts (queued at ``started_at``): re-check
+        the members of a search that no part saw (a run of its own), mark the watch's full run."""
+        if watch.kind is WatchKind.IDS:  # every id was read by its part
+            self._mark_watch(watch, started_at.date(), full=True)
+            return None
+        selection = f"watch {watch.name} unseen members"
+        summary = RunSummary(start_run(self.db, selection), selection)
+        ingestor = Ingestor(
+            self.db, ignore=self.settings.diff.ignore, run_id=summary.run_id, watch_id=watch.id
+        )
+        try:
+            # Every study a part read was seen after the run was queued.
+            missing = sorted(self._members(watch, seen_before=started_at))
+            if missing:
+                pages = self.source.by_ids(missing)
+                await self._consume(pages, ingestor, summary, lambda total, done: None)
+            self._mark_watch(watch, started_at.date(), full=True)
+            summary.status = RunStatus.OK
+        except Exception as exc:
+            summary.status, summary.error = RunStatus.FAILED, str(exc)
+            raise
+        finally:
+            finish_run(self.db, summary.run_id, summary.status, summary.error, summary.counts)
+            log.info("sync.run", status=summary.status.value, selection=summary.selection,
+                     error=summary.error, **{k: summary.counts[k] for k in _COUNTS})  # fmt: skip
+        return summary
+
     def _pages(self, request: SyncRequest, since: date | None) -> AsyncIterator[Page]:
-        watch = request.watch
+        watch, part = request.watch, request.part
+        if watch is not None and part is not None and part.updated is not None:
+            return self.source.search(updated_between(watch.query, *part.updated))
+        if watch is not None and part is not None:
+            return self.source.by_ids(part.ids)
         if watch is not None and watch.kind is WatchKind.IDS:
             return self.source.by_ids(watch.nct_ids)
         if watch is not None:
@@ -182,15 +244,16 @@ class Syncer:
 
     # -- bookkeeping ---------------------------------------------------------------------
 
-    def _members(self, watch: Watch) -> set[str]:
+    def _members(self, watch: Watch, seen_before: datetime | None = None) -> set[str]:
+        query = (
+            select(Study.nct_id)
+            .join(WatchStudy, WatchStudy.study_id == Study.id)
+            .where(WatchStudy.watch_id == watch.id)
+        )
+        if seen_before is not None:
+            query = query.where(Study.last_seen_at < seen_before)
         with self.db.session() as session:
-            return set(
-                session.scalars(
-                    select(Study.nct_id)
-                    .join(WatchStudy, WatchStudy.study_id == Study.id)
-                    .where(WatchStudy.watch_id == watch.id)
-                )
-            )
+            return set(session.scalars(query))
 
     def _mark_watch(self, watch: Watch, run_date: date, *, full: bool) -> None:
         values: dict[str, object] = {"last_run_at": utcnow(), "since_date": run_date.isoformat()}

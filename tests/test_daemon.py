@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from sqlalchemy import select, update
 
 from mirror.app import App
 from mirror.egress import EgressPolicy
+from mirror.jobs import claim_job, enqueue, finish_part, requeue_expired
 from mirror.scheduler import Timing, default_timing, is_due, scheduler_lock
 from mirror.store import (
     DeliveryStatus,
@@ -352,3 +353,117 @@ def _terminate(daemons: list[subprocess.Popen[bytes]]) -> list[int | None]:
             daemon.kill()
             codes.append(None)
     return codes
+
+
+# -- runs in parts ------------------------------------------------------------------------------
+
+
+def _force_full_run(app: App) -> None:
+    """Make the next run of every watch a full one (as a week after its last full one)."""
+    with app.db.write() as session:
+        old = datetime.now(UTC) - timedelta(days=8)
+        session.execute(update(Watch).values(last_full_run_at=old))
+
+
+def test_full_run_of_a_big_ids_watch_runs_in_parts(fake_api: FakeCtgov, app: App, run: Any) -> None:
+    """An ids watch of more than daemon.part_size ids is queued as parts of its ids, each a
+    run of its own; the run is recorded as done once every part is."""
+    ids = all_study_ids()[:12]
+    put_real(fake_api, ids)
+    run("watch", "add", "big", *ids)
+    run.env["CTMIRROR_DAEMON__PART_SIZE"] = "5"
+    result = run("daemon", "--once")
+    assert result.stdout.startswith("daemon --once: 1 watch runs queued, 3 run, 0 failed")
+    parts = jobs(app.db)
+    assert [(j.status, j.parts, j.group_id) for j in parts] == [
+        (JobStatus.DONE, 3, parts[0].id)
+    ] * 3
+    assert [p.part["ids"] for p in parts if p.part] == [ids[:5], ids[5:10], ids[10:]]
+    assert sorted(r.selection for r in runs(app.db)) == [
+        "watch big part 1/3", "watch big part 2/3", "watch big part 3/3",
+    ]  # fmt: skip
+    assert count(app.db, StudyVersion) == 12
+    assert watch_row(app, "big").last_full_run_at is not None
+
+
+def test_full_run_of_a_big_search_runs_in_update_date_ranges(
+    fake_api: FakeCtgov, app: App, run: Any
+) -> None:
+    """A search watch with more members than daemon.part_size is read in LastUpdatePostDate
+    ranges that split its members evenly; a member no range returned is re-checked by id."""
+    ids = all_study_ids()[:30]
+    put_real(fake_api, ids)
+    run("watch", "add", "everything", "--all", "--schedule", "every 1s")
+    run("daemon", "--once")  # the first run: no members yet, so in one piece
+    assert [(j.parts, j.part) for j in jobs(app.db)] == [(1, None)]
+    gone = ids[7]
+    fake_api.remove(gone)
+    _force_full_run(app)
+    time.sleep(1.05)
+    fake_api.requests.clear()
+    run.env["CTMIRROR_DAEMON__PART_SIZE"] = "10"
+    run("daemon", "--once")
+    ranges = [tuple(j.part["updated"]) for j in jobs(app.db)[1:] if j.part]
+    assert len(ranges) == 3 and ranges[0][0] == "MIN" and ranges[-1][1] == "MAX"
+    for (_, end), (start, _) in zip(ranges, ranges[1:], strict=False):  # contiguous, whole days
+        assert date.fromisoformat(end) + timedelta(days=1) == date.fromisoformat(start)
+    assert search_requests(fake_api) == [
+        f"AREA[LastUpdatePostDate]RANGE[{low},{high}]" for low, high in ranges
+    ]
+    unseen = [r for r in runs(app.db) if r.selection == "watch everything unseen members"]
+    assert [(r.status, r.gone) for r in unseen] == [(RunStatus.OK, 1)]
+    with app.db.session() as session:
+        states = dict(session.execute(select(Study.nct_id, Study.state)).all())
+    assert states[gone].value == "gone" and len(states) == 30
+    assert count(app.db, StudyVersion) == 31  # 30 first sights and one tombstone
+    last_full = watch_row(app, "everything").last_full_run_at
+    assert last_full is not None and last_full.date() == datetime.now(UTC).date()
+
+
+def test_two_daemons_share_the_parts_of_one_run(
+    fake_api: FakeCtgov, env: dict[str, str], app: App, run: Any
+) -> None:
+    """Two `daemon --once` processes at once: each part runs exactly once, every study is
+    stored once, and the run is completed once."""
+    ids = all_study_ids()[:40]
+    put_real(fake_api, ids)
+    run("watch", "add", "big", *ids)
+    part_env = {**env, "CTMIRROR_DAEMON__PART_SIZE": "4"}
+    daemons = [spawn_daemon(part_env, "--once") for _ in range(2)]
+    outputs = [d.communicate(timeout=90)[0].decode() for d in daemons]
+    assert [d.returncode for d in daemons] == [0, 0], outputs
+    selections = [r.selection for r in runs(app.db)]
+    assert sorted(selections) == sorted(f"watch big part {n}/10" for n in range(1, 11))
+    assert [j.status for j in jobs(app.db)] == [JobStatus.DONE] * 10
+    assert count(app.db, Study) == count(app.db, StudyVersion) == 40
+    assert watch_row(app, "big").last_full_run_at is not None
+
+
+def test_only_the_last_part_to_finish_completes_a_run_and_only_if_all_succeeded(
+    app: App,
+) -> None:
+    """finish_part gives the run's queue time to exactly one finisher: the last, when no part
+    failed; a part whose worker died is queued again once its lease has run out."""
+    watch = add_watch(app.db, "big", nct_ids=all_study_ids()[:6])
+    first = enqueue(app.db, watch.id, full=True, part_size=2)
+    assert first is not None and enqueue(app.db, watch.id, full=True, part_size=2) is None
+    lease = timedelta(seconds=60)
+    a, b, c = (claim_job(app.db, f"worker-{n}", lease) for n in range(3))
+    assert a is not None and b is not None and c is not None
+    assert (a.group_id, a.part and a.part.ids) == (first, tuple(all_study_ids()[:2]))
+    assert finish_part(app.db, a, "worker-0", ok=True, run_id=None, error=None) is None
+    assert finish_part(app.db, b, "worker-1", ok=True, run_id=None, error=None) is None
+    queued_at = finish_part(app.db, c, "worker-2", ok=True, run_id=None, error=None)
+    assert queued_at is not None and jobs(app.db)[0].queued_at == queued_at
+
+    again = enqueue(app.db, watch.id, full=True, part_size=2)
+    d, e = (claim_job(app.db, "w", lease) for _ in range(2))
+    dead = claim_job(app.db, "dead", timedelta(seconds=0))
+    assert again is not None and d is not None and e is not None and dead is not None
+    assert finish_part(app.db, d, "w", ok=False, run_id=None, error="source down") is None
+    assert finish_part(app.db, e, "w", ok=True, run_id=None, error=None) is None
+    time.sleep(0.01)
+    assert requeue_expired(app.db) == 1
+    retried = claim_job(app.db, "w", lease)
+    assert retried is not None and retried.id == dead.id
+    assert finish_part(app.db, retried, "w", ok=True, run_id=None, error=None) is None
