@@ -9,8 +9,9 @@
    and a second day (``day2.zip``) in which 0.5% of the studies carry realistic sponsor edits
    (status one step on, enrollment, dates turning ACTUAL or slipping, a site added or closed, a
    primary outcome's time frame reworded) with new LastUpdate dates.
-2. Each run is ``ctmirror import`` in a **subprocess**, exactly as a user runs it, into a fresh
-   database; wall time from the outside, peak RSS from the child's ``ru_maxrss``:
+2. Each run is ``ctmirror import`` in a **subprocess**, exactly as a user runs it (so with its
+   default worker processes: one per CPU), into a fresh database; wall time from the outside,
+   peak RSS the largest ``ru_maxrss`` of the command and its worker processes:
    - *first sight*: day 1 into an empty database;
    - *unchanged re-import*: day 1 again;
    - *day 2 with edits*: day 2 on top.
@@ -18,7 +19,7 @@
    included), and the naive way to find day 2's changes, ``DeepDiff`` of the whole raw JSON of
    each study against its day-1 record, timed on ``--baseline-sample`` studies and scaled to
    N (it would take half an hour at 100k).
-4. PostgreSQL with ``--workers`` 1, 2 and 4 (first sight of the largest size).
+4. ``--workers`` 1, 2 and 4 on each backend (first sight of the largest size).
 
 Results: a table on stdout (studies/s, ratios, peak RSS, bytes per version, the slope from
 the smallest to the largest size) and JSON in ``bench/out/``.
@@ -31,6 +32,7 @@ import json
 import os
 import platform
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -102,25 +104,31 @@ def _sponsor_edit(study: dict[str, Any], rng: random.Random) -> None:
 # --------------------------------------------------------------------------- runs
 
 
-def ctmirror_import(url: str, path: Path, observed_at: str, workers: int = 1) -> dict[str, Any]:
-    """One ``ctmirror import`` subprocess: wall seconds and its peak RSS."""
+def ctmirror_import(
+    url: str, path: Path, observed_at: str, workers: int | None = None
+) -> dict[str, Any]:
+    """One ``ctmirror import`` subprocess (``workers``: its --workers, else its default): wall
+    seconds and the peak RSS of the largest of its processes."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CTMIRROR_")}
     env |= {"CTMIRROR_DATABASE__URL": url, "CTMIRROR_LOG__LEVEL": "warning"}
     command = [sys.executable, "-m", "mirror", "import", str(path), "--observed-at", observed_at]
-    if workers > 1:
+    if workers is not None:
         command += ["--workers", str(workers)]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         child = subprocess.Popen(command, env=env, stdout=out, stderr=err)
-        # wait4 reaps this child and returns its own rusage: the peak RSS of this import.
+        # wait4 reaps this child and returns its own rusage; RUSAGE_CHILDREN's ru_maxrss is
+        # the largest of every descendant reaped so far (its worker processes included).
         _, status, usage = os.wait4(child.pid, 0)
         seconds = time.perf_counter() - started
+        workers_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         child.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0), err.seek(0)
         stdout, stderr = out.read().decode(), err.read().decode()
     if child.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{stdout}\n{stderr}")
-    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024, "summary": stdout.strip()}
+    peak = max(usage.ru_maxrss, workers_rss)
+    return {"seconds": seconds, "peak_rss_mb": peak / 1024, "summary": stdout.strip()}
 
 
 def bare_loads(path: Path) -> float:
@@ -186,14 +194,19 @@ def measure_size(size: int, backend: str, opts: argparse.Namespace) -> dict[str,
     return row
 
 
-def measure_workers(size: int, workers: list[int], opts: argparse.Namespace) -> list[dict]:
+def measure_workers(
+    size: int, backend: str, workers: list[int], opts: argparse.Namespace
+) -> list[dict]:
     day1, _ = corpus(size)
     rows = []
     for n in workers:
-        with fresh_database("postgresql", opts.pg_url) as url:
+        with fresh_database(backend, opts.pg_url) as url:
             run = ctmirror_import(url, day1, DAY1, workers=n)
-        rows.append({"workers": n, "first_per_s": size / run["seconds"], "seconds": run["seconds"]})
-        print(f"  postgresql, {n} worker(s): {rows[-1]['first_per_s']:,.0f} studies/s", flush=True)
+        rows.append(
+            {"backend": backend, "workers": n, "first_per_s": size / run["seconds"],
+             "seconds": run["seconds"], "peak_rss_mb": run["peak_rss_mb"]}
+        )  # fmt: skip
+        print(f"  {backend}, {n} worker(s): {rows[-1]['first_per_s']:,.0f} studies/s", flush=True)
     return rows
 
 
@@ -210,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
-    parser.add_argument("--workers", default="1,2,4", help="PostgreSQL worker counts; '' skips.")
+    parser.add_argument("--workers", default="1,2,4", help="Worker counts to compare; '' skips.")
     parser.add_argument("--baseline-sample", type=int, default=1000)
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
     opts = parser.parse_args(argv)
@@ -219,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [measure_size(size, backend, opts) for backend in backends for size in sizes]
     slopes = {b: _slope([r for r in rows if r["backend"] == b]) for b in backends if len(sizes) > 1}
     workers = [int(w) for w in opts.workers.split(",") if w]
-    scaling = measure_workers(max(sizes), workers, opts) if workers else []
+    scaling = [r for b in backends for r in measure_workers(max(sizes), b, workers, opts)]
     print(f"\nslope (first-sight seconds per 1,000 studies, smallest -> largest size): {slopes}")
     OUT.mkdir(exist_ok=True)
     path = OUT / f"bench_import-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
