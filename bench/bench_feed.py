@@ -56,6 +56,7 @@ BATCH = 400
 
 sys.path.insert(0, str(REPO))
 
+from mirror import blocks  # noqa: E402
 from mirror.config import LogSettings, load_settings  # noqa: E402
 from mirror.db import Database  # noqa: E402
 from mirror.ingest import Ingestor, Observation  # noqa: E402
@@ -210,8 +211,9 @@ def _batches(items: list[tuple[str, bytes]]) -> Iterator[list[tuple[str, bytes]]
 
 
 def event_count(db: Database) -> int:
-    with db.engine.connect() as conn:
-        return int(conn.execute(text("SELECT count(*) FROM change_events")).scalar_one())
+    """Events as the feed serves them: rows and the events of first-sight blocks."""
+    with db.session() as session:
+        return blocks.event_count(session)
 
 
 def build(db: Database, target_events: int) -> dict[str, Any]:
@@ -347,7 +349,13 @@ def shapes(bounds: dict[str, Any], limit: int) -> list[Shape]:
 def feed_bounds(url: str) -> dict[str, Any]:
     engine = create_engine(url)
     with engine.connect() as conn:
-        top = conn.execute(text("SELECT max(id) FROM change_events")).scalar_one()
+        # Events are rows and first-sight blocks (mirror/blocks.py): the feed spans both.
+        top = conn.execute(
+            text(
+                "SELECT max(m) FROM (SELECT max(id) AS m FROM change_events"
+                " UNION ALL SELECT max(last_id) FROM event_blocks) AS ids"
+            )
+        ).scalar_one()
         ids = list(conn.execute(text("SELECT nct_id FROM studies ORDER BY id")).scalars())
         last = conn.execute(text("SELECT max(observed_at) FROM change_events")).scalar_one()
     engine.dispose()

@@ -39,8 +39,10 @@ def block_row(
     source_date: str | None,
     fields: Iterable[str],
 ) -> dict[str, Any]:
-    """A planned block (its ids are given when it is written: :func:`assign_ids`)."""
+    """A planned block (its ids are given when it is written: :func:`assign_ids`); ``fields``
+    is never empty (a record always has its nctId)."""
     names = list(fields)
+    assert names, "a first version without fields"
     return {
         "study_id": study_id, "nct_id": nct_id, "version": version, "observed_at": observed_at,
         "source_date": source_date, "fields": orjson.dumps(names).decode(), "size": len(names),
