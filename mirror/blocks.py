@@ -14,8 +14,7 @@ lookups by study and by version; the feed's filtered walk is in ``mirror.feed_qu
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -121,13 +120,13 @@ def expandable(*where: Any) -> Select[Any]:
 
 
 def expand(
-    block: Row[Any] | Mapping[str, Any], only: re.Pattern[str] | None = None
+    block: Row[Any] | Mapping[str, Any], only: Callable[[str], Any] | None = None
 ) -> list[EventRow]:
     """The events of a block row of :func:`expandable`, in id order (``only``: of the fields
-    this pattern matches in full)."""
+    it is true for)."""
     b = block._mapping if isinstance(block, Row) else block
     listed = enumerate(orjson.loads(b["fields"]))
-    chosen = [(n, f) for n, f in listed if only.fullmatch(f)] if only else list(listed)
+    chosen = [(n, f) for n, f in listed if only(f)] if only else list(listed)
     if not chosen:
         return []
     record = orjson.loads(decompress(b["canonical"])) if b["canonical"] is not None else {}

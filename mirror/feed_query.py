@@ -29,7 +29,7 @@ from __future__ import annotations
 import fnmatch
 import heapq
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -361,7 +361,7 @@ def _block_events(session: Session, flt: ChangeFilter) -> list[EventRow]:
     if where is None:
         return []
     keep = _event_test(flt)
-    only = glob_regex(flt.fields)
+    only = field_test(flt.fields)
     newest = flt.newest_first
     order = EventBlock.last_id.desc() if newest else EventBlock.last_id.asc()
     chunk = flt.limit if flt.fields else BLOCK_CHUNK
@@ -396,6 +396,8 @@ def _block_conditions(session: Session, flt: ChangeFilter) -> list[Any] | None:
         where.append(b.version == flt.version)
     if flt.since is not None:
         where.append(b.observed_at >= flt.since)
+        if not flt.newest_first:
+            where += _block_since_floor(session, flt.since)
     if flt.until is not None:
         where.append(b.observed_at < flt.until)
     if flt.nct_ids:
@@ -409,6 +411,21 @@ def _block_conditions(session: Session, flt: ChangeFilter) -> list[Any] | None:
         sqlite = session.get_bind().dialect.name == "sqlite"
         where.append(or_(*(_listed(p, b.fields, sqlite=sqlite) for p in flt.fields)))
     return where
+
+
+def _block_since_floor(session: Session, since: datetime) -> list[Any]:
+    """Start the walk of blocks at the first one observed since ``since``, when few are (as
+    :func:`_since_floor` does for rows): else the walk would test every older block."""
+    recent = (
+        select(EventBlock.last_id)
+        .where(EventBlock.observed_at >= since)
+        .limit(SINCE_SCAN_MAX + 1)
+        .subquery()
+    )
+    count, first = session.execute(select(func.count(), func.min(recent.c.last_id))).one()
+    if first is None:
+        return [false()]
+    return [EventBlock.last_id >= first] if count <= SINCE_SCAN_MAX else []
 
 
 def _listed(pattern: str, column: Any, *, sqlite: bool) -> Any:
@@ -429,6 +446,15 @@ def _event_test(flt: ChangeFilter) -> Any:
         return event[0] > low and (high is None or event[0] < high)
 
     return keep
+
+
+def field_test(patterns: Sequence[str]) -> Callable[[str], Any] | None:
+    """Whether a field name matches one of the globs ``patterns`` (None: no patterns); a set
+    lookup when they are all plain names."""
+    if patterns and not any("*" in p or "?" in p for p in patterns):
+        return frozenset(patterns).__contains__
+    regex = glob_regex(patterns)
+    return regex.fullmatch if regex else None
 
 
 def glob_regex(patterns: Sequence[str]) -> re.Pattern[str] | None:
