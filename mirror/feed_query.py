@@ -352,7 +352,7 @@ def _stored_fields_with_prefix(session: Session, prefix: str) -> list[str] | Non
 
 # -- blocks ---------------------------------------------------------------------------------
 
-BLOCK_CHUNK = 4  # blocks read at a time without a field filter (a block holds ~74 events)
+BLOCK_CHUNK = 4  # blocks read by the first query of a page (a block holds ~74 events)
 
 
 def _block_events(session: Session, flt: ChangeFilter) -> list[EventRow]:
@@ -364,7 +364,7 @@ def _block_events(session: Session, flt: ChangeFilter) -> list[EventRow]:
     only = field_test(flt.fields)
     newest = flt.newest_first
     order = EventBlock.last_id.desc() if newest else EventBlock.last_id.asc()
-    chunk = flt.limit if flt.fields else BLOCK_CHUNK
+    chunk = BLOCK_CHUNK  # grows each round: a page often needs only a block or two
     found: list[EventRow] = []
     beyond: list[Any] = []
     while True:
@@ -379,7 +379,7 @@ def _block_events(session: Session, flt: ChangeFilter) -> list[EventRow]:
             return found
         last = blocks[-1].last_id
         beyond = [EventBlock.last_id < last if newest else EventBlock.last_id > last]
-        chunk = min(2 * chunk, MAX_LIMIT)
+        chunk = min(4 * chunk, MAX_LIMIT)
 
 
 def _block_conditions(session: Session, flt: ChangeFilter) -> list[Any] | None:
