@@ -25,7 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BeforeValidator
 
 from mirror.app import App
-from mirror.errors import Forbidden, Unauthorized
+from mirror.errors import Forbidden, Unauthorized, UsageError
 from mirror.source import parse_nct_id
 
 # Accepts what `parse_nct_id` accepts (any case), as an OpenAPI pattern clients can read.
@@ -79,7 +79,10 @@ def as_utc(value: datetime | None) -> datetime | None:
     """A query datetime in UTC; one without a zone is taken to be UTC."""
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00, before year 1 in UTC
+        raise UsageError(f"{value.isoformat()} is out of range in UTC") from None
 
 
 # Two names for one scheme, so that the OpenAPI document can say which token an operation

@@ -225,6 +225,9 @@ def test_bad_filters_are_422_naming_the_parameter(api: ApiClient) -> None:
     later, earlier = "2026-06-02T00:00:00Z", "2026-06-01T00:00:00Z"
     status, _, message = error_of(api.get("/v1/changes", params={"since": later, "until": earlier}))
     assert (status, message) == (422, "since is after until")
+    too_early = "0001-01-01T00:30:00+01:00"  # before year 1 once in UTC
+    status, _, message = error_of(api.get("/v1/changes", params={"since": too_early}))
+    assert (status, message) == (422, "0001-01-01T00:30:00+01:00 is out of range in UTC")
 
 
 # -- a sync writing while a reader pages ---------------------------------------------------
