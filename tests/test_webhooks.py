@@ -267,9 +267,7 @@ def test_receiver_down_for_several_retries_then_up_loses_nothing(
         sync_ids(app, STUDY, OTHER)
         set_status(fake, STUDY, "TERMINATED")
         sync_ids(app, STUDY)
-        retried = wait_until(
-            lambda: min((d.attempts for d in deliveries(app.db)), default=0) >= 4
-        )
+        retried = wait_until(lambda: min((d.attempts for d in deliveries(app.db)), default=0) >= 4)
         assert retried, [d.attempts for d in deliveries(app.db)]
         receiver.start()
         arrived = receiver.wait_for(3)
