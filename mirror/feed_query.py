@@ -212,23 +212,22 @@ def _plan(session: Session, flt: ChangeFilter) -> _Plan:
             return _Plan(ChangeEvent.field, names, where) if names else _NOTHING
         where.append(fields_condition(session, flt.fields, col))
     if flt.since is not None and not flt.newest_first:
-        where += _since_floor(session, flt.since)
+        where += _since_floor(session, flt.since, ChangeEvent.id, ChangeEvent.observed_at)
     return _Plan(None, (), where)
 
 
-def _since_floor(session: Session, since: datetime) -> list[Any]:
-    """Start the walk at the first event observed since ``since``, when few events are.
+def _since_floor(session: Session, since: datetime, walked: Any, observed: Any) -> list[Any]:
+    """Start the walk (over the id column ``walked``) at the first event observed since
+    ``since``, when few events are; ``observed``: the observation time of ``walked``'s table.
 
     Observation times are not monotonic in id (history imports carry the registry's dates),
     so this is the true minimum, found through the observed_at index.
     """
-    recent = (
-        select(ChangeEvent.id).where(ChangeEvent.observed_at >= since).limit(SINCE_SCAN_MAX + 1)
-    ).subquery()
-    count, first = session.execute(select(func.count(), func.min(recent.c.id))).one()
+    recent = (select(walked).where(observed >= since).limit(SINCE_SCAN_MAX + 1)).subquery()
+    count, first = session.execute(select(func.count(), func.min(recent.c[walked.key]))).one()
     if first is None:
         return [false()]
-    return [ChangeEvent.id >= first] if count <= SINCE_SCAN_MAX else []
+    return [walked >= first] if count <= SINCE_SCAN_MAX else []
 
 
 def _common_conditions(session: Session, flt: ChangeFilter, col: Any) -> list[Any]:
@@ -397,7 +396,8 @@ def _block_conditions(session: Session, flt: ChangeFilter) -> list[Any] | None:
     if flt.since is not None:
         where.append(b.observed_at >= flt.since)
         if not flt.newest_first:
-            where += _block_since_floor(session, flt.since)
+            # else the walk would test every block observed before
+            where += _since_floor(session, flt.since, b.last_id, b.observed_at)
     if flt.until is not None:
         where.append(b.observed_at < flt.until)
     if flt.nct_ids:
@@ -411,21 +411,6 @@ def _block_conditions(session: Session, flt: ChangeFilter) -> list[Any] | None:
         sqlite = session.get_bind().dialect.name == "sqlite"
         where.append(or_(*(_listed(p, b.fields, sqlite=sqlite) for p in flt.fields)))
     return where
-
-
-def _block_since_floor(session: Session, since: datetime) -> list[Any]:
-    """Start the walk of blocks at the first one observed since ``since``, when few are (as
-    :func:`_since_floor` does for rows): else the walk would test every older block."""
-    recent = (
-        select(EventBlock.last_id)
-        .where(EventBlock.observed_at >= since)
-        .limit(SINCE_SCAN_MAX + 1)
-        .subquery()
-    )
-    count, first = session.execute(select(func.count(), func.min(recent.c.last_id))).one()
-    if first is None:
-        return [false()]
-    return [EventBlock.last_id >= first] if count <= SINCE_SCAN_MAX else []
 
 
 def _listed(pattern: str, column: Any, *, sqlite: bool) -> Any:
