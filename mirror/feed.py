@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -21,6 +20,7 @@ from mirror.feed_query import (
     MAX_LIMIT,
     ChangeFilter,
     event_dict,
+    field_test,
     find,
     watch_members,
 )
@@ -280,10 +280,11 @@ def recent_events(
 ) -> list[ChangeEvent]:
     """A study's events observed since ``since`` on fields matching the globs ``fields``, the
     newest version first (each version's in id order)."""
+    wanted = field_test(fields)
+    if wanted is None:  # no fields listed
+        return []
     found = [
-        as_event(row)
-        for row in study_events(session, study.id, since=since)
-        if any(fnmatch.fnmatchcase(row[3], pattern) for pattern in fields)
+        as_event(row) for row in study_events(session, study.id, since=since) if wanted(row[3])
     ]
     return sorted(found, key=lambda e: -e.version)
 
