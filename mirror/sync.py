@@ -115,17 +115,25 @@ class Syncer:
         self.settings = settings
 
     async def run(self, request: SyncRequest, progress: Progress | None = None) -> RunSummary:
-        summary = RunSummary(start_run(self.db, request.describe()), request.describe())
-        started = time.monotonic()
-        structlog.contextvars.bind_contextvars(run_id=summary.run_id)
-        try:
+        with self._recorded(request.describe()) as summary:
             with relaxed_gc():
-                await self._run(request, summary, progress or (lambda total, done: None))
-            summary.status = RunStatus.OK
+                await self._run(request, summary, progress or _no_progress)
             if summary.failures and not summary.counts["fetched"]:
                 # Nothing could be read (e.g. the source is unreachable): the run failed.
                 summary.status = RunStatus.FAILED
                 summary.error = f"no study could be read: {summary.failures[0][1]}"
+        return summary
+
+    @contextmanager
+    def _recorded(self, selection: str) -> Iterator[RunSummary]:
+        """One run: its ``sync_runs`` row, status, duration and summary log line."""
+        summary = RunSummary(start_run(self.db, selection), selection)
+        started = time.monotonic()
+        structlog.contextvars.bind_contextvars(run_id=summary.run_id)
+        try:
+            yield summary
+            if summary.status is RunStatus.RUNNING:
+                summary.status = RunStatus.OK
         except (asyncio.CancelledError, KeyboardInterrupt):
             summary.status, summary.error = RunStatus.INTERRUPTED, "interrupted"
             raise
@@ -144,7 +152,6 @@ class Syncer:
                 **{k: summary.counts[k] for k in _COUNTS},
             )
             structlog.contextvars.unbind_contextvars("run_id")
-        return summary
 
     async def _run(self, request: SyncRequest, summary: RunSummary, progress: Progress) -> None:
         watch = request.watch
@@ -176,26 +183,15 @@ class Syncer:
         if watch.kind is WatchKind.IDS:  # every id was read by its part
             self._mark_watch(watch, started_at.date(), full=True)
             return None
-        selection = f"watch {watch.name} unseen members"
-        summary = RunSummary(start_run(self.db, selection), selection)
-        ingestor = Ingestor(
-            self.db, ignore=self.settings.diff.ignore, run_id=summary.run_id, watch_id=watch.id
-        )
-        try:
+        with self._recorded(f"watch {watch.name} unseen members") as summary:
+            ingestor = Ingestor(
+                self.db, ignore=self.settings.diff.ignore, run_id=summary.run_id, watch_id=watch.id
+            )
             # Every study a part read was seen after the run was queued.
             missing = sorted(self._members(watch, seen_before=started_at))
             if missing:
-                pages = self.source.by_ids(missing)
-                await self._consume(pages, ingestor, summary, lambda total, done: None)
+                await self._consume(self.source.by_ids(missing), ingestor, summary, _no_progress)
             self._mark_watch(watch, started_at.date(), full=True)
-            summary.status = RunStatus.OK
-        except Exception as exc:
-            summary.status, summary.error = RunStatus.FAILED, str(exc)
-            raise
-        finally:
-            finish_run(self.db, summary.run_id, summary.status, summary.error, summary.counts)
-            log.info("sync.run", status=summary.status.value, selection=summary.selection,
-                     error=summary.error, **{k: summary.counts[k] for k in _COUNTS})  # fmt: skip
         return summary
 
     def _pages(self, request: SyncRequest, since: date | None) -> AsyncIterator[Page]:
@@ -264,6 +260,10 @@ class Syncer:
 
 
 _COUNTS = ("fetched", "new", "changed", "unchanged", "gone", "failed")
+
+
+def _no_progress(total: int | None, done: int) -> None:
+    pass
 
 
 @contextmanager
