@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Update, func, select, update
 from sqlalchemy.orm import Session
 
 from mirror.db import Database
@@ -133,11 +133,8 @@ def heartbeat(db: Database, job_id: int, owner: str, lease: timedelta) -> None:
 def finish_job(
     db: Database, job_id: int, owner: str, *, ok: bool, run_id: int | None, error: str | None
 ) -> None:
-    status = JobStatus.DONE if ok else JobStatus.FAILED
-    _update_own(
-        db, job_id, owner,
-        status=status, finished_at=utcnow(), lease_until=None, run_id=run_id, error=error,
-    )  # fmt: skip
+    with db.write() as session:
+        session.execute(_finished(job_id, owner, ok=ok, run_id=run_id, error=error))
 
 
 def finish_part(
@@ -152,27 +149,17 @@ def finish_part(
         session.scalars(
             select(SyncJob.id).where(SyncJob.id == job.group_id).with_for_update()
         ).first()
-        done = session.execute(
-            update(SyncJob)
-            .where(
-                SyncJob.id == job.id, SyncJob.claimed_by == owner,
-                SyncJob.status == JobStatus.RUNNING,
-            )
-            .values(
-                status=JobStatus.DONE if ok else JobStatus.FAILED, finished_at=utcnow(),
-                lease_until=None, run_id=run_id, error=error,
-            )
-        )  # fmt: skip
+        done = session.execute(_finished(job.id, owner, ok=ok, run_id=run_id, error=error))
         if not ok or not getattr(done, "rowcount", 0):
             return None
         statuses = session.execute(
-            select(SyncJob.status, func.count(), func.min(SyncJob.queued_at))
+            select(SyncJob.status, func.min(SyncJob.queued_at))
             .where(SyncJob.group_id == job.group_id)
             .group_by(SyncJob.status)
         ).all()
-    if [status for status, _, _ in statuses] != [JobStatus.DONE]:
+    if [status for status, _ in statuses] != [JobStatus.DONE]:
         return None  # parts still open, or one failed (the next scheduled run tries again)
-    queued: datetime | None = statuses[0][2]
+    queued: datetime | None = statuses[0][1]
     return queued
 
 
@@ -183,15 +170,23 @@ def requeue_job(db: Database, job_id: int, owner: str) -> None:
 
 def _update_own(db: Database, job_id: int, owner: str, **values: Any) -> None:
     with db.write() as session:
-        session.execute(
-            update(SyncJob)
-            .where(
-                SyncJob.id == job_id,
-                SyncJob.claimed_by == owner,
-                SyncJob.status == JobStatus.RUNNING,
-            )
-            .values(**values)
-        )
+        session.execute(_own(job_id, owner).values(**values))
+
+
+def _own(job_id: int, owner: str) -> Update:
+    """An update of job ``job_id`` that changes it only while ``owner`` runs it."""
+    return update(SyncJob).where(
+        SyncJob.id == job_id, SyncJob.claimed_by == owner, SyncJob.status == JobStatus.RUNNING
+    )
+
+
+def _finished(
+    job_id: int, owner: str, *, ok: bool, run_id: int | None, error: str | None
+) -> Update:
+    status = JobStatus.DONE if ok else JobStatus.FAILED
+    return _own(job_id, owner).values(
+        status=status, finished_at=utcnow(), lease_until=None, run_id=run_id, error=error
+    )
 
 
 def requeue_expired(db: Database) -> int:
