@@ -194,11 +194,8 @@ class ZipArchive:
                     record = _direct_member(f)
                 except _BadMember as exc:
                     end = span.first + span.count
-                    where = f"member #{index + 1}" + (f" ({exc.member})" if exc.member else "")
-                    lost = f"members #{index + 1}-#{end} skipped"
-                    raise ArchiveDamaged(
-                        self.name, f"is damaged at {where} ({exc.reason}); {lost}"
-                    ) from None
+                    damage = _zip_damage(exc.reason, exc.member, index, end)
+                    raise ArchiveDamaged(self.name, damage) from None
                 if record is None:  # streamed member: stream_unzip reads the rest
                     rest = Span(index, span.first + span.count - index, at)
                     yield from self._members(rest)
@@ -226,8 +223,9 @@ class ZipArchive:
                     current = None
             except UnzipError as exc:
                 end = None if limit is None else first + limit
+                reason = None if isinstance(exc, TruncatedDataError) else type(exc).__name__
                 raise ArchiveDamaged(
-                    self.name, _zip_damage(exc, current, first + seen, end)
+                    self.name, _zip_damage(reason, current, first + seen, end)
                 ) from None
             finally:
                 members.close()
@@ -276,13 +274,14 @@ def _direct_member(f: BinaryIO) -> Record | None:
     return Record("" if name.endswith("/") else name, body)
 
 
-def _zip_damage(exc: UnzipError, member: str | None, index: int, end: int | None) -> str:
-    """Where a zip could not be read further (``index``: the member, from 0) and what was lost."""
+def _zip_damage(reason: str | None, member: str | None, index: int, end: int | None) -> str:
+    """Where a zip could not be read further (``index``: the member, from 0), why (None: it is
+    cut short) and what was lost."""
     where = f"member #{index + 1} ({member})" if member else f"the header of member #{index + 1}"
     lost = f"members #{index + 1}-#{end} skipped" if end else f"{index} members before it read"
-    if isinstance(exc, TruncatedDataError):
+    if reason is None:
         return f"is truncated (an unfinished download?) at {where}; {lost}"
-    return f"is damaged at {where} ({type(exc).__name__}); {lost}"
+    return f"is damaged at {where} ({reason}); {lost}"
 
 
 def _start(span: Span | None) -> int:
