@@ -41,11 +41,11 @@ from _common import DEFAULT_PG_URL, fresh_database  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from mirror.app import build_app  # noqa: E402
-from mirror.backfill import Backfiller, BackfillRequest, BackfillSummary  # noqa: E402
-from mirror.blocks import event_count  # noqa: E402
 from mirror.config import LogSettings, load_settings  # noqa: E402
 from mirror.logging import configure_logging  # noqa: E402
-from mirror.store import StudyVersion, VersionClassRow  # noqa: E402
+from mirror.pipeline.backfill import Backfiller, BackfillRequest, BackfillSummary  # noqa: E402
+from mirror.store.blocks import event_count  # noqa: E402
+from mirror.store.schema import StudyVersion, VersionClassRow  # noqa: E402
 
 Study = dict[str, Any]
 NEXT_STATUS = {"NOT_YET_RECRUITING": "RECRUITING", "RECRUITING": "ACTIVE_NOT_RECRUITING"}
@@ -149,7 +149,7 @@ def backfill(url: str, base: str, history_base: str, ids: list[str], concurrency
 def fetch_only(base: str, history_base: str, ids: list[str], concurrency: int) -> float:
     """The same requests as a backfill, nothing stored: the source's share."""
     from mirror.config import SourceSettings
-    from mirror.source import ApiSource
+    from mirror.source.api import ApiSource
 
     settings = SourceSettings(
         base_url=base,

@@ -4,14 +4,14 @@
                                [--requests N] [--limit N]
 
 1. Builds (once; cached under ``bench/out/``) a database of at least ``--events`` change
-   events through the real write path, ``mirror.ingest.Ingestor.ingest``: the 1,687 real
+   events through the real write path, ``mirror.pipeline.ingest.Ingestor.ingest``: the 1,687 real
    records in ``../shared/data/ctgov/studies`` copied under fresh NCT ids (NCT9…), seeded as
    first versions in random order, then rounds of sponsor-style edits on a random fifth of
    the studies (status steps, enrollment, dates turning ACTUAL, sites added and closed,
    reworded outcomes and criteria, results posted, new collaborators), each round a few
    days after the last, every edit with new LastUpdate dates.
 2. Measures p50/p99 latency of ``GET /v1/changes`` in-process (``httpx.ASGITransport``,
-   the app from ``mirror.api.create_app``) for each query shape below, and of the same
+   the app from ``mirror.serve.app.create_app``) for each query shape below, and of the same
    query as plain SQL on a bare DB-API connection (``sqlite3`` / ``psycopg``), printing
    the ratio API/SQL. Cursors are drawn at random per request (fixed seed) so that the
    numbers are not those of one cached page.
@@ -56,11 +56,11 @@ BATCH = 400
 
 sys.path.insert(0, str(REPO))
 
-from mirror import blocks  # noqa: E402
 from mirror.config import LogSettings, load_settings  # noqa: E402
-from mirror.db import Database  # noqa: E402
-from mirror.ingest import Ingestor, Observation  # noqa: E402
 from mirror.logging import configure_logging  # noqa: E402
+from mirror.pipeline.ingest import Ingestor, Observation  # noqa: E402
+from mirror.store import blocks  # noqa: E402
+from mirror.store.database import Database  # noqa: E402
 
 # --------------------------------------------------------------------------- building
 
@@ -371,8 +371,8 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 async def time_api(url: str, shape: Shape, cursors: list[dict[str, Any]], limit: int) -> Any:
     import httpx
 
-    from mirror.api import create_app
     from mirror.app import build_app
+    from mirror.serve.app import create_app
 
     app = build_app(load_settings(None, database={"url": url}), migrate=False)
     transport = httpx.ASGITransport(app=create_app(app))

@@ -51,8 +51,8 @@ import fake_ctgov  # noqa: E402
 from _common import DEFAULT_PG_URL, fresh_database  # noqa: E402
 from bench_feed import EDITS  # noqa: E402  (the sponsor-style edits of the feed benchmark)
 
-from mirror.db import Database  # noqa: E402
-from mirror.maintenance import table_stats  # noqa: E402
+from mirror.store.database import Database  # noqa: E402
+from mirror.store.retention import table_stats  # noqa: E402
 
 OUT = REPO / "bench" / "out"
 SEED = 20261122

@@ -18,7 +18,7 @@ JSON in ``bench/out/``; ``--baseline FILE`` adds the numbers of an earlier run b
 column; ``--profile`` writes each phase's cProfile to ``bench/out/profile-ingest-*.txt``.
 
 Timings are of ``Ingestor.ingest`` alone (parsing is outside them) under the GC thresholds a
-sync uses (``mirror.sync.relaxed_gc``; ``--default-gc`` keeps Python's, which makes bare
+sync uses (``mirror.pipeline.sync.relaxed_gc``; ``--default-gc`` keeps Python's, which makes bare
 ``orjson.loads`` ~3x slower and the ingest ~1.5x). Peak RSS is the whole bench process,
 corpus included. 10,000 studies on both backends take about 2.5 minutes on 2 cores.
 """
@@ -56,12 +56,12 @@ from _common import DEFAULT_PG_URL, fresh_database  # noqa: E402
 from bench_sync import NEXT_STATUS, sponsor_edit  # noqa: E402
 from deepdiff import DeepDiff  # noqa: E402
 
-from mirror.blocks import event_count  # noqa: E402
-from mirror.db import Database  # noqa: E402
-from mirror.ingest import Ingestor, Observation  # noqa: E402
-from mirror.normalize import DEFAULT_IGNORE  # noqa: E402
-from mirror.store import StudyVersion  # noqa: E402
-from mirror.sync import relaxed_gc  # noqa: E402
+from mirror.pipeline.ingest import Ingestor, Observation  # noqa: E402
+from mirror.pipeline.sync import relaxed_gc  # noqa: E402
+from mirror.record.normalize import DEFAULT_IGNORE  # noqa: E402
+from mirror.store.blocks import event_count  # noqa: E402
+from mirror.store.database import Database  # noqa: E402
+from mirror.store.schema import StudyVersion  # noqa: E402
 
 OUT_DIR = REPO / "bench" / "out"
 DATA_DIR = REPO.parent / "shared" / "data" / "ctgov" / "studies"
@@ -198,7 +198,7 @@ def peak_rss_mb() -> float:
 
 
 def _gc(opts: Options) -> contextlib.AbstractContextManager[None]:
-    """The GC thresholds a sync runs with (``mirror.sync.relaxed_gc``), unless --default-gc."""
+    """The GC thresholds a sync runs with (``mirror.pipeline.sync.relaxed_gc``), unless --default-gc."""
     return contextlib.nullcontext() if opts.default_gc else relaxed_gc()
 
 
@@ -415,7 +415,7 @@ def machine(opts: Options, corpus: Corpus) -> dict[str, Any]:
         "raw_bytes_per_study": corpus.bytes_per_study,
         "batch": opts.batch,
         "edit_fraction": opts.edit_fraction,
-        "gc": "default" if opts.default_gc else "relaxed (mirror.sync.relaxed_gc)",
+        "gc": "default" if opts.default_gc else "relaxed (mirror.pipeline.sync.relaxed_gc)",
     }
 
 

@@ -54,16 +54,16 @@ sys.path.insert(0, str(REPO / "tests"))
 import fake_ctgov  # noqa: E402  (the test fake: a real HTTP server of API v2)
 from _common import fresh_database  # noqa: E402
 
-import mirror.sync  # noqa: E402
+import mirror.pipeline.sync  # noqa: E402
 from mirror.app import App, build_app  # noqa: E402
-from mirror.blocks import event_count  # noqa: E402
 from mirror.config import LogSettings, Settings, SourceSettings, load_settings  # noqa: E402
-from mirror.ingest import Ingestor, Observation  # noqa: E402
 from mirror.logging import configure_logging  # noqa: E402
-from mirror.normalize import content_hash, normalize, part_hashes  # noqa: E402
-from mirror.source import ApiSource  # noqa: E402
-from mirror.store import Base, StudyVersion, utcnow  # noqa: E402
-from mirror.sync import RunSummary, SyncRequest  # noqa: E402
+from mirror.pipeline.ingest import Ingestor, Observation  # noqa: E402
+from mirror.pipeline.sync import RunSummary, SyncRequest  # noqa: E402
+from mirror.record.normalize import content_hash, normalize, part_hashes  # noqa: E402
+from mirror.source.api import ApiSource  # noqa: E402
+from mirror.store.blocks import event_count  # noqa: E402
+from mirror.store.schema import Base, StudyVersion, utcnow  # noqa: E402
 
 OUT_DIR = REPO / "bench" / "out"
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -464,25 +464,25 @@ def profile_syncs(backend: str, fake: FakeProcess, records: Records, opts: Optio
 
 
 class _IngestProfiles:
-    """Profiles each ``mirror.sync._ingest_items`` call on the worker thread it runs on."""
+    """Profiles each ``mirror.pipeline.sync._ingest_items`` call on the worker thread it runs on."""
 
     def __init__(self) -> None:
         self.profiles: list[cProfile.Profile] = []
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
-        original = mirror.sync._ingest_items
+        original = mirror.pipeline.sync._ingest_items
 
         def profiled(*args: Any) -> Any:
             prof = cProfile.Profile()
             self.profiles.append(prof)
             return prof.runcall(original, *args)
 
-        mirror.sync._ingest_items = profiled  # type: ignore[assignment]
+        mirror.pipeline.sync._ingest_items = profiled  # type: ignore[assignment]
         try:
             yield
         finally:
-            mirror.sync._ingest_items = original
+            mirror.pipeline.sync._ingest_items = original
 
     def merged(self) -> pstats.Stats:
         stats = pstats.Stats(self.profiles[0])

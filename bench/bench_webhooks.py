@@ -52,13 +52,13 @@ from _common import fresh_database  # noqa: E402
 
 from mirror.app import App, build_app  # noqa: E402
 from mirror.config import LogSettings, load_settings  # noqa: E402
-from mirror.dispatch import Dispatcher  # noqa: E402
-from mirror.egress import EgressPolicy  # noqa: E402
-from mirror.ingest import Ingestor, Observation  # noqa: E402
 from mirror.logging import configure_logging  # noqa: E402
-from mirror.sender import HttpSender  # noqa: E402
-from mirror.store import utcnow  # noqa: E402
-from mirror.webhooks import Links, SubscriptionSpec, add_subscription, fan_out  # noqa: E402
+from mirror.notify.dispatch import Dispatcher  # noqa: E402
+from mirror.notify.egress import EgressPolicy  # noqa: E402
+from mirror.notify.sender import HttpSender  # noqa: E402
+from mirror.notify.subscriptions import Links, SubscriptionSpec, add_subscription, fan_out  # noqa: E402
+from mirror.pipeline.ingest import Ingestor, Observation  # noqa: E402
+from mirror.store.schema import utcnow  # noqa: E402
 
 OUT_DIR = REPO / "bench" / "out"
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import httpx
 
 from mirror.config import Settings
-from mirror.db import Database, open_database
-from mirror.source import ApiSource
-from mirror.sync import Syncer
+from mirror.pipeline.sync import Syncer
+from mirror.source.api import ApiSource
+from mirror.store.database import Database, open_database
 
 
 @dataclass

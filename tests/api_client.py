@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from mirror.api import create_app
 from mirror.app import App
+from mirror.serve.app import create_app
 
 
 class ApiClient:

@@ -3,7 +3,7 @@
 Each case is a real record of ``../shared/data/ctgov/studies`` (the old version) and a copy
 whose outcome lists were edited the way sponsors edit them (the new version), both
 normalized, with the outcome classes a careful reader would assign and which measure became
-which. ``bench/bench_classes.py`` scores ``mirror.classes.classify`` against it; the tests
+which. ``bench/bench_classes.py`` scores ``mirror.record.classes.classify`` against it; the tests
 check that it is deterministic and sound. The edits do not look at how the classifier works:
 
 * rewording (one or two at once): an abbreviation expanded or contracted (with the long forms
@@ -37,8 +37,8 @@ from typing import Any
 
 import orjson
 
-from mirror.classes import VersionClass
-from mirror.normalize import normalize
+from mirror.record.classes import VersionClass
+from mirror.record.normalize import normalize
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ctgov" / "studies"
 SEED = 20261206

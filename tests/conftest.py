@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fake_ctgov import FakeCtgov  # noqa: E402
 
 from mirror.app import App, build_app  # noqa: E402
-from mirror.cli import cli  # noqa: E402
+from mirror.cli.main import cli  # noqa: E402
 from mirror.config import Settings, load_settings  # noqa: E402
-from mirror.db import Database  # noqa: E402
-from mirror.store import Base  # noqa: E402
+from mirror.store.database import Database  # noqa: E402
+from mirror.store.schema import Base  # noqa: E402
 
 PG_URL = os.environ.get("CTMIRROR_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]

@@ -13,9 +13,9 @@ from fake_ctgov import FakeCtgov
 from sqlalchemy import func, select
 
 from mirror.app import App
-from mirror.db import Database
-from mirror.store import ChangeEvent, ChangeKind, EventBlock, Study, StudyVersion, SyncRun
-from mirror.sync import RunSummary, SyncRequest
+from mirror.pipeline.sync import RunSummary, SyncRequest
+from mirror.store.database import Database
+from mirror.store.schema import ChangeEvent, ChangeKind, EventBlock, Study, StudyVersion, SyncRun
 
 # A real RECRUITING record with five sites, two primary and four secondary outcomes.
 STUDY = "NCT05756322"

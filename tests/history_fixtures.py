@@ -2,7 +2,7 @@
 
 The registry's early versions carry HTML markup and entities where today's records carry
 markdown. ``marked_up`` turns a real record's text into that older form with the same words
-(built here, independently of ``mirror.normalize``), and ``timeline`` lays versions out with
+(built here, independently of ``mirror.record.normalize``), and ``timeline`` lays versions out with
 advancing dates, the newest on the record's own lastUpdatePostDate.
 """
 

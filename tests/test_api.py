@@ -14,12 +14,12 @@ from api_client import ApiClient, api_client, error_of
 from fake_ctgov import FakeCtgov
 from helpers import STUDY, event_total, events, module, put_real, sponsor_update, sync_ids
 
-from mirror import feed
-from mirror.api import create_app
 from mirror.app import App
 from mirror.config import Settings, load_settings
-from mirror.db import Database
-from mirror.store import StudyVersion
+from mirror.feed import reads as feed
+from mirror.serve.app import create_app
+from mirror.store.database import Database
+from mirror.store.schema import StudyVersion
 
 OTHER = "NCT05305430"  # RECRUITING
 GONE = "NCT00410098"

@@ -16,10 +16,10 @@ from helpers import STUDY, module, put_real, sponsor_update, sync_ids
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 
-from mirror.api import create_app
 from mirror.app import App, build_app
 from mirror.config import load_settings
-from mirror.db import Database
+from mirror.serve.app import create_app
+from mirror.store.database import Database
 
 TOKEN = "fuzz-write-token"
 OTHER = "NCT05305430"

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from mirror.atom import atom_feed
 from mirror.config import PagesSettings
-from mirror.store import ChangeEvent, ChangeKind
+from mirror.render.atom import atom_feed
+from mirror.store.schema import ChangeEvent, ChangeKind
 
 NS = {"a": "http://www.w3.org/2005/Atom"}
 SITE = "https://mirror.example.org"

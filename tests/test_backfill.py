@@ -15,11 +15,11 @@ from fake_ctgov import FakeCtgov, load_study
 from helpers import STUDY, changes, module, study_row, sync_ids, version_numbers
 from sqlalchemy import delete, select
 
-from mirror import backfill as backfill_module
 from mirror.app import App
-from mirror.backfill import Backfiller, BackfillRequest, BackfillSummary
-from mirror.feed import ChangeFilter, change_dicts, timeline
-from mirror.store import Study, StudyVersion, VersionClassRow
+from mirror.feed.reads import ChangeFilter, change_dicts, timeline
+from mirror.pipeline import backfill as backfill_module
+from mirror.pipeline.backfill import Backfiller, BackfillRequest, BackfillSummary
+from mirror.store.schema import Study, StudyVersion, VersionClassRow
 
 Study_ = dict[str, Any]
 Edit = Callable[[Study_], None]

@@ -1,4 +1,4 @@
-"""Change classes (mirror.classes): each test edits copies of real records and classifies."""
+"""Change classes (mirror.record.classes): each test edits copies of real records and classifies."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import orjson
 import pytest
 from class_cases import DATA, KINDS, PLAN, build_cases, outcome_labels
 
-from mirror.classes import CATALOG, VersionClass, class_matches, classify
-from mirror.normalize import Canonical, normalize
+from mirror.record.classes import CATALOG, VersionClass, class_matches, classify
+from mirror.record.normalize import Canonical, normalize
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "classes.md"
 # RECRUITING; 5 sites in Taiwan and Australia; 2 primary and 4 secondary outcomes.

@@ -24,10 +24,12 @@ from receiver import Receiver
 from sqlalchemy import select, update
 
 from mirror.app import App
-from mirror.egress import EgressPolicy
-from mirror.jobs import claim_job, enqueue, finish_part, requeue_expired
-from mirror.scheduler import Timing, default_timing, is_due, scheduler_lock
-from mirror.store import (
+from mirror.daemon.jobs import claim_job, enqueue, finish_part, requeue_expired
+from mirror.daemon.scheduler import Timing, default_timing, is_due, scheduler_lock
+from mirror.notify.egress import EgressPolicy
+from mirror.notify.subscriptions import SubscriptionSpec, add_subscription
+from mirror.pipeline.watches import add_watch
+from mirror.store.schema import (
     DeliveryStatus,
     JobStatus,
     OutboxEntry,
@@ -36,8 +38,6 @@ from mirror.store import (
     StudyVersion,
     Watch,
 )
-from mirror.watches import add_watch
-from mirror.webhooks import SubscriptionSpec, add_subscription
 
 OTHER, THIRD = "NCT05305430", "NCT00410098"
 
@@ -324,7 +324,7 @@ HOLD_LOCK = """
 import time
 from mirror.app import build_app
 from mirror.config import load_settings
-from mirror.scheduler import scheduler_lock
+from mirror.daemon.scheduler import scheduler_lock
 lock = scheduler_lock(build_app(load_settings()).db)
 assert lock.acquire()
 print("held", flush=True)

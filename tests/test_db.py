@@ -10,10 +10,10 @@ import pytest
 from fake_ctgov import load_study
 from sqlalchemy import inspect, text
 
-from mirror.db import Database, open_database
 from mirror.errors import StorageError
-from mirror.feed_query import MAX_LIMIT, ChangeFilter, event_dict, find
-from mirror.ingest import Ingestor, Observation, compress
+from mirror.feed.query import MAX_LIMIT, ChangeFilter, event_dict, find
+from mirror.pipeline.ingest import Ingestor, Observation, compress
+from mirror.store.database import Database, open_database
 
 
 def test_migrations_match_the_models(db_url: str) -> None:

@@ -31,9 +31,9 @@ from helpers import (
 from sqlalchemy import func, select
 
 from mirror.app import App
-from mirror.ingest import decompress
-from mirror.normalize import normalize
-from mirror.store import RunStatus, Study, StudyVersion
+from mirror.pipeline.ingest import decompress
+from mirror.record.normalize import normalize
+from mirror.store.schema import RunStatus, Study, StudyVersion
 
 ROOT = Path(__file__).resolve().parents[1]
 OTHER = "NCT05305430"

@@ -27,8 +27,8 @@ from helpers import (
 )
 
 from mirror.app import App
-from mirror.ingest import Ingestor, IngestResult, Observation, Outcome
-from mirror.store import ChangeEvent, StudyVersion
+from mirror.pipeline.ingest import Ingestor, IngestResult, Observation, Outcome
+from mirror.store.schema import ChangeEvent, StudyVersion
 
 HISTORY = DATA_DIR / "history"
 # Pairs whose protocol, results and hasResults are identical: only derivedSection differs.

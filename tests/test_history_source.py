@@ -21,10 +21,10 @@ from history_fixtures import (
 )
 
 from mirror.config import SourceSettings, load_settings
-from mirror.diff import diff_records
 from mirror.errors import ConfigError, SourceError
-from mirror.normalize import normalize
-from mirror.source import ApiSource, HistoryEntry
+from mirror.record.diff import diff_records
+from mirror.record.normalize import normalize
+from mirror.source.api import ApiSource, HistoryEntry
 
 STUDY = "NCT05756322"
 T = TypeVar("T")

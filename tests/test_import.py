@@ -23,13 +23,13 @@ from helpers import all_events, changes, count, event_total, runs
 from sqlalchemy import delete, select, update
 
 from mirror.app import App
-from mirror.archive import NdjsonArchive, ZipArchive, open_archive
 from mirror.config import Settings, SyncSettings
-from mirror.db import Database
-from mirror.import_batches import claim_batch, open_round
-from mirror.importer import AUTO_WORKERS_MAX, Importer, ImportSummary, auto_workers
-from mirror.ingest import decompress
-from mirror.store import (
+from mirror.pipeline.import_batches import claim_batch, open_round
+from mirror.pipeline.importer import AUTO_WORKERS_MAX, Importer, ImportSummary, auto_workers
+from mirror.pipeline.ingest import decompress
+from mirror.source.archive import NdjsonArchive, ZipArchive, open_archive
+from mirror.store.database import Database
+from mirror.store.schema import (
     Base,
     ImportBatch,
     JobStatus,

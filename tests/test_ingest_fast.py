@@ -18,12 +18,12 @@ from deepdiff import DeepDiff
 from fake_ctgov import load_study
 from helpers import count, events, study_row, version_numbers
 
-import mirror.ingest
-from mirror.db import Database
-from mirror.diff import _changed_fields
-from mirror.ingest import Ingestor, Observation, Outcome, compress, decompress
-from mirror.normalize import fingerprint, normalize
-from mirror.store import ChangeEvent, OutboxEntry, StudyVersion
+import mirror.pipeline.ingest
+from mirror.pipeline.ingest import Ingestor, Observation, Outcome, compress, decompress
+from mirror.record.diff import _changed_fields
+from mirror.record.normalize import fingerprint, normalize
+from mirror.store.database import Database
+from mirror.store.schema import ChangeEvent, OutboxEntry, StudyVersion
 
 STUDIES = ("NCT05756322", "NCT05305430", "NCT00410098")
 IGNORE = ("derived.*",)
@@ -56,7 +56,7 @@ def no_normalize(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append(study["protocolSection"]["identificationModule"]["nctId"])
         return normalize(study, ignore)
 
-    monkeypatch.setattr(mirror.ingest, "normalize", counted)
+    monkeypatch.setattr(mirror.pipeline.ingest, "normalize", counted)
     return calls
 
 
@@ -194,7 +194,7 @@ def test_gone_study_event_is_stored_with_null_values(db: Database) -> None:
     """A tombstone's `removed` study event has SQL NULL old/new, as before."""
     ingestor = Ingestor(db, ignore=IGNORE)
     ingestor.ingest([observe(load_study(STUDIES[0]))])
-    results = ingestor.disappear([mirror.ingest.Disappearance(STUDIES[0], DAY)])
+    results = ingestor.disappear([mirror.pipeline.ingest.Disappearance(STUDIES[0], DAY)])
     assert outcomes(results) == [(STUDIES[0], Outcome.GONE)]
     (event,) = events(db, STUDIES[0], 2)
     assert (event.field, event.kind.value, event.old, event.new) == ("study", "removed", None, None)
@@ -251,7 +251,7 @@ def test_bulk_rows_store_times_as_the_orm_does(db: Database) -> None:
 
 
 def deepdiff_fields(old: dict[str, Any], new: dict[str, Any]) -> set[str]:
-    """The changed top-level keys as DeepDiff reports them: what mirror.diff used to run."""
+    """The changed top-level keys as DeepDiff reports them: what mirror.record.diff used to run."""
     tree = DeepDiff(
         old, new, view="tree", verbose_level=0, cache_size=0, threshold_to_diff_deeper=0
     )

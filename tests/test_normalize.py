@@ -1,4 +1,4 @@
-"""Tests of mirror.normalize: raw API v2 study objects -> canonical records, paths and hashes."""
+"""Tests of mirror.record.normalize: raw API v2 study objects -> canonical records, paths and hashes."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import orjson
 import pytest
 from history_fixtures import marked_up
 
-from mirror.diff import diff_records, loosely_equal
 from mirror.errors import MalformedRecord
-from mirror.normalize import (
+from mirror.record.diff import diff_records, loosely_equal
+from mirror.record.normalize import (
     DEFAULT_IGNORE,
     IDENTITY_KEYS,
     SITE_PATTERN,

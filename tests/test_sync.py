@@ -38,10 +38,10 @@ from helpers import (
 from sqlalchemy import select
 
 from mirror.app import App
-from mirror.ingest import Ingestor, Observation, Outcome
-from mirror.normalize import normalize
-from mirror.store import RunStatus, Study, StudyState, StudyVersion
-from mirror.sync import SyncRequest
+from mirror.pipeline.ingest import Ingestor, Observation, Outcome
+from mirror.pipeline.sync import SyncRequest
+from mirror.record.normalize import normalize
+from mirror.store.schema import RunStatus, Study, StudyState, StudyVersion
 
 # Two more real records, for merges and watches.
 OTHER = "NCT05305430"  # RECRUITING

@@ -21,17 +21,17 @@ from sqlalchemy import select
 
 from mirror.app import App, build_app
 from mirror.config import load_settings
-from mirror.dispatch import Dispatcher
-from mirror.egress import EgressPolicy
-from mirror.sender import HttpSender
-from mirror.store import (
+from mirror.notify.dispatch import Dispatcher
+from mirror.notify.egress import EgressPolicy
+from mirror.notify.sender import HttpSender
+from mirror.notify.subscriptions import SubscriptionSpec, add_subscription
+from mirror.store.schema import (
     DeliveryStatus,
     OutboxEntry,
     StudyVersion,
     SubscriptionState,
     WebhookSubscription,
 )
-from mirror.webhooks import SubscriptionSpec, add_subscription
 
 OTHER = "NCT05305430"
 

@@ -1,0 +1,511 @@
+"""History backfill: every registry version of a study, with the registry's own dates.
+
+``ctmirror backfill`` reads a study's record history (``{history_base}/studies/{nct}?history=true``)
+and each of its versions (``{history_base}/studies/{nct}/history/{v}``), and stores every registry
+version as a study version: origin ``history``, source date the registry's date, observed at that
+date's midnight (UTC), with its field events and change classes derived from the version before.
+
+Merging with what the mirror observed itself:
+
+- A registry version is stored once: ``study_versions.registry_version`` is unique per study, so a
+  re-run skips what is stored, and an interrupted run resumes where it stopped (versions are
+  written every ``CHUNK`` requests, so an interruption loses at most one chunk of requests).
+- A version the mirror observed live that equals a registry version (same content hash, and the
+  same date or both the newest) *is* that version: it gets the registry's number, not a twin.
+- Registry versions newer than everything stored are appended: version numbers continue, and a
+  later live sync continues after them. Registry versions older than versions observed live are
+  put before those: the study's versions are renumbered in registry order and its events and
+  classes derived again (they get new feed ids, so the feed holds the study's past once, in
+  order). Such a study is fetched whole before anything is written.
+
+Backfilled versions are never delivered to webhooks: they describe the past.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from datetime import time as clock
+from typing import Any
+
+import orjson
+import structlog
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mirror.config import Settings
+from mirror.errors import MalformedRecord, MirrorError, UsageError
+from mirror.pipeline.ingest import (
+    Ingestor,
+    Observation,
+    Prepared,
+    Writes,
+    class_rows,
+    decompress,
+)
+from mirror.record.classes import classify
+from mirror.record.diff import FieldChange, diff_records, initial_changes
+from mirror.record.normalize import Canonical
+from mirror.source.api import HistoryEntry, HistorySource
+from mirror.store.blocks import block_row
+from mirror.store.database import Database
+from mirror.store.schema import (
+    STUDY_FIELD,
+    ChangeEvent,
+    ChangeKind,
+    EventBlock,
+    OutboxEntry,
+    Study,
+    StudyState,
+    StudyVersion,
+    VersionClassRow,
+    Watch,
+    WatchKind,
+    WatchStudy,
+    utcnow,
+)
+
+log = structlog.get_logger(__name__)
+
+CHUNK = 25  # registry versions fetched, then written in one transaction
+ORIGIN = "history"
+
+
+@dataclass(frozen=True)
+class BackfillRequest:
+    """Which studies: ids, a watch's studies, or every study the mirror tracks."""
+
+    nct_ids: Sequence[str] = ()
+    watch: Watch | None = None
+    all_tracked: bool = False
+    max_versions: int | None = None  # only the newest N registry versions of each study
+
+    def __post_init__(self) -> None:
+        if sum([bool(self.nct_ids), self.watch is not None, self.all_tracked]) != 1:
+            raise UsageError("backfill takes exactly one of: NCT ids, --watch NAME, --all-tracked")
+        if self.max_versions is not None and self.max_versions < 1:
+            raise UsageError("--max-versions must be at least 1")
+
+
+@dataclass
+class BackfillSummary:
+    counts: Counter[str] = field(default_factory=Counter)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        c = self.counts
+        return (
+            f"backfill: {c['studies']} studies, {c['versions']} versions stored, "
+            f"{c['merged']} matched to observed ones, {c['present']} already stored, "
+            f"{c['events']} events, {c['failed']} failed in {self.seconds:.1f}s"
+        )
+
+
+Progress = Callable[[int | None, int], None]  # (total studies, studies done since last call)
+
+
+class Backfiller:
+    """Runs backfills against one database and one history source."""
+
+    def __init__(self, db: Database, source: HistorySource, settings: Settings) -> None:
+        self.db = db
+        self.source = source
+        self.writer = HistoryWriter(db, settings.diff.ignore)
+
+    async def run(
+        self, request: BackfillRequest, progress: Progress | None = None
+    ) -> BackfillSummary:
+        summary, started = BackfillSummary(), time.monotonic()
+        nct_ids = await asyncio.to_thread(self._targets, request)
+        step = progress or (lambda total, done: None)
+        step(len(nct_ids), 0)
+        try:
+            for nct_id in nct_ids:
+                await self._study(nct_id, request.max_versions, summary)
+                step(len(nct_ids), 1)
+        finally:
+            summary.seconds = time.monotonic() - started
+            log.info("backfill.run", seconds=round(summary.seconds, 2), **summary.counts)
+        return summary
+
+    async def _study(self, nct_id: str, max_versions: int | None, summary: BackfillSummary) -> None:
+        structlog.contextvars.bind_contextvars(nct_id=nct_id)
+        try:
+            counts = await self._backfill(nct_id, max_versions)
+            summary.counts.update(counts)
+            summary.counts["studies"] += 1
+        except MirrorError as exc:
+            summary.counts["failed"] += 1
+            summary.failures.append((nct_id, exc.message))
+            log.warning("backfill.study_failed", error=exc.message)
+        finally:
+            structlog.contextvars.unbind_contextvars("nct_id")
+
+    async def _backfill(self, nct_id: str, max_versions: int | None) -> Counter[str]:
+        entries = await self.source.history(nct_id)
+        if entries is None:
+            raise MalformedRecord("not in the registry (404)", nct_id)
+        if max_versions is not None:
+            entries = entries[-max_versions:]
+        stored, has_live = await asyncio.to_thread(self.writer.stored, nct_id)
+        missing = [e for e in entries if e.version not in stored]
+        counts = Counter({"present": len(entries) - len(missing)})
+        newest = entries[-1].version if entries else None
+        # Versions observed live may have to move behind older registry versions: one write.
+        size = max(len(missing), 1) if has_live else CHUNK
+        for start in range(0, len(missing), size):
+            chunk = missing[start : start + size]
+            fetched = await asyncio.gather(*(self._fetch(nct_id, e) for e in chunk))
+            counts += await asyncio.to_thread(self.writer.write, nct_id, fetched, newest)
+        return counts
+
+    async def _fetch(self, nct_id: str, entry: HistoryEntry) -> Observation:
+        raw, study = await self.source.history_version(nct_id, entry.version)
+        return Observation(
+            nct_id,
+            raw,
+            study,
+            observed_at=datetime.combine(date.fromisoformat(entry.date), clock(), UTC),
+            origin=ORIGIN,
+            source_date=entry.date,
+            registry_version=entry.version,
+        )
+
+    def _targets(self, request: BackfillRequest) -> list[str]:
+        if request.nct_ids:
+            return list(dict.fromkeys(request.nct_ids))
+        with self.db.session() as session:
+            if request.watch is not None and request.watch.kind is WatchKind.IDS:
+                return list(request.watch.nct_ids)
+            query = select(Study.nct_id).where(Study.state == StudyState.ACTIVE)
+            if request.watch is not None:
+                members = select(WatchStudy.study_id).where(WatchStudy.watch_id == request.watch.id)
+                query = query.where(Study.id.in_(members))
+            return list(session.scalars(query.order_by(Study.nct_id)))
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Slot:
+    """One version in the study's merged sequence: a stored row, or a registry version to add."""
+
+    key: tuple[str, int, int]
+    row: StudyVersion | None = None
+    item: Prepared | None = None
+    _record: Canonical | None = None
+
+    @property
+    def has_content(self) -> bool:
+        return self.item is not None or (self.row is not None and self.row.canonical is not None)
+
+    def record(self) -> Canonical:
+        """The version's canonical record (a stored one is decompressed once)."""
+        if self.item is not None:
+            return self.item.record
+        if self._record is None:
+            assert self.row is not None and self.row.canonical is not None
+            self._record = orjson.loads(decompress(self.row.canonical))
+        return self._record
+
+    def parts(self) -> dict[str, Any] | None:
+        """Its per-area hashes, so that only areas that changed are diffed."""
+        if self.item is not None:
+            return self.item.parts
+        return self.row.part_hashes if self.row is not None else None
+
+
+class HistoryWriter:
+    """Merges fetched registry versions into a study's stored versions, one transaction each."""
+
+    def __init__(self, db: Database, ignore: Sequence[str]) -> None:
+        self.db = db
+        self.ingestor = Ingestor(db, ignore=ignore)
+
+    def stored(self, nct_id: str) -> tuple[set[int], bool]:
+        """The registry versions stored for ``nct_id``, and whether it has live versions."""
+        with self.db.session() as session:
+            rows = session.execute(
+                select(StudyVersion.registry_version, StudyVersion.canonical.is_not(None))
+                .join(Study, Study.id == StudyVersion.study_id)
+                .where(Study.nct_id == nct_id)
+            ).all()
+        registry = {rv for rv, _ in rows if rv is not None}
+        return registry, any(rv is None and content for rv, content in rows)
+
+    def write(
+        self, nct_id: str, observations: Sequence[Observation], newest: int | None
+    ) -> Counter[str]:
+        items = [self.ingestor.prepare(o) for o in observations]
+        for attempt in range(3):
+            try:
+                with self.db.write() as session:
+                    return self._merge(session, nct_id, items, newest)
+            except IntegrityError:  # a concurrent writer stored some of these: look again
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _merge(
+        self, session: Session, nct_id: str, items: list[Prepared], newest: int | None
+    ) -> Counter[str]:
+        study = session.scalar(select(Study).where(Study.nct_id == nct_id)) or _new_study(
+            session, nct_id
+        )
+        rows = list(
+            session.scalars(
+                select(StudyVersion)
+                .where(StudyVersion.study_id == study.id)
+                .order_by(StudyVersion.version)
+            )
+        )
+        present = {r.registry_version for r in rows if r.registry_version is not None}
+        items = [i for i in items if i.obs.registry_version not in present]
+        items, merged = _match_observed(rows, items, newest)
+        slots = _slots(rows)
+        last_key = max((s.key for s in slots), default=("", 0, 0))
+        new_slots = [_Slot(_item_key(i), item=i) for i in items]
+        counts = Counter({"merged": merged, "versions": len(items)})
+        if all(s.key >= last_key for s in new_slots):
+            counts["events"] = self._append(session, study, slots, new_slots)
+        else:
+            counts["events"] = self._rebuild(session, study, _insert(slots, new_slots))
+        return counts
+
+    def _append(self, session: Session, study: Study, slots: list[_Slot], new: list[_Slot]) -> int:
+        if not new:
+            return 0
+        before = [s for s in slots if s.has_content]
+        previous = before[-1] if before else None
+        gone = bool(slots) and not slots[-1].has_content
+        writes = Writes()
+        version = study.latest_version
+        for slot in new:
+            version += 1
+            self._plan(writes, study, version, slot, previous, gone=gone)
+            previous, gone = slot, False
+        events = _event_count(writes)
+        self._finish(session, study, writes, [*slots, *new])
+        return events
+
+    def _rebuild(self, session: Session, study: Study, slots: list[_Slot]) -> int:
+        """Renumber the study's versions in registry order and derive its events again."""
+        session.execute(delete(ChangeEvent).where(ChangeEvent.study_id == study.id))
+        session.execute(delete(EventBlock).where(EventBlock.study_id == study.id))
+        session.execute(delete(VersionClassRow).where(VersionClassRow.study_id == study.id))
+        numbers = {s.row.version: n for n, s in enumerate(slots, start=1) if s.row}
+        _renumber(session, study.id, numbers)
+        writes = Writes()
+        previous: _Slot | None = None
+        gone = False
+        for number, slot in enumerate(slots, start=1):
+            if slot.row is not None and not slot.has_content:
+                change = FieldChange(STUDY_FIELD, ChangeKind.REMOVED, None, None)
+                writes.events += self.ingestor.event_rows(
+                    study.id, study.nct_id, number, [change], slot.row.observed_at,
+                    slot.row.source_date, False,
+                )  # fmt: skip
+                gone = True
+                continue
+            self._plan(writes, study, number, slot, previous, gone=gone)
+            previous, gone = slot, False
+        events = _event_count(writes)
+        self._finish(session, study, writes, slots)
+        return events
+
+    def _plan(
+        self,
+        writes: Writes,
+        study: Study,
+        version: int,
+        slot: _Slot,
+        previous: _Slot | None,
+        *,
+        gone: bool,
+    ) -> None:
+        record = slot.record()
+        if previous is None:
+            changes = initial_changes(record)
+        else:
+            changes = diff_records(previous.record(), record, previous.parts(), slot.parts())
+        if gone:
+            changes.insert(0, FieldChange(STUDY_FIELD, ChangeKind.ADDED, None, None))
+        if slot.item is not None:
+            obs = slot.item.obs
+            writes.versions.append(
+                self.ingestor.version_row(
+                    study.id, study.nct_id, version, obs.observed_at, slot.item, obs.source_date
+                )
+            )
+            observed_at, source_date = obs.observed_at, obs.source_date
+        else:
+            assert slot.row is not None
+            observed_at, source_date = slot.row.observed_at, slot.row.source_date
+        if previous is None:  # a first version: its events are a block (mirror.store.blocks)
+            fields = [c.field for c in changes]
+            writes.blocks.append(
+                block_row(study.id, study.nct_id, version, observed_at, source_date, fields)
+            )
+            return
+        writes.events += self.ingestor.event_rows(
+            study.id, study.nct_id, version, changes, observed_at, source_date, False
+        )
+        writes.classes += class_rows(
+            study.id, study.nct_id, version, classify(previous.record(), record)
+        )
+
+    def _finish(self, session: Session, study: Study, writes: Writes, slots: list[_Slot]) -> None:
+        """Write what was planned and point the study at its newest version."""
+        self.ingestor.flush(session, writes)
+        newest = [s for s in slots if s.has_content][-1]
+        record = newest.record()
+        values: dict[str, Any] = {"latest_version": len(slots)}
+        if slots[-1].has_content:
+            values |= {"state": StudyState.ACTIVE, "alias_of": None}
+        if newest.item is not None:
+            values |= {"content_hash": newest.item.hash, "part_hashes": newest.item.parts}
+        else:
+            assert newest.row is not None
+            row = newest.row
+            values |= {"content_hash": row.content_hash, "part_hashes": row.part_hashes}
+        title = record.get("identification.briefTitle") or record.get(
+            "identification.officialTitle"
+        )
+        values |= {
+            "source_date": record.get("status.lastUpdatePostDate"),
+            "title": str(title)[:1000] if title else None,
+            "overall_status": record.get("status.overallStatus"),
+        }
+        session.execute(update(Study).where(Study.id == study.id).values(**values))
+
+
+def _event_count(writes: Writes) -> int:
+    return len(writes.events) + sum(int(block["size"]) for block in writes.blocks)
+
+
+def _new_study(session: Session, nct_id: str) -> Study:
+    now = utcnow()
+    study = Study(
+        nct_id=nct_id, state=StudyState.ACTIVE, latest_version=0,
+        first_seen_at=now, last_seen_at=now,
+    )  # fmt: skip
+    session.add(study)
+    session.flush()
+    return study
+
+
+def _match_observed(
+    rows: list[StudyVersion], items: list[Prepared], newest: int | None
+) -> tuple[list[Prepared], int]:
+    """Label live versions equal to a registry version with its number; the rest to store."""
+    live = [r for r in rows if r.registry_version is None and r.canonical is not None]
+    rest, merged = [], 0
+    for item in items:
+        same = [r for r in live if r.content_hash == item.hash]
+        dated = [r for r in same if r.source_date == item.obs.source_date]
+        if item.obs.registry_version == newest and same and same[-1] is live[-1]:
+            dated = dated or [same[-1]]
+        if dated:
+            dated[0].registry_version = item.obs.registry_version
+            live.remove(dated[0])
+            merged += 1
+        else:
+            rest.append(item)
+    return rest, merged
+
+
+def _slots(rows: list[StudyVersion]) -> list[_Slot]:
+    """The stored versions in order, each with its place in registry order."""
+    slots: list[_Slot] = []
+    for row in rows:
+        if row.registry_version is not None:
+            key = (row.source_date or "", 0, row.registry_version)
+        elif row.canonical is None:  # a tombstone stays right after the version before it
+            previous = slots[-1].key if slots else ("", 0, 0)
+            key = (previous[0], 2, row.version)
+        else:
+            key = (row.source_date or "9999-12-31", 1, row.version)
+        slots.append(_Slot(key, row=row))
+    return slots
+
+
+def _item_key(item: Prepared) -> tuple[str, int, int]:
+    return (item.obs.source_date or "", 0, item.obs.registry_version or 0)
+
+
+def _insert(slots: list[_Slot], new: list[_Slot]) -> list[_Slot]:
+    """``slots`` with each of ``new`` before the first stored slot that sorts after it."""
+    merged = list(slots)
+    for slot in sorted(new, key=lambda s: s.key):
+        at = next((i for i, s in enumerate(merged) if s.row and s.key > slot.key), len(merged))
+        merged.insert(at, slot)
+    return merged
+
+
+def _renumber(session: Session, study_id: int, numbers: dict[int, int]) -> None:
+    """Give stored versions (and their outbox rows) new numbers without a unique clash."""
+    for table in (StudyVersion, OutboxEntry):
+        session.execute(
+            update(table).where(table.study_id == study_id).values(version=-table.version)
+        )
+        for old, new in numbers.items():
+            session.execute(
+                update(table)
+                .where(table.study_id == study_id, table.version == -old)
+                .values(version=new)
+            )
+
+
+# -- classifying again -------------------------------------------------------------------------
+
+
+def reclassify(db: Database, nct_ids: Sequence[str] = (), progress: Progress | None = None) -> int:
+    """Derive the change classes of stored versions again (all studies, or ``nct_ids``).
+
+    For versions stored before classes existed, and after the classes' definitions change.
+    One transaction per study; returns the number of classes written.
+    """
+    with db.session() as session:
+        query = select(Study.id).order_by(Study.id)
+        if nct_ids:
+            query = query.where(Study.nct_id.in_(list(nct_ids)))
+        study_ids = list(session.scalars(query))
+    step = progress or (lambda total, done: None)
+    step(len(study_ids), 0)
+    written = 0
+    for study_id in study_ids:
+        with db.write() as session:
+            written += _reclassify_study(session, study_id)
+        step(len(study_ids), 1)
+    return written
+
+
+def _reclassify_study(session: Session, study_id: int) -> int:
+    session.execute(delete(VersionClassRow).where(VersionClassRow.study_id == study_id))
+    rows = session.execute(
+        select(StudyVersion.version, Study.nct_id, StudyVersion.canonical)
+        .join(Study, Study.id == StudyVersion.study_id)
+        .where(StudyVersion.study_id == study_id)
+        .order_by(StudyVersion.version)
+    ).all()
+    planned: list[dict[str, Any]] = []
+    previous: Canonical | None = None
+    for version, nct_id, blob in rows:
+        record = orjson.loads(decompress(blob)) if blob is not None else None
+        if previous is not None:  # a first version has no classes, as when ingested
+            planned += class_rows(study_id, nct_id, version, classify(previous, record))
+        previous = record if record is not None else previous
+    if planned:
+        session.execute(insert(VersionClassRow), [_strip(r) for r in planned])
+    return len(planned)
+
+
+def _strip(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if not k.startswith("_")}

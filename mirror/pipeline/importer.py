@@ -1,0 +1,469 @@
+"""An import run: an archive's records through the ingest stage, by one or several workers.
+
+One run = one ``sync_runs`` row, one summary line, and the counts read / new / changed /
+unchanged / failed. Records are read and parsed in a background thread one batch ahead of the
+batch being written, and written by :meth:`Ingestor.ingest` with origin ``archive``.
+
+An archive that can be split (see :mod:`mirror.source.archive`) is imported in *batches* recorded in
+``import_batches``: the first worker plans them, every worker (threads, processes, hosts) claims
+one at a time with ``FOR UPDATE SKIP LOCKED`` under a lease that a heartbeat renews while the
+batch is written, and marks it done after its write (a replay writes nothing twice: the ingest
+stage's unique constraints see to it). A worker that dies loses its lease and another takes its
+batch over. Workers given the same archive join the same unfinished import; once an import is
+finished the next one of the same archive is a new round. The rest (standard input, a zip
+without its central directory) is read in order by one worker, without batches.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import structlog
+
+from mirror.config import Settings
+from mirror.errors import MalformedRecord, UsageError
+from mirror.logging import configure_logging
+from mirror.pipeline import sync
+from mirror.pipeline.import_batches import (
+    COUNTS,
+    ClaimedBatch,
+    ImportRound,
+    Tally,
+    claim_batch,
+    finish_batch,
+    open_round,
+    records_done,
+    release_batches,
+    release_orphans,
+    renew_leases,
+    round_tally,
+    wait_time,
+)
+from mirror.pipeline.ingest import Ingestor, IngestResult, Observation, Outcome
+from mirror.pipeline.sync import relaxed_gc
+from mirror.source.archive import (
+    ArchiveDamaged,
+    NdjsonArchive,
+    Record,
+    RecordSource,
+    open_archive,
+    to_observation,
+)
+from mirror.store.database import Database
+from mirror.store.schema import RunStatus, utcnow
+
+log = structlog.get_logger(__name__)
+
+Progress = Callable[[int | None, int], None]  # (total if now known, records done since last call)
+AUTO_WORKERS_MAX = 4
+NDJSON_RECORD_BYTES = 20_000  # about what one registry study takes as a line of NDJSON
+T = TypeVar("T")
+
+
+def _quiet(total: int | None, done: int) -> None:
+    pass
+
+
+@dataclass
+class ImportSummary:
+    run_id: int
+    archive: str
+    tally: Tally = field(default_factory=Tally)
+    seconds: float = 0.0
+    status: RunStatus = RunStatus.RUNNING
+    error: str | None = None
+
+    def line(self) -> str:
+        c = self.tally.counts
+        return (
+            f"import {self.status.value}: {c['read']} read, {c['new']} new, {c['changed']} "
+            f"changed, {c['unchanged']} unchanged, {c['failed']} failed in {self.seconds:.1f}s "
+            f"(run {self.run_id})"
+        )
+
+
+@dataclass
+class Loaded:
+    """A batch read and parsed, waiting to be written."""
+
+    batch: ClaimedBatch | None
+    observations: list[Observation]
+    labels: dict[str, str]  # nct_id -> record label
+    tally: Tally
+    size: int  # records the progress bar moves by
+
+
+# -- one worker ----------------------------------------------------------------------------------
+
+
+class Importer:
+    """Imports archives into one database; one instance is one worker."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        *,
+        lease: timedelta | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.batch_size = settings.sync.batch_size
+        self.lease = lease or timedelta(seconds=settings.daemon.lease_seconds)
+        self.owner = owner or worker_name()
+
+    def run(
+        self,
+        source: RecordSource,
+        observed_at: datetime | None = None,
+        progress: Progress | None = None,
+    ) -> ImportSummary:
+        """Import ``source`` in this process, as one run."""
+        rnd = open_round(self.db, source, self.batch_size, observed_at) if source.key else None
+        summary = ImportSummary(start_run(self.db, source.name), source.name)
+        with recorded(self.db, summary):
+            if rnd is None:
+                when = observed_at or utcnow()
+                self.stream(source, when, summary.run_id, progress, summary.tally)
+            else:
+                self.work(source, rnd, summary.run_id, progress, summary.tally)
+        return summary
+
+    def work(
+        self,
+        source: RecordSource,
+        rnd: ImportRound,
+        run_id: int,
+        progress: Progress | None = None,
+        tally: Tally | None = None,
+    ) -> Tally:
+        """Claim and write batches of ``rnd`` until none is left (waiting out others' leases).
+
+        Counts go to ``tally`` batch by batch, so an interrupted worker's are not lost.
+        """
+        (progress or _quiet)(rnd.total, rnd.done)
+        release_orphans(self.db, rnd)
+        try:
+            return self._write(self._claimed(source, rnd), run_id, progress, tally)
+        except BaseException:
+            release_batches(self.db, self.owner)
+            raise
+
+    def stream(
+        self,
+        source: RecordSource,
+        observed_at: datetime,
+        run_id: int,
+        progress: Progress | None = None,
+        tally: Tally | None = None,
+    ) -> Tally:
+        """Read ``source`` in order and write it, without batches in the database."""
+        (progress or _quiet)(source.total, 0)
+        return self._write(self._streamed(source, observed_at), run_id, progress, tally)
+
+    def _write(
+        self, items: Iterator[Loaded], run_id: int, progress: Progress | None, tally: Tally | None
+    ) -> Tally:
+        ingestor = Ingestor(self.db, ignore=self.settings.diff.ignore, run_id=run_id)
+        tally = Tally() if tally is None else tally
+        progress = progress or _quiet
+        with self._leases_kept(), read_ahead(items) as loaded_batches:
+            for loaded in loaded_batches:
+                batch_tally = _count(loaded, ingestor.ingest(loaded.observations))
+                if loaded.batch is not None:
+                    finish_batch(self.db, loaded.batch, self.owner, batch_tally, run_id)
+                tally.add(batch_tally)
+                progress(None, loaded.size)
+        return tally
+
+    # -- reading (in the background thread) ------------------------------------------------
+
+    def _claimed(self, source: RecordSource, rnd: ImportRound) -> Iterator[Loaded]:
+        while True:
+            batch = claim_batch(self.db, rnd, self.owner, self.lease)
+            if batch is None:
+                pause = wait_time(self.db, rnd, self.owner)
+                if pause is None:
+                    return
+                time.sleep(pause)
+                continue
+            records, damage = [], None
+            try:
+                for chunk in source.batches(batch.count, batch.span):
+                    records += chunk
+            except ArchiveDamaged as exc:
+                damage = exc.message
+            yield _parse(records, rnd.observed_at, batch, damage, batch.count)
+
+    def _streamed(self, source: RecordSource, observed_at: datetime) -> Iterator[Loaded]:
+        batches = source.batches(self.batch_size)
+        while True:
+            try:
+                records = next(batches, None)
+            except ArchiveDamaged as exc:
+                yield _parse([], observed_at, None, exc.message, 0)
+                return
+            if records is None:
+                return
+            yield _parse(records, observed_at, None, None, len(records))
+
+    @contextmanager
+    def _leases_kept(self) -> Iterator[None]:
+        """Renew this worker's leases in the background while it works."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.lease.total_seconds() / 3):
+                try:
+                    renew_leases(self.db, self.owner, self.lease)
+                except Exception as exc:  # the next beat tries again; the lease has slack
+                    log.warning("import.lease_renewal_failed", error=str(exc))
+
+        thread = threading.Thread(target=beat, name="ctmirror-import-lease", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+
+def _parse(
+    records: Sequence[Record],
+    observed_at: datetime,
+    batch: ClaimedBatch | None,
+    damage: str | None,
+    size: int,
+) -> Loaded:
+    loaded = Loaded(batch, [], {}, Tally(), size)
+    loaded.tally.counts["read"] = len(records)
+    for record in records:
+        try:
+            obs = to_observation(record, observed_at)
+        except MalformedRecord as exc:
+            loaded.tally.fail(record.label, exc.message)
+            continue
+        loaded.observations.append(obs)
+        loaded.labels[obs.nct_id] = record.label
+    if damage is not None:
+        loaded.tally.damage.append(damage)
+        log.error("import.archive_damaged", error=damage)
+    return loaded
+
+
+def _count(loaded: Loaded, results: list[IngestResult]) -> Tally:
+    tally = loaded.tally
+    for result in results:
+        if result.outcome is Outcome.FAILED:
+            tally.fail(loaded.labels.get(result.nct_id, result.nct_id), result.error or "failed")
+        else:
+            tally.counts[result.outcome.value] += 1
+    return tally
+
+
+@contextmanager
+def read_ahead(items: Iterator[T]) -> Iterator[Iterator[T]]:
+    """Iterate ``items`` in a background thread, one item ahead of the consumer."""
+    slot: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def offer(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                slot.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer((False, item)):
+                    return
+            offer((True, None))
+        except BaseException as exc:
+            offer((True, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    def consume() -> Iterator[T]:
+        while True:
+            ended, value = slot.get()
+            if ended:
+                if value is not None:
+                    raise value
+                return
+            yield value
+
+    thread = threading.Thread(target=produce, name="ctmirror-import-reader", daemon=True)
+    thread.start()
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        thread.join()
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def start_run(db: Database, archive: str) -> int:
+    return sync.start_run(db, f"import {archive}")
+
+
+def finish_run(db: Database, summary: ImportSummary) -> None:
+    c = summary.tally.counts
+    counts = {"fetched": c["read"]} | {k: c[k] for k in ("new", "changed", "unchanged", "failed")}
+    sync.finish_run(db, summary.run_id, summary.status, summary.error, counts)
+
+
+@contextmanager
+def recorded(db: Database, summary: ImportSummary) -> Iterator[None]:
+    """Status, duration, the ``sync_runs`` row and the summary log line of a run."""
+    started = time.monotonic()
+    structlog.contextvars.bind_contextvars(run_id=summary.run_id)
+    try:
+        with relaxed_gc():
+            yield
+        damage = summary.tally.damage
+        summary.status = RunStatus.FAILED if damage else RunStatus.OK
+        summary.error = "; ".join(damage[:3]) + (" …" if len(damage) > 3 else "") or None
+    except KeyboardInterrupt:
+        summary.status, summary.error = RunStatus.INTERRUPTED, "interrupted"
+        raise
+    except Exception as exc:
+        summary.status, summary.error = RunStatus.FAILED, str(exc)
+        raise
+    finally:
+        summary.seconds = time.monotonic() - started
+        finish_run(db, summary)
+        log.info(
+            "import.run",
+            status=summary.status.value,
+            archive=summary.archive,
+            seconds=round(summary.seconds, 2),
+            error=summary.error,
+            **{k: summary.tally.counts[k] for k in COUNTS},
+        )
+        structlog.contextvars.unbind_contextvars("run_id")
+
+
+# -- several worker processes --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """What a worker process is given (it crosses a process boundary: plain data only)."""
+
+    settings: Settings
+    path: str
+    round: ImportRound
+    run_id: int
+
+
+def run_workers(
+    db: Database,
+    settings: Settings,
+    path: str,
+    workers: int,
+    observed_at: datetime | None = None,
+    progress: Progress | None = None,
+) -> ImportSummary:
+    """Import ``path`` with ``workers`` processes of this host, as one run.
+
+    Each process reads, normalizes and writes batches of its own; on SQLite they take turns
+    writing (one writer at a time), which costs little: reading and normalizing are most of
+    an import.
+    """
+    if path == "-":
+        raise UsageError("standard input can only be read in order: import it without --workers")
+    source = open_archive(path)
+    if source.key is None:
+        raise UsageError(
+            f"{source.name} has no central directory (a truncated zip?), so it can only be read "
+            "in order: import it without --workers"
+        )
+    rnd = open_round(db, source, settings.sync.batch_size, observed_at)
+    summary = ImportSummary(start_run(db, source.name), source.name)
+    with recorded(db, summary):
+        job = WorkerJob(settings, path, rnd, summary.run_id)
+        crashed = _supervise(db, job, workers, progress or _quiet)
+        summary.tally = round_tally(db, rnd, summary.run_id)
+        summary.tally.damage += crashed
+    return summary
+
+
+def auto_workers(source: RecordSource, batch_size: int) -> int:
+    """How many worker processes ``ctmirror import`` starts when not told: one per CPU (at most
+    AUTO_WORKERS_MAX) for an archive of more than a few batches, else one (no process to start).
+    """
+    if source.key is None:
+        return 1
+    total = source.total
+    if total is None and isinstance(source, NdjsonArchive) and source.path is not None:
+        total = source.path.stat().st_size // NDJSON_RECORD_BYTES  # not counted before planning
+    if total is None or total <= 4 * batch_size:
+        return 1
+    return max(1, min(os.cpu_count() or 1, AUTO_WORKERS_MAX))
+
+
+def _supervise(db: Database, job: WorkerJob, workers: int, progress: Progress) -> list[str]:
+    """Start the worker processes, show their progress, wait for them; what went wrong."""
+    spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited engine
+    processes = [
+        spawn.Process(target=work_in_process, args=(job,), name=f"import-worker-{n + 1}")
+        for n in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    shown = job.round.done
+    progress(job.round.total, shown)
+    try:
+        while alive := [p for p in processes if p.is_alive()]:
+            alive[0].join(0.5)
+            done = records_done(db, job.round)
+            progress(None, done - shown)
+            shown = done
+    finally:
+        for process in processes:
+            process.join(30)
+            if process.is_alive():
+                process.terminate()
+                process.join()
+    return [f"{p.name} exited with code {p.exitcode}" for p in processes if p.exitcode]
+
+
+def work_in_process(job: WorkerJob) -> None:
+    """A worker process of :func:`run_workers`, with its own engine, logging and lease owner."""
+    configure_logging(job.settings.log)
+    db = Database(job.settings.database.url)
+    structlog.contextvars.bind_contextvars(run_id=job.run_id)
+    try:
+        source = open_archive(job.path)
+        if source.key != job.round.archive:
+            raise UsageError(f"{job.path} changed while it was being imported")
+        with relaxed_gc():
+            Importer(db, job.settings).work(source, job.round, job.run_id)
+    except KeyboardInterrupt:
+        pass  # its batches are back in the queue; the parent reports the interruption
+    finally:
+        db.dispose()

@@ -1,0 +1,547 @@
+"""Observed records -> versions and change events: the write half of the pipeline.
+
+Every source (API, archive, history) hands :class:`Observation` batches to
+:meth:`Ingestor.ingest`. A batch is one transaction: each new version is written
+together with its change events, or not at all.
+
+The common case, an unchanged re-read, is settled before anything is normalized: the
+record's fingerprint (``mirror.record.normalize.fingerprint``, one serialization and one hash)
+equals the one stored with the study, and the batch's ``last_seen_at`` updates go out as
+one statement. Other records are normalized and their content hash decides; only studies
+whose content changed have their previous canonical record loaded. Rows are written with
+the driver's bulk paths (``mirror.store.rows``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from mirror.errors import MalformedRecord
+from mirror.record.classes import classify
+from mirror.record.diff import FieldChange, diff_records, initial_changes
+from mirror.record.normalize import Canonical, content_hash, encode, fingerprint, normalize
+from mirror.store.blocks import assign_ids, block_row
+from mirror.store.database import Database
+from mirror.store.rows import (
+    BLOCK_COLUMNS,
+    CONTENT_COLUMNS,
+    EVENT_COLUMNS,
+    FINGERPRINT_KEY,
+    OUTBOX_COLUMNS,
+    VERSION_COLUMNS,
+    RowWriter,
+    StudyHead,
+    StudyRow,
+    add_watch_members,
+    class_rows,
+    compress,
+    decompress,
+    insert_classes,
+    insert_studies,
+    load_canonicals,
+    load_heads,
+    load_rows,
+    lock_feed,
+    update_studies,
+)
+from mirror.store.schema import STUDY_FIELD, ChangeKind, StudyState
+
+__all__ = [
+    "Disappearance", "IngestResult", "Ingestor", "Observation", "Outcome", "Pending", "Prepared",
+    "Writes", "class_rows", "compress", "decompress", "load_canonicals", "lock_feed",
+]  # fmt: skip
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One study record as a source returned it."""
+
+    nct_id: str
+    raw: bytes  # the JSON exactly as fetched
+    study: Mapping[str, Any]
+    observed_at: datetime
+    origin: str = "api"
+    # The registry's date for this version; default: the record's LastUpdatePostDate.
+    source_date: str | None = None
+    registry_version: int | None = None  # the registry's version number (history backfill)
+
+
+@dataclass(frozen=True, slots=True)
+class Disappearance:
+    """The registry no longer has ``nct_id`` (404), or it became an alias (301) of ``alias_of``."""
+
+    nct_id: str
+    observed_at: datetime
+    alias_of: str | None = None
+
+
+class Outcome(enum.StrEnum):
+    NEW = "new"
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    GONE = "gone"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    nct_id: str
+    outcome: Outcome
+    version: int | None = None
+    events: int = 0
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Prepared:
+    """An observation normalized and hashed."""
+
+    obs: Observation
+    record: Canonical
+    encoded: bytes  # the record as JSON (mirror.record.normalize.encode), as stored
+    parts: dict[str, str]
+    hash: str
+    source_date: str | None
+    fingerprint: str | None = None
+    # raw and record zstd-compressed, when made before the write transaction (see _item)
+    blobs: tuple[bytes, bytes] | None = None
+
+    def compressed(self) -> tuple[bytes, bytes]:
+        """The raw JSON and the record as stored: zstd-compressed."""
+        if self.blobs is None:
+            self.blobs = (compress(self.obs.raw), compress(self.encoded))
+        return self.blobs
+
+
+@dataclass(slots=True)
+class Pending:
+    """An observation left unnormalized: its fingerprint matched the stored one when read."""
+
+    obs: Observation
+    fingerprint: str
+
+
+Item = Prepared | Pending
+
+
+@dataclass(slots=True)
+class Writes:
+    """Rows one batch will write, accumulated before touching the database.
+
+    ``events`` are tuples in ``EVENT_COLUMNS`` order made by :meth:`Ingestor.event_rows`.
+    """
+
+    new_studies: list[dict[str, Any]] = field(default_factory=list)
+    study_updates: list[dict[str, Any]] = field(default_factory=list)
+    seen: list[tuple[int, datetime]] = field(default_factory=list)  # (study id, last seen)
+    fingerprints: list[dict[str, Any]] = field(default_factory=list)
+    versions: list[dict[str, Any]] = field(default_factory=list)
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    blocks: list[dict[str, Any]] = field(default_factory=list)  # mirror.store.blocks.block_row
+    classes: list[dict[str, Any]] = field(default_factory=list)
+    members: list[int] = field(default_factory=list)  # studies inserted ahead of the flush
+    results: list[IngestResult] = field(default_factory=list)
+
+    def clear_rows(self) -> None:
+        """Forget the rows (once written); the results stay."""
+        self.new_studies, self.study_updates, self.seen, self.fingerprints = [], [], [], []
+        self.versions, self.events, self.classes, self.members = [], [], [], []
+        self.blocks = []
+
+
+class Ingestor:
+    """Writes observations of one run into the database."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        ignore: Sequence[str],
+        run_id: int | None = None,
+        watch_id: int | None = None,
+    ) -> None:
+        self.db = db
+        self.ignore = tuple(ignore)
+        self.run_id = run_id
+        self.watch_id = watch_id
+        self.rows = RowWriter(db.engine.dialect)
+
+    # -- public -------------------------------------------------------------------------
+
+    def ingest(self, observations: Sequence[Observation]) -> list[IngestResult]:
+        """Store what is new in ``observations``; one transaction for the batch."""
+        with self.db.session() as session:  # read outside the write lock
+            heads = load_heads(session, [obs.nct_id for obs in observations])
+        items: list[Item] = []
+        results: list[IngestResult] = []
+        for obs in observations:
+            try:
+                items.append(self._item(obs, heads.get(obs.nct_id)))
+            except MalformedRecord as exc:
+                log.warning("ingest.malformed", nct_id=obs.nct_id, error=exc.message)
+                results.append(IngestResult(obs.nct_id, Outcome.FAILED, error=exc.message))
+        return results + self._write_retrying(items, self._write_observations)
+
+    def disappear(self, gone: Sequence[Disappearance]) -> list[IngestResult]:
+        """Record that studies left the registry: a tombstone version and a ``removed`` event."""
+        return self._write_retrying(list(gone), self._write_disappearances)
+
+    # -- preparation (no database) ------------------------------------------------------
+
+    def prepare(self, obs: Observation, fingerprint: str | None = None) -> Prepared:
+        """Normalize and hash ``obs`` (``fingerprint``: its own, kept with the study)."""
+        record = normalize(obs.study, self.ignore)
+        if record.get("identification.nctId") not in (None, obs.nct_id):
+            raise MalformedRecord("record carries a different nctId", obs.nct_id)
+        encoded, parts = encode(record)
+        source_date = obs.source_date or record.get("status.lastUpdatePostDate")
+        return Prepared(obs, record, encoded, parts, content_hash(parts), source_date, fingerprint)
+
+    def _item(self, obs: Observation, head: StudyHead | None) -> Item:
+        print_ = fingerprint(obs.study, self.ignore)
+        if print_ is not None and _unchanged_by_fingerprint(print_, head):
+            return Pending(obs, print_)
+        item = self.prepare(obs, print_)
+        if head is None or head.content_hash != item.hash:
+            item.compressed()  # a new version, most likely: compress before taking the write lock
+        return item
+
+    # -- transactions -------------------------------------------------------------------
+
+    def _write_retrying(self, items: list[Any], write: Any) -> list[IngestResult]:
+        """Write ``items`` in one transaction; after a concurrent writer's conflict, one by one."""
+        if not items:
+            return []
+        try:
+            with self.db.write() as session:
+                return list(write(session, items))
+        except IntegrityError:
+            if len(items) == 1:
+                return self._write_single_again(items[0], write)
+            log.info("ingest.conflict", batch=len(items), action="retrying one by one")
+            return [r for item in items for r in self._write_retrying([item], write)]
+
+    def _write_single_again(self, item: Any, write: Any) -> list[IngestResult]:
+        # Another process stored a version of this study between our read and our write:
+        # read its state again and decide anew.
+        try:
+            with self.db.write() as session:
+                return list(write(session, [item]))
+        except (IntegrityError, OperationalError) as exc:
+            nct_id = item.nct_id if isinstance(item, Disappearance) else item.obs.nct_id
+            log.error("ingest.failed", nct_id=nct_id, error=str(exc.orig))
+            return [IngestResult(nct_id, Outcome.FAILED, error=f"database: {exc.orig}")]
+
+    def _write_observations(self, session: Session, items: list[Item]) -> list[IngestResult]:
+        writes = Writes()
+        for chunk in _unique_chunks(items):
+            heads = load_heads(session, [item.obs.nct_id for item in chunk])
+            chunk = [self._settled(item, heads.get(item.obs.nct_id)) for item in chunk]
+            new_ids = self._insert_new_studies(session, chunk, heads, writes)
+            rows = load_rows(session, _changing(chunk, heads))
+            previous = load_canonicals(session, [row.id for row in rows.values()])
+            for item in chunk:
+                head, row = heads.get(item.obs.nct_id), rows.get(item.obs.nct_id)
+                self._plan_observation(item, head, row, new_ids, previous, writes)
+            self.flush(session, writes)
+        return writes.results
+
+    def _settled(self, item: Item, head: StudyHead | None) -> Item:
+        """A pending item whose study changed since it was read is normalized after all."""
+        if isinstance(item, Pending) and not _unchanged_by_fingerprint(item.fingerprint, head):
+            # Its content was stored (and so valid) before: this cannot raise MalformedRecord.
+            return self.prepare(item.obs, item.fingerprint)
+        return item
+
+    def _insert_new_studies(
+        self,
+        session: Session,
+        chunk: list[Item],
+        heads: Mapping[str, StudyHead],
+        writes: Writes,
+    ) -> dict[str, int]:
+        rows = [
+            self._new_study_row(item)
+            for item in chunk
+            if isinstance(item, Prepared) and item.obs.nct_id not in heads
+        ]
+        ids = insert_studies(session, rows)
+        writes.members += ids.values()
+        return ids
+
+    def _write_disappearances(
+        self, session: Session, items: list[Disappearance]
+    ) -> list[IngestResult]:
+        writes = Writes()
+        rows = load_rows(session, [d.nct_id for d in items])
+        for gone in items:
+            self._plan_disappearance(gone, rows.get(gone.nct_id), writes)
+        self.flush(session, writes)
+        return writes.results
+
+    # -- planning: decide what to write -------------------------------------------------
+
+    def _plan_observation(
+        self,
+        item: Item,
+        head: StudyHead | None,
+        row: StudyRow | None,
+        new_ids: Mapping[str, int],
+        previous: Mapping[int, Canonical],
+        writes: Writes,
+    ) -> None:
+        """``row``: the whole row of a study that gets a new version (else None)."""
+        if head is None:
+            assert isinstance(item, Prepared)
+            self._plan_first_version(item, new_ids[item.obs.nct_id], writes)
+        elif row is None:
+            self._plan_seen(item, head, writes)
+        else:
+            assert isinstance(item, Prepared)
+            self._plan_change(item, row, previous.get(row.id), writes)
+
+    def _plan_first_version(self, item: Prepared, study_id: int, writes: Writes) -> None:
+        obs = item.obs
+        writes.versions.append(
+            self.version_row(study_id, obs.nct_id, 1, obs.observed_at, item, item.source_date)
+        )
+        # Every field is `added` with `initial: true` (DESIGN.md): one block, not a row each.
+        writes.blocks.append(
+            block_row(study_id, obs.nct_id, 1, obs.observed_at, item.source_date, item.record)
+        )
+        writes.results.append(IngestResult(obs.nct_id, Outcome.NEW, 1, len(item.record)))
+
+    def _plan_seen(self, item: Item, head: StudyHead, writes: Writes) -> None:
+        writes.seen.append((head.id, item.obs.observed_at))
+        if isinstance(item, Prepared) and item.fingerprint != head.fingerprint:
+            # Same content under a new fingerprint: remember it for the next re-read.
+            parts = content_columns(item)["part_hashes"]
+            writes.fingerprints.append({"b_id": head.id, "parts": parts})
+        writes.results.append(IngestResult(item.obs.nct_id, Outcome.UNCHANGED, head.latest_version))
+
+    def _plan_change(
+        self, item: Prepared, head: StudyRow, old: Canonical | None, writes: Writes
+    ) -> None:
+        obs = item.obs
+        if old:
+            changes = diff_records(old, item.record, head.area_hashes, item.parts)
+        else:
+            changes = initial_changes(item.record)
+        if head.state is not StudyState.ACTIVE:
+            changes.insert(0, FieldChange(STUDY_FIELD, ChangeKind.ADDED, None, None))
+        version = head.latest_version + 1
+        writes.versions.append(
+            self.version_row(head.id, obs.nct_id, version, obs.observed_at, item, item.source_date)
+        )
+        writes.events += self.event_rows(
+            head.id, obs.nct_id, version, changes, obs.observed_at, item.source_date, False
+        )
+        if old:
+            writes.classes += class_rows(head.id, obs.nct_id, version, classify(old, item.record))
+        writes.study_updates.append(
+            {
+                "b_id": head.id,
+                "state": StudyState.ACTIVE,
+                "alias_of": None,
+                "latest_version": version,
+                "last_seen_at": obs.observed_at,
+                **content_columns(item),
+            }
+        )
+        writes.results.append(IngestResult(obs.nct_id, Outcome.CHANGED, version, len(changes)))
+
+    def _plan_disappearance(
+        self, gone: Disappearance, head: StudyRow | None, writes: Writes
+    ) -> None:
+        new_state = StudyState.MOVED if gone.alias_of else StudyState.GONE
+        if head is None and gone.alias_of is None:
+            error = f"{gone.nct_id} is not in the registry (404)"
+            writes.results.append(IngestResult(gone.nct_id, Outcome.FAILED, error=error))
+        elif head is None:
+            # A merged id never mirrored before: remember where it went; it has no versions.
+            writes.new_studies.append(
+                {
+                    "nct_id": gone.nct_id,
+                    "state": new_state,
+                    "alias_of": gone.alias_of,
+                    "latest_version": 0,
+                    "first_seen_at": gone.observed_at,
+                    "last_seen_at": gone.observed_at,
+                    **content_columns(None),
+                }
+            )
+            writes.results.append(IngestResult(gone.nct_id, Outcome.GONE))
+        elif head.state is new_state and head.alias_of == gone.alias_of:
+            # Already recorded as gone: nothing new to say.
+            writes.results.append(IngestResult(gone.nct_id, Outcome.UNCHANGED, head.latest_version))
+        else:
+            self._plan_tombstone(gone, head, new_state, writes)
+
+    def _plan_tombstone(
+        self, gone: Disappearance, head: StudyRow, new_state: StudyState, writes: Writes
+    ) -> None:
+        version = head.latest_version + 1
+        detail = {"alias_of": gone.alias_of} if gone.alias_of else None
+        change = FieldChange(STUDY_FIELD, ChangeKind.REMOVED, None, detail)
+        writes.versions.append(
+            self.version_row(head.id, gone.nct_id, version, gone.observed_at, None, None)
+        )
+        writes.events += self.event_rows(
+            head.id, gone.nct_id, version, [change], gone.observed_at, None, False
+        )
+        writes.classes += class_rows(head.id, gone.nct_id, version, classify({}, None))
+        writes.study_updates.append(
+            {
+                "b_id": head.id,
+                "state": new_state,
+                "alias_of": gone.alias_of,
+                "latest_version": version,
+                "last_seen_at": head.last_seen_at,
+                # The content of a gone study stays that of its last version.
+                **{k: getattr(head, k) for k in CONTENT_COLUMNS},
+            }
+        )
+        writes.results.append(IngestResult(gone.nct_id, Outcome.GONE, version, 1))
+
+    # -- rows ---------------------------------------------------------------------------
+
+    def version_row(
+        self,
+        study_id: int,
+        nct_id: str,
+        version: int,
+        observed_at: datetime,
+        item: Prepared | None,
+        source_date: str | None,
+    ) -> dict[str, Any]:
+        """A ``study_versions`` row (a tombstone without ``item``); ``flush`` writes it."""
+        return {
+            "study_id": study_id,
+            "nct_id": nct_id,
+            "version": version,
+            "observed_at": observed_at,
+            "source_date": source_date,
+            "origin": item.obs.origin if item else "tombstone",
+            "content_hash": item.hash if item else None,
+            "part_hashes": item.parts if item else None,
+            "raw": item.compressed()[0] if item else None,
+            "canonical": item.compressed()[1] if item else None,
+            "run_id": self.run_id,
+            "registry_version": item.obs.registry_version if item else None,
+        }
+
+    def event_rows(
+        self,
+        study_id: int,
+        nct_id: str,
+        version: int,
+        changes: Iterable[FieldChange],
+        observed_at: datetime,
+        source_date: str | None,
+        initial: bool,
+    ) -> list[tuple[Any, ...]]:
+        """``change_events`` rows of one version, for ``Writes.events``."""
+        at, json = self.rows.instant(observed_at), self.rows.json
+        return [
+            (study_id, nct_id, version, c.field, c.kind.value, json(c.old), json(c.new), at,
+             source_date, initial)
+            for c in changes
+        ]  # fmt: skip
+
+    def _new_study_row(self, item: Prepared) -> dict[str, Any]:
+        return {
+            "nct_id": item.obs.nct_id,
+            "state": StudyState.ACTIVE,
+            "alias_of": None,
+            "latest_version": 1,
+            "first_seen_at": item.obs.observed_at,
+            "last_seen_at": item.obs.observed_at,
+            **content_columns(item),
+        }
+
+    # -- flushing: write what was planned -----------------------------------------------
+
+    def flush(self, session: Session, writes: Writes) -> None:
+        """Write what ``writes`` holds (in this transaction) and empty it."""
+        ids = list(insert_studies(session, writes.new_studies).values())
+        rows, versions = self.rows, writes.versions
+        rows.insert(session, "study_versions", VERSION_COLUMNS, [rows.version(v) for v in versions])
+        if writes.events or versions:
+            lock_feed(session)
+        rows.insert(session, "change_events", EVENT_COLUMNS, writes.events)
+        assign_ids(session, writes.blocks)
+        rows.insert(session, "event_blocks", BLOCK_COLUMNS, [rows.block(b) for b in writes.blocks])
+        insert_classes(session, writes.classes)
+        # The outbox row commits with its version: webhooks never miss one (DESIGN.md).
+        rows.insert(session, "outbox", OUTBOX_COLUMNS, [rows.outbox(v) for v in versions])
+        update_studies(session, writes.study_updates, writes.fingerprints, writes.seen)
+        if self.watch_id is not None:
+            touched = [*ids, *writes.members, *(u["b_id"] for u in writes.study_updates)]
+            add_watch_members(session, self.watch_id, touched + [sid for sid, _ in writes.seen])
+        writes.clear_rows()
+
+
+def content_columns(item: Prepared | None) -> dict[str, Any]:
+    """The columns of ``studies`` that describe its newest content."""
+    if item is None:
+        return dict.fromkeys(CONTENT_COLUMNS)
+    parts: dict[str, str] = item.parts
+    if item.fingerprint is not None:
+        parts = {**parts, FINGERPRINT_KEY: item.fingerprint}
+    return {
+        "content_hash": item.hash,
+        "part_hashes": parts,
+        "source_date": item.source_date,
+        "title": _title(item.obs.study),
+        "overall_status": item.record.get("status.overallStatus"),
+    }
+
+
+def _title(study: Mapping[str, Any]) -> str | None:
+    ident = study.get("protocolSection", {}).get("identificationModule", {})
+    title = ident.get("briefTitle") or ident.get("officialTitle")
+    return str(title)[:1000] if title else None
+
+
+def _unchanged_by_fingerprint(print_: str, head: StudyHead | None) -> bool:
+    return head is not None and head.state is StudyState.ACTIVE and head.fingerprint == print_
+
+
+def _changing(chunk: list[Item], heads: Mapping[str, StudyHead]) -> list[str]:
+    """The NCT ids of the studies that get a new version (not their first)."""
+    return [
+        item.obs.nct_id
+        for item in chunk
+        if isinstance(item, Prepared) and _changes(item, heads.get(item.obs.nct_id))
+    ]
+
+
+def _changes(item: Prepared, head: StudyHead | None) -> bool:
+    """Whether ``item`` makes a new version of a stored study."""
+    return head is not None and (
+        head.state is not StudyState.ACTIVE or head.content_hash != item.hash
+    )
+
+
+def _unique_chunks(items: list[Item]) -> Iterable[list[Item]]:
+    """Split so that no chunk holds the same study twice (an archive may repeat one)."""
+    chunk: list[Item] = []
+    seen: set[str] = set()
+    for item in items:
+        if item.obs.nct_id in seen:
+            yield chunk
+            chunk, seen = [], set()
+        chunk.append(item)
+        seen.add(item.obs.nct_id)
+    if chunk:
+        yield chunk

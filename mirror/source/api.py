@@ -1,0 +1,458 @@
+"""Where study records come from: the ClinicalTrials.gov API v2, and its record history.
+
+The source is polite by construction: every request passes one rate limiter
+(``source.requests_per_minute``) and one semaphore (``source.concurrency``), and
+only named transient failures (429, 5xx, timeouts, dropped or truncated
+responses) are retried, with exponential backoff and jitter, honouring
+``Retry-After``. Anything else is a :class:`SourceError` with the server's words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from types import TracebackType
+from typing import Any, Protocol
+
+import httpx
+import orjson
+import structlog
+from aiolimiter import AsyncLimiter
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from mirror.config import SourceSettings
+from mirror.errors import InvalidNctId, SourceError, TransientSourceError, UsageError
+from mirror.pipeline.ingest import Disappearance, Observation
+from mirror.store.schema import utcnow
+
+log = structlog.get_logger(__name__)
+
+NCT_ID = re.compile(r"^NCT\d{8}$")
+# The saved-search parameters of GET /studies that a watch may carry.
+SEARCH_PARAMS = frozenset(
+    {
+        "query.term", "query.cond", "query.spons", "query.intr", "query.titles",
+        "query.locn", "query.outc", "query.lead", "query.id", "query.patient",
+        "filter.overallStatus", "filter.advanced", "filter.ids", "filter.geo",
+        "filter.synonyms",
+    }
+)  # fmt: skip
+
+
+def parse_nct_id(value: str) -> str:
+    """``nct03039062`` -> ``NCT03039062``; InvalidNctId for anything that is not an NCT id."""
+    candidate = value.strip().upper()
+    if not NCT_ID.match(candidate):
+        raise InvalidNctId(value)
+    return candidate
+
+
+def check_search(params: Mapping[str, str]) -> dict[str, str]:
+    """A saved search's parameters, or UsageError naming the first unknown one."""
+    for key, value in params.items():
+        if key not in SEARCH_PARAMS:
+            known = ", ".join(sorted(SEARCH_PARAMS))
+            raise UsageError(f"unknown search parameter {key!r} (known: {known})")
+        if not str(value).strip():
+            raise UsageError(f"search parameter {key!r} is empty")
+    if not params:
+        raise UsageError("a saved search needs at least one query.* or filter.* parameter")
+    return dict(params)
+
+
+def updated_between(params: Mapping[str, str], low: str, high: str) -> dict[str, str]:
+    """``params`` narrowed to studies whose LastUpdatePostDate is in [low, high] (inclusive;
+    ``YYYY-MM-DD``, ``MIN`` or ``MAX``), ANDed with any ``filter.advanced`` of their own."""
+    query = dict(params)
+    window = f"AREA[LastUpdatePostDate]RANGE[{low},{high}]"
+    user = query.get("filter.advanced")
+    query["filter.advanced"] = f"({user}) AND {window}" if user else window
+    return query
+
+
+def parse_query(items: Sequence[str]) -> dict[str, str]:
+    """``query.cond=asthma`` pairs (bare text means ``query.term``), checked against the API."""
+    params: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if sep and key.strip().startswith(("query.", "filter.")):
+            params[key.strip()] = value.strip()
+        else:
+            params["query.term"] = item.strip()
+    return check_search(params)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchFailure:
+    """The source could say nothing about ``nct_id`` (retries ran out, or it answered nonsense)."""
+
+    nct_id: str
+    error: str
+
+
+FetchItem = Observation | Disappearance | FetchFailure
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One version of a record in the registry's history."""
+
+    version: int  # the registry's version number (0 = first)
+    date: str  # YYYY-MM-DD, the registry's date of that version
+    status: str | None  # overall status listed for that version
+
+
+@dataclass(slots=True)
+class Page:
+    """What one step of a fetch produced, and how many studies the whole fetch expects."""
+
+    items: list[FetchItem] = field(default_factory=list)
+    total: int | None = None
+
+
+class StudySource(Protocol):
+    """A registry that can be read by id and by saved search.
+
+    ``by_ids`` yields, for each requested id, an Observation, a Disappearance (404 or a
+    merged id) or a FetchFailure. ``search`` yields Observations of every study that
+    matches ``params``, restricted to those updated on or after ``since`` when given;
+    it raises SourceError when the search itself cannot be completed.
+    """
+
+    def by_ids(self, nct_ids: Sequence[str]) -> AsyncIterator[Page]: ...
+
+    def search(
+        self, params: Mapping[str, str], since: date | None = None
+    ) -> AsyncIterator[Page]: ...
+
+
+class HistorySource(Protocol):
+    """A registry that keeps every version of a record.
+
+    ``history`` lists the versions of one study, oldest first, or None when the registry does
+    not know the id; ``history_version`` returns one version as (raw JSON, API v2 study object).
+    Both raise SourceError when the registry cannot be read or answers nonsense.
+    """
+
+    async def history(self, nct_id: str) -> list[HistoryEntry] | None: ...
+
+    async def history_version(self, nct_id: str, version: int) -> tuple[bytes, dict[str, Any]]: ...
+
+
+class ApiSource:
+    """ClinicalTrials.gov API v2 (``source.base_url``) and record history (``history_base_url``)."""
+
+    def __init__(self, settings: SourceSettings, transport: httpx.AsyncBaseTransport | None = None):
+        self.settings = settings
+        self._client = httpx.AsyncClient(
+            base_url=settings.base_url,
+            timeout=settings.timeout_seconds,
+            headers={"User-Agent": settings.user_agent, "Accept": "application/json"},
+            limits=httpx.Limits(max_connections=settings.concurrency),
+            follow_redirects=False,
+            transport=transport,
+        )
+        self._limiter = AsyncLimiter(settings.requests_per_minute, 60)
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        # base, 2x base, 4x base … each plus up to one base of jitter, capped.
+        self._backoff = wait_exponential_jitter(
+            multiplier=settings.retry_base_seconds,
+            jitter=settings.retry_base_seconds,
+            max=settings.retry_max_seconds,
+        )
+
+    async def __aenter__(self) -> ApiSource:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._client.aclose()
+
+    async def data_timestamp(self) -> str:
+        """When the registry's data was last refreshed (``GET /version``)."""
+        _, body = await self._get("version")
+        return str(body.get("dataTimestamp", ""))
+
+    # -- by id ---------------------------------------------------------------------------
+
+    async def by_ids(self, nct_ids: Sequence[str]) -> AsyncIterator[Page]:
+        ids = list(dict.fromkeys(nct_ids))
+        chunks = [
+            ids[i : i + self.settings.ids_per_request]
+            for i in range(0, len(ids), self.settings.ids_per_request)
+        ]
+        pending = {
+            asyncio.ensure_future(self._chunk(c)) for c in chunks[: self.settings.concurrency]
+        }
+        queued = iter(chunks[self.settings.concurrency :])
+        first = True
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if (nxt := next(queued, None)) is not None:
+                        pending.add(asyncio.ensure_future(self._chunk(nxt)))
+                    yield Page(task.result(), len(ids) if first else None)
+                    first = False
+        finally:
+            for task in pending:
+                task.cancel()
+
+    async def _chunk(self, ids: list[str]) -> list[FetchItem]:
+        """One ``filter.ids`` request; ids it does not return are asked for one by one."""
+        try:
+            studies = [s async for s in self._pages({"filter.ids": ",".join(ids)}, len(ids))]
+        except SourceError as exc:
+            return [FetchFailure(i, exc.message) for i in ids]
+        now = utcnow()
+        items: list[FetchItem] = []
+        found: set[str] = set()
+        for study in studies:
+            nct_id, aliases = _ids_of(study)
+            found.add(nct_id)
+            items.append(Observation(nct_id, orjson.dumps(study), study, now))
+            for alias in aliases & set(ids):
+                found.add(alias)
+                items.append(Disappearance(alias, now, alias_of=nct_id))
+        for missing in (i for i in ids if i not in found):
+            items.extend(await self.study(missing))
+        return items
+
+    async def study(self, nct_id: str) -> list[FetchItem]:
+        """``GET /studies/{id}``: the record or why there is none; a merged id brings its target."""
+        try:
+            response, body = await self._get(f"studies/{nct_id}", allow=(301, 404))
+        except SourceError as exc:
+            return [FetchFailure(nct_id, exc.message)]
+        now = utcnow()
+        if response.status_code == 404:
+            return [Disappearance(nct_id, now)]
+        if response.status_code == 301:
+            target = _alias_target(response)
+            if target is None or target == nct_id:
+                return [
+                    FetchFailure(
+                        nct_id,
+                        f"301 without a usable Location ({response.headers.get('location')!r})",
+                    )
+                ]
+            return [Disappearance(nct_id, now, alias_of=target), *await self.study(target)]
+        return [Observation(nct_id, response.content, body, now)]
+
+    # -- by search -----------------------------------------------------------------------
+
+    async def search(
+        self, params: Mapping[str, str], since: date | None = None
+    ) -> AsyncIterator[Page]:
+        query = dict(params) if since is None else updated_between(params, since.isoformat(), "MAX")
+        total: list[int] = []
+        batch: list[FetchItem] = []
+        async for study in self._pages(query, self.settings.page_size, total):
+            nct_id, _ = _ids_of(study)
+            batch.append(Observation(nct_id, orjson.dumps(study), study, utcnow()))
+            if len(batch) >= self.settings.page_size:
+                yield Page(batch, total[0] if total else None)
+                batch = []
+        if batch or not total:
+            yield Page(batch, total[0] if total else 0)
+
+    async def _pages(
+        self, params: Mapping[str, str], page_size: int, total: list[int] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every study of a GET /studies listing, following nextPageToken."""
+        query: dict[str, Any] = {**params, "pageSize": page_size, "format": "json"}
+        if total is not None:
+            query["countTotal"] = "true"
+        while True:
+            _, body = await self._get("studies", params=query)
+            if not isinstance(body, dict) or not isinstance(body.get("studies"), list):
+                raise SourceError(
+                    f"GET /studies answered without a 'studies' list: {str(body)[:200]}"
+                )
+            if total is not None and "totalCount" in body:
+                total.append(int(body["totalCount"]))
+            for study in body["studies"]:
+                yield study
+            token = body.get("nextPageToken")
+            if not token:
+                return
+            query = {k: v for k, v in query.items() if k != "countTotal"} | {"pageToken": token}
+
+    # -- record history ------------------------------------------------------------------
+
+    async def history(self, nct_id: str) -> list[HistoryEntry] | None:
+        """``GET {history}/studies/{id}?history=true``: the versions, oldest first; None on 404."""
+        base, path = self.settings.history_base_url, f"studies/{nct_id}"
+        response, body = await self._get(path, {"history": "true"}, allow=(404,), base=base)
+        if response.status_code == 404:
+            return None
+        url = _url(base, path)
+        history = body.get("history") if isinstance(body, dict) else None
+        changes = history.get("changes") if isinstance(history, dict) else None
+        if not isinstance(changes, list):
+            raise SourceError(f"GET {url}: no history.changes list in {str(body)[:200]}")
+        _check_nct_id(url, body, nct_id, required=False)
+        return sorted((_history_entry(url, c) for c in changes), key=lambda e: e.version)
+
+    async def history_version(self, nct_id: str, version: int) -> tuple[bytes, dict[str, Any]]:
+        """``GET {history}/studies/{id}/history/{v}``: (raw JSON, study object) of that version."""
+        base, path = self.settings.history_base_url, f"studies/{nct_id}/history/{version}"
+        _, body = await self._get(path, base=base)
+        url = _url(base, path)
+        if not isinstance(body, dict) or body.get("studyVersion") != version:
+            got = body.get("studyVersion") if isinstance(body, dict) else body
+            raise SourceError(f"GET {url}: expected studyVersion {version}, got {str(got)[:100]}")
+        study = body.get("study")
+        if not isinstance(study, dict):
+            raise SourceError(f"GET {url}: no study object")
+        _check_nct_id(url, study, nct_id)
+        return orjson.dumps(study), study
+
+    # -- one request ---------------------------------------------------------------------
+
+    async def _get(
+        self,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        allow: Iterable[int] = (),
+        base: str | None = None,
+    ) -> tuple[httpx.Response, Any]:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(TransientSourceError),
+            stop=stop_after_attempt(self.settings.max_retries + 1),
+            wait=self._wait,
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._get_once(path, params, frozenset(allow), base)
+        except TransientSourceError as exc:
+            raise SourceError(
+                f"{exc.message} (gave up after {self.settings.max_retries + 1} attempts)"
+            ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _get_once(
+        self,
+        path: str,
+        params: Mapping[str, Any] | None,
+        allow: frozenset[int],
+        base: str | None = None,
+    ) -> tuple[httpx.Response, Any]:
+        url = _url(base or self.settings.base_url, path)
+        async with self._slots, self._limiter:
+            try:
+                response = await self._client.get(path if base is None else url, params=params)
+            except httpx.TimeoutException:
+                raise TransientSourceError(
+                    f"GET {url}: timed out after {self.settings.timeout_seconds}s"
+                ) from None
+            except httpx.TransportError as exc:
+                raise TransientSourceError(f"GET {url}: {type(exc).__name__}: {exc}") from None
+        status = response.status_code
+        if status == 429 or status >= 500:
+            raise TransientSourceError(
+                f"GET {url}: HTTP {status}", retry_after=_retry_after(response)
+            )
+        if status in allow:
+            return response, None
+        if status != 200:
+            raise SourceError(f"GET {url}: HTTP {status}: {response.text[:300]}")
+        try:
+            return response, orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise TransientSourceError(f"GET {url}: truncated or invalid JSON ({exc})") from None
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TransientSourceError) and exc.retry_after is not None:
+            return min(exc.retry_after, self.settings.retry_max_seconds)
+        return float(self._backoff(state))
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    log.warning(
+        "source.retry",
+        attempt=state.attempt_number,
+        wait_s=round(state.next_action.sleep, 2) if state.next_action else None,
+        error=str(exc),
+    )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            from email.utils import parsedate_to_datetime
+
+            return max(
+                0.0, (parsedate_to_datetime(value) - datetime.now().astimezone()).total_seconds()
+            )
+        except (TypeError, ValueError):
+            return None
+
+
+def _url(base: str, path: str) -> str:
+    return f"{base.rstrip('/')}/{path}"
+
+
+def _history_entry(url: str, change: Any) -> HistoryEntry:
+    if isinstance(change, dict):
+        version, day, status = change.get("version"), change.get("date"), change.get("status")
+        day = _day(day) if isinstance(day, str) else None
+        if (
+            type(version) is int
+            and version >= 0
+            and day is not None
+            and (status is None or isinstance(status, str))
+        ):
+            return HistoryEntry(version, day, status)
+    raise SourceError(f"GET {url}: invalid history change {str(change)[:200]}")
+
+
+def _day(text: str) -> str | None:
+    """``YYYY-MM-DD`` of a date, or of a timestamp that starts with one (``…T12:00:00Z``)."""
+    head, rest = text[:10], text[10:]
+    if rest and rest[0] not in "T ":
+        return None
+    try:
+        return date.fromisoformat(head).isoformat()
+    except ValueError:
+        return None
+
+
+def _check_nct_id(url: str, study: Mapping[str, Any], nct_id: str, required: bool = True) -> None:
+    found, _ = _ids_of(study)
+    if found != nct_id and (found or required):
+        raise SourceError(f"GET {url}: expected study {nct_id}, got {found or 'no nctId'}")
+
+
+def _ids_of(study: Mapping[str, Any]) -> tuple[str, set[str]]:
+    ident = study.get("protocolSection", {}).get("identificationModule", {})
+    return str(ident.get("nctId", "")), set(ident.get("nctIdAliases") or ())
+
+
+def _alias_target(response: httpx.Response) -> str | None:
+    location = response.headers.get("location", "")
+    match = re.search(r"(NCT\d{8})", location)
+    return match.group(1) if match else None

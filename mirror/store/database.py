@@ -1,0 +1,171 @@
+"""Engine, sessions and migrations.
+
+SQLite runs in WAL mode with a busy timeout; write transactions on SQLite start with
+``BEGIN IMMEDIATE`` so two writers queue instead of failing on a lock upgrade.
+Alembic owns the schema: a fresh SQLite file is migrated on first use; anything
+else behind the code's revision is an error that says to run ``ctmirror db upgrade``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from mirror.errors import StorageError, UsageError
+from mirror.store.schema import Base
+
+log = structlog.get_logger(__name__)
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def migrations_dir() -> Path:
+    """The Alembic scripts: installed as ``mirror/migrations``, or ``alembic/`` in a checkout."""
+    installed = Path(str(resources.files("mirror"))) / "migrations"
+    if (installed / "env.py").is_file():
+        return installed
+    return Path(__file__).resolve().parents[2] / "alembic"
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+class Database:
+    """The one engine of a process, and the sessions made from it."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        try:
+            self.url = make_url(url)
+        except ArgumentError:
+            raise UsageError(f"database.url {url!r} is not a database URL") from None
+        self.engine = _create_engine(url, echo=echo)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._write_sessions = sessionmaker(
+            self.engine.execution_options(sqlite_immediate=True), expire_on_commit=False
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.get_backend_name() == "sqlite"
+
+    def session(self) -> Session:
+        """A session for reading (and small writes)."""
+        return self._sessions()
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One write transaction: committed on success, rolled back on any error."""
+        with self._write_sessions() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- schema -----------------------------------------------------------------------
+
+    def upgrade(self, revision: str = "head") -> None:
+        self._migrate(command.upgrade, revision)
+
+    def downgrade(self, revision: str) -> None:
+        self._migrate(command.downgrade, revision)
+
+    def _migrate(self, step: Any, revision: str) -> None:
+        with self.engine.begin() as conn:
+            cfg = alembic_config(self.url.render_as_string(hide_password=False))
+            cfg.attributes["connection"] = conn
+            step(cfg, revision)
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def head_revision(self) -> str | None:
+        script = ScriptDirectory.from_config(alembic_config(str(self.url)))
+        return script.get_current_head()
+
+    def schema_drift(self) -> list[Any]:
+        """Differences between the models and the migrated database (empty = in agreement)."""
+        with self.engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            return list(compare_metadata(ctx, Base.metadata))
+
+    def ensure_schema(self) -> None:
+        """Migrate a fresh SQLite database; refuse to run on a schema behind the code."""
+        try:
+            current, head = self.current_revision(), self.head_revision()
+        except OperationalError as exc:
+            raise StorageError(f"cannot open database {self.url!r}: {exc.orig}") from None
+        if current == head:
+            return
+        if current is None and self.is_sqlite and not inspect(self.engine).get_table_names():
+            log.info("db.migrate", url=str(self.url), revision=head)
+            self.upgrade()
+            return
+        raise StorageError(
+            f"database {self.url!r} is at schema revision {current or 'none'}, this ctmirror "
+            f"needs {head}: run `ctmirror db upgrade`"
+        )
+
+
+def _create_engine(url: str, *, echo: bool) -> Engine:
+    kwargs: dict[str, Any] = {
+        "echo": echo,
+        "json_serializer": _json_dumps,
+        "json_deserializer": orjson.loads,
+    }
+    sqlite = url.startswith("sqlite")
+    if sqlite:
+        kwargs["connect_args"] = {"timeout": 60}
+    else:
+        kwargs["pool_pre_ping"] = True
+    engine = create_engine(url, **kwargs)
+    if sqlite:
+        _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get("sqlite_immediate")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def open_database(url: str, *, echo: bool = False, migrate: bool = True) -> Database:
+    """Open ``url``; with ``migrate``, a fresh SQLite file is created and migrated."""
+    db = Database(url, echo=echo)
+    if migrate:
+        db.ensure_schema()
+    return db
