@@ -58,7 +58,8 @@ sys.path.insert(0, str(REPO))
 
 from mirror.config import LogSettings, load_settings  # noqa: E402
 from mirror.logging import configure_logging  # noqa: E402
-from mirror.pipeline.ingest import Ingestor, Observation  # noqa: E402
+from mirror.pipeline.ingest import Ingestor  # noqa: E402
+from mirror.source.base import Observation  # noqa: E402
 from mirror.store import blocks  # noqa: E402
 from mirror.store.database import Database  # noqa: E402
 

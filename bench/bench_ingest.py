@@ -56,9 +56,10 @@ from _common import DEFAULT_PG_URL, fresh_database  # noqa: E402
 from bench_sync import NEXT_STATUS, sponsor_edit  # noqa: E402
 from deepdiff import DeepDiff  # noqa: E402
 
-from mirror.pipeline.ingest import Ingestor, Observation  # noqa: E402
+from mirror.pipeline.ingest import Ingestor  # noqa: E402
 from mirror.pipeline.sync import relaxed_gc  # noqa: E402
 from mirror.record.normalize import DEFAULT_IGNORE  # noqa: E402
+from mirror.source.base import Observation  # noqa: E402
 from mirror.store.blocks import event_count  # noqa: E402
 from mirror.store.database import Database  # noqa: E402
 from mirror.store.schema import StudyVersion  # noqa: E402

@@ -58,12 +58,15 @@ import mirror.pipeline.sync  # noqa: E402
 from mirror.app import App, build_app  # noqa: E402
 from mirror.config import LogSettings, Settings, SourceSettings, load_settings  # noqa: E402
 from mirror.logging import configure_logging  # noqa: E402
-from mirror.pipeline.ingest import Ingestor, Observation  # noqa: E402
+from mirror.pipeline.ingest import Ingestor  # noqa: E402
 from mirror.pipeline.sync import RunSummary, SyncRequest  # noqa: E402
-from mirror.record.normalize import content_hash, normalize, part_hashes  # noqa: E402
+from mirror.record.events import utcnow  # noqa: E402
+from mirror.record.hashes import content_hash, part_hashes  # noqa: E402
+from mirror.record.normalize import normalize  # noqa: E402
 from mirror.source.api import ApiSource  # noqa: E402
+from mirror.source.base import Observation  # noqa: E402
 from mirror.store.blocks import event_count  # noqa: E402
-from mirror.store.schema import Base, StudyVersion, utcnow  # noqa: E402
+from mirror.store.schema import Base, StudyVersion  # noqa: E402
 
 OUT_DIR = REPO / "bench" / "out"
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

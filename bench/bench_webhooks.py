@@ -57,8 +57,9 @@ from mirror.notify.dispatch import Dispatcher  # noqa: E402
 from mirror.notify.egress import EgressPolicy  # noqa: E402
 from mirror.notify.sender import HttpSender  # noqa: E402
 from mirror.notify.subscriptions import Links, SubscriptionSpec, add_subscription, fan_out  # noqa: E402
-from mirror.pipeline.ingest import Ingestor, Observation  # noqa: E402
-from mirror.store.schema import utcnow  # noqa: E402
+from mirror.pipeline.ingest import Ingestor  # noqa: E402
+from mirror.record.events import utcnow  # noqa: E402
+from mirror.source.base import Observation  # noqa: E402
 
 OUT_DIR = REPO / "bench" / "out"
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

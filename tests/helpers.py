@@ -14,8 +14,9 @@ from sqlalchemy import func, select
 
 from mirror.app import App
 from mirror.pipeline.sync import RunSummary, SyncRequest
+from mirror.record.events import ChangeKind
 from mirror.store.database import Database
-from mirror.store.schema import ChangeEvent, ChangeKind, EventBlock, Study, StudyVersion, SyncRun
+from mirror.store.schema import ChangeEvent, EventBlock, Study, StudyVersion, SyncRun
 
 # A real RECRUITING record with five sites, two primary and four secondary outcomes.
 STUDY = "NCT05756322"

@@ -12,8 +12,10 @@ from sqlalchemy import inspect, text
 
 from mirror.errors import StorageError
 from mirror.feed.query import MAX_LIMIT, ChangeFilter, event_dict, find
-from mirror.pipeline.ingest import Ingestor, Observation, compress
+from mirror.pipeline.ingest import Ingestor
+from mirror.source.base import Observation
 from mirror.store.database import Database, open_database
+from mirror.store.rows import compress
 
 
 def test_migrations_match_the_models(db_url: str) -> None:

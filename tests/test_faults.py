@@ -31,8 +31,8 @@ from helpers import (
 from sqlalchemy import func, select
 
 from mirror.app import App
-from mirror.pipeline.ingest import decompress
 from mirror.record.normalize import normalize
+from mirror.store.rows import decompress
 from mirror.store.schema import RunStatus, Study, StudyVersion
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,7 +27,8 @@ from helpers import (
 )
 
 from mirror.app import App
-from mirror.pipeline.ingest import Ingestor, IngestResult, Observation, Outcome
+from mirror.pipeline.ingest import Ingestor, IngestResult, Outcome
+from mirror.source.base import Observation
 from mirror.store.schema import ChangeEvent, StudyVersion
 
 HISTORY = DATA_DIR / "history"

@@ -24,7 +24,8 @@ from mirror.config import SourceSettings, load_settings
 from mirror.errors import ConfigError, SourceError
 from mirror.record.diff import diff_records
 from mirror.record.normalize import normalize
-from mirror.source.api import ApiSource, HistoryEntry
+from mirror.source.api import ApiSource
+from mirror.source.base import HistoryEntry
 
 STUDY = "NCT05756322"
 T = TypeVar("T")

@@ -26,9 +26,9 @@ from mirror.app import App
 from mirror.config import Settings, SyncSettings
 from mirror.pipeline.import_batches import claim_batch, open_round
 from mirror.pipeline.importer import AUTO_WORKERS_MAX, Importer, ImportSummary, auto_workers
-from mirror.pipeline.ingest import decompress
 from mirror.source.archive import NdjsonArchive, ZipArchive, open_archive
 from mirror.store.database import Database
+from mirror.store.rows import decompress
 from mirror.store.schema import (
     Base,
     ImportBatch,

@@ -17,8 +17,8 @@ from mirror.feed import reads as feed
 from mirror.pipeline.backfill import Backfiller, BackfillRequest, BackfillSummary, reclassify
 from mirror.pipeline.watches import get_watch
 from mirror.record.classes import CATALOG
+from mirror.record.nct import parse_nct_id
 from mirror.render.class_text import class_label
-from mirror.source.api import parse_nct_id
 
 if TYPE_CHECKING:
     from mirror.app import App

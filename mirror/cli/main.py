@@ -27,11 +27,12 @@ from mirror.feed import reads as feed
 from mirror.logging import configure_logging
 from mirror.pipeline.sync import RunSummary, SyncRequest
 from mirror.pipeline.watches import add_watch, describe, get_watch, list_watches, remove_watch
-from mirror.record.normalize import field_mapping
+from mirror.record.events import ChangeKind
+from mirror.record.fields import field_mapping
+from mirror.record.nct import parse_nct_id
 from mirror.render.describe import short_value
 from mirror.render.pages import render_markdown
-from mirror.source.api import parse_nct_id, parse_query
-from mirror.store.schema import ChangeKind
+from mirror.source.search import parse_query
 
 F = TypeVar("F", bound=Callable[..., Any])
 FORMATS = ["table", "json", "ndjson", "csv"]

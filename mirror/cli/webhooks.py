@@ -26,7 +26,8 @@ from mirror.notify.subscriptions import (
     remove_subscription,
     resume_subscription,
 )
-from mirror.store.schema import ChangeKind, DeliveryStatus
+from mirror.record.events import ChangeKind
+from mirror.store.schema import DeliveryStatus
 
 if TYPE_CHECKING:
     from mirror.cli.main import Context

@@ -25,8 +25,9 @@ from sqlalchemy import Update, func, select, update
 from sqlalchemy.orm import Session
 
 from mirror.pipeline.sync import Part
+from mirror.record.events import utcnow
 from mirror.store.database import Database
-from mirror.store.schema import JobStatus, Study, SyncJob, Watch, WatchKind, WatchStudy, utcnow
+from mirror.store.schema import JobStatus, Study, SyncJob, Watch, WatchKind, WatchStudy
 
 OPEN = (JobStatus.QUEUED, JobStatus.RUNNING)
 

@@ -37,8 +37,9 @@ from sqlalchemy import Connection, select, text
 from mirror.config import Settings
 from mirror.daemon.jobs import enqueue, last_queued, requeue_expired
 from mirror.pipeline.watches import INTERVAL, validate_schedule
+from mirror.record.events import utcnow
 from mirror.store.database import Database
-from mirror.store.schema import Watch, utcnow
+from mirror.store.schema import Watch
 
 log = structlog.get_logger(__name__)
 

@@ -41,17 +41,10 @@ from sqlalchemy.sql.expression import UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 
 from mirror.errors import NotFound, UsageError
-from mirror.source.api import parse_nct_id
+from mirror.record.events import ChangeKind
+from mirror.record.nct import parse_nct_id
 from mirror.store.blocks import EVENT_COLUMNS, EventRow, expand, expandable
-from mirror.store.schema import (
-    ChangeEvent,
-    ChangeKind,
-    EventBlock,
-    Study,
-    VersionClassRow,
-    Watch,
-    WatchStudy,
-)
+from mirror.store.schema import ChangeEvent, EventBlock, Study, VersionClassRow, Watch, WatchStudy
 
 MAX_LIMIT = 1000
 MERGE_MAX = 64  # more streams than this: walking the primary key is cheaper

@@ -21,22 +21,16 @@ from mirror.feed.query import (
     find,
     watch_members,
 )
-from mirror.pipeline.ingest import decompress
 from mirror.record.diff import FieldChange, diff_records
+from mirror.record.nct import parse_nct_id
 from mirror.record.normalize import Canonical
-from mirror.source.api import parse_nct_id
 from mirror.store.blocks import as_event, event_count, study_events, study_fields
 from mirror.store.database import Database
+from mirror.store.rows import decompress
 
 __all__ = ["MAX_LIMIT", "ChangeFilter"]  # re-exported: the feed's filter lives in feed_query
-from mirror.store.schema import (
-    ChangeEvent,
-    Study,
-    StudyVersion,
-    SyncRun,
-    VersionClassRow,
-    format_instant,
-)
+from mirror.record.events import format_instant
+from mirror.store.schema import ChangeEvent, Study, StudyVersion, SyncRun, VersionClassRow
 
 
 def changes(db: Database, flt: ChangeFilter) -> list[ChangeEvent]:

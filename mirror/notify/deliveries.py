@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mirror.errors import NotFound, UsageError
+from mirror.record.events import format_instant, utcnow
 from mirror.store.database import Database
 from mirror.store.schema import (
     DeliveryStatus,
@@ -21,8 +22,6 @@ from mirror.store.schema import (
     SyncJob,
     WebhookDelivery,
     WebhookSubscription,
-    format_instant,
-    utcnow,
 )
 
 log = structlog.get_logger(__name__)

@@ -34,14 +34,13 @@ from sqlalchemy.orm import Session
 from mirror.config import Settings, WebhookSettings
 from mirror.notify.sender import HttpSender, SendResult, WebhookSender
 from mirror.notify.subscriptions import Links, fan_out
+from mirror.record.events import format_instant, utcnow
 from mirror.store.database import Database
 from mirror.store.schema import (
     DeliveryStatus,
     SubscriptionState,
     WebhookDelivery,
     WebhookSubscription,
-    format_instant,
-    utcnow,
 )
 
 log = structlog.get_logger(__name__)

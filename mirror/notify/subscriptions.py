@@ -29,12 +29,11 @@ from mirror.config import Settings
 from mirror.errors import NotFound, UsageError
 from mirror.feed.query import event_dict, glob_regex
 from mirror.notify.egress import EgressPolicy
-from mirror.source.api import parse_nct_id
+from mirror.record.events import STUDY_FIELD, ChangeKind, format_instant, utcnow
+from mirror.record.nct import parse_nct_id
 from mirror.store.blocks import version_events
 from mirror.store.database import Database
 from mirror.store.schema import (
-    STUDY_FIELD,
-    ChangeKind,
     DeliveryStatus,
     OutboxEntry,
     SubscriptionState,
@@ -43,8 +42,6 @@ from mirror.store.schema import (
     WatchStudy,
     WebhookDelivery,
     WebhookSubscription,
-    format_instant,
-    utcnow,
 )
 
 log = structlog.get_logger(__name__)

@@ -40,24 +40,17 @@ from sqlalchemy.orm import Session
 
 from mirror.config import Settings
 from mirror.errors import MalformedRecord, MirrorError, UsageError
-from mirror.pipeline.ingest import (
-    Ingestor,
-    Observation,
-    Prepared,
-    Writes,
-    class_rows,
-    decompress,
-)
+from mirror.pipeline.ingest import Ingestor, Prepared, Writes
 from mirror.record.classes import classify
 from mirror.record.diff import FieldChange, diff_records, initial_changes
+from mirror.record.events import STUDY_FIELD, ChangeKind, utcnow
 from mirror.record.normalize import Canonical
-from mirror.source.api import HistoryEntry, HistorySource
+from mirror.source.base import HistoryEntry, HistorySource, Observation
 from mirror.store.blocks import block_row
 from mirror.store.database import Database
+from mirror.store.rows import class_rows, decompress
 from mirror.store.schema import (
-    STUDY_FIELD,
     ChangeEvent,
-    ChangeKind,
     EventBlock,
     OutboxEntry,
     Study,
@@ -67,7 +60,6 @@ from mirror.store.schema import (
     Watch,
     WatchKind,
     WatchStudy,
-    utcnow,
 )
 
 log = structlog.get_logger(__name__)

@@ -23,9 +23,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from mirror.errors import UsageError
 from mirror.pipeline.sync import process_alive
-from mirror.source.archive import RecordSource, Span
+from mirror.record.events import utcnow
+from mirror.source.base import RecordSource, Span
 from mirror.store.database import Database
-from mirror.store.schema import ImportBatch, JobStatus, utcnow
+from mirror.store.schema import ImportBatch, JobStatus
 
 log = structlog.get_logger(__name__)
 

@@ -50,18 +50,13 @@ from mirror.pipeline.import_batches import (
     round_tally,
     wait_time,
 )
-from mirror.pipeline.ingest import Ingestor, IngestResult, Observation, Outcome
+from mirror.pipeline.ingest import Ingestor, IngestResult, Outcome
 from mirror.pipeline.sync import relaxed_gc
-from mirror.source.archive import (
-    ArchiveDamaged,
-    NdjsonArchive,
-    Record,
-    RecordSource,
-    open_archive,
-    to_observation,
-)
+from mirror.record.events import utcnow
+from mirror.source.archive import NdjsonArchive, open_archive, to_observation
+from mirror.source.base import ArchiveDamaged, Observation, Record, RecordSource
 from mirror.store.database import Database
-from mirror.store.schema import RunStatus, utcnow
+from mirror.store.schema import RunStatus
 
 log = structlog.get_logger(__name__)
 

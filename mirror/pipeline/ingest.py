@@ -27,7 +27,10 @@ from sqlalchemy.orm import Session
 from mirror.errors import MalformedRecord
 from mirror.record.classes import classify
 from mirror.record.diff import FieldChange, diff_records, initial_changes
-from mirror.record.normalize import Canonical, content_hash, encode, fingerprint, normalize
+from mirror.record.events import STUDY_FIELD, ChangeKind
+from mirror.record.hashes import content_hash, encode, fingerprint
+from mirror.record.normalize import Canonical, normalize
+from mirror.source.base import Disappearance, Observation
 from mirror.store.blocks import assign_ids, block_row
 from mirror.store.database import Database
 from mirror.store.rows import (
@@ -43,7 +46,6 @@ from mirror.store.rows import (
     add_watch_members,
     class_rows,
     compress,
-    decompress,
     insert_classes,
     insert_studies,
     load_canonicals,
@@ -52,37 +54,9 @@ from mirror.store.rows import (
     lock_feed,
     update_studies,
 )
-from mirror.store.schema import STUDY_FIELD, ChangeKind, StudyState
-
-__all__ = [
-    "Disappearance", "IngestResult", "Ingestor", "Observation", "Outcome", "Pending", "Prepared",
-    "Writes", "class_rows", "compress", "decompress", "load_canonicals", "lock_feed",
-]  # fmt: skip
+from mirror.store.schema import StudyState
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """One study record as a source returned it."""
-
-    nct_id: str
-    raw: bytes  # the JSON exactly as fetched
-    study: Mapping[str, Any]
-    observed_at: datetime
-    origin: str = "api"
-    # The registry's date for this version; default: the record's LastUpdatePostDate.
-    source_date: str | None = None
-    registry_version: int | None = None  # the registry's version number (history backfill)
-
-
-@dataclass(frozen=True, slots=True)
-class Disappearance:
-    """The registry no longer has ``nct_id`` (404), or it became an alias (301) of ``alias_of``."""
-
-    nct_id: str
-    observed_at: datetime
-    alias_of: str | None = None
 
 
 class Outcome(enum.StrEnum):

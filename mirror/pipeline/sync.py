@@ -23,10 +23,19 @@ import structlog
 from sqlalchemy import select, update
 
 from mirror.config import Settings
-from mirror.pipeline.ingest import Disappearance, Ingestor, IngestResult, Observation, Outcome
-from mirror.source.api import FetchFailure, FetchItem, Page, StudySource, updated_between
+from mirror.pipeline.ingest import Ingestor, IngestResult, Outcome
+from mirror.record.events import utcnow
+from mirror.source.base import (
+    Disappearance,
+    FetchFailure,
+    FetchItem,
+    Observation,
+    Page,
+    StudySource,
+)
+from mirror.source.search import updated_between
 from mirror.store.database import Database
-from mirror.store.schema import RunStatus, Study, SyncRun, Watch, WatchKind, WatchStudy, utcnow
+from mirror.store.schema import RunStatus, Study, SyncRun, Watch, WatchKind, WatchStudy
 
 log = structlog.get_logger(__name__)
 

@@ -20,8 +20,10 @@ from typing import Any
 import orjson
 from deepdiff import DeepDiff
 
-from mirror.record.normalize import Canonical, area_of, text_key
-from mirror.store.schema import ChangeKind
+from mirror.record.events import ChangeKind
+from mirror.record.hashes import area_of
+from mirror.record.normalize import Canonical
+from mirror.record.text import text_key
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,13 +31,13 @@ from mirror.app import App
 from mirror.errors import MirrorError
 from mirror.feed import reads as feed
 from mirror.notify import deliveries
+from mirror.record.events import format_instant
 from mirror.serve import feed as api_feed
 from mirror.serve import metrics
 from mirror.serve import studies as api_studies
 from mirror.serve import watches as api_watches
 from mirror.serve import webhooks as api_webhooks
 from mirror.serve.common import AppDep, content, error_response, require_read
-from mirror.store.schema import format_instant
 
 log = structlog.get_logger(__name__)
 

@@ -26,10 +26,9 @@ from pydantic import BeforeValidator
 
 from mirror.app import App
 from mirror.errors import Forbidden, Unauthorized, UsageError
-from mirror.source.api import parse_nct_id
+from mirror.record.nct import NCT_ID_PATTERN, parse_nct_id
 
 # Accepts what `parse_nct_id` accepts (any case), as an OpenAPI pattern clients can read.
-NCT_ID_PATTERN = r"^[Nn][Cc][Tt][0-9]{8}$"
 
 
 # The dependencies below do no I/O: ``async def`` keeps them out of the thread pool.

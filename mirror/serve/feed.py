@@ -10,10 +10,11 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from mirror.feed import reads as feed
+from mirror.record.events import ChangeKind
+from mirror.record.nct import NCT_ID_PATTERN
 from mirror.render.atom import atom_feed
 from mirror.serve.common import (
     MAX_ID,
-    NCT_ID_PATTERN,
     READ_ERRORS,
     AppDep,
     IsoDateTime,
@@ -23,7 +24,6 @@ from mirror.serve.common import (
     error_responses,
     require_read,
 )
-from mirror.store.schema import ChangeKind
 
 CURSOR_DOC = """\
 **Cursor paging.** Every event has an `id` that increases in the order events are committed;

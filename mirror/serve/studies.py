@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 from mirror.feed import reads as feed
+from mirror.record.events import ChangeKind
 from mirror.render.pages import render_html, render_markdown
 from mirror.serve.common import (
     MAX_ID,
@@ -27,7 +28,7 @@ from mirror.serve.common import (
     require_read,
 )
 from mirror.serve.feed import CURSOR_DOC, ChangePage, FilterDep, change_page
-from mirror.store.schema import ChangeKind, Study, StudyState
+from mirror.store.schema import Study, StudyState
 
 router = APIRouter(dependencies=[Depends(require_read)], responses=READ_ERRORS)
 STUDY_ERRORS = error_responses(404)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mirror.pipeline.watches import WATCH_NAME, add_watch, describe, list_watches, remove_watch
 from mirror.serve.common import READ_ERRORS, AppDep, error_responses, require_read, require_write
-from mirror.source.api import parse_query
+from mirror.source.search import parse_query
 from mirror.store.schema import WatchKind
 
 router = APIRouter(tags=["watches"])

@@ -28,8 +28,10 @@ from mirror.notify.subscriptions import (
     remove_subscription,
     resume_subscription,
 )
-from mirror.serve.common import NCT_ID_PATTERN, AppDep, error_responses, require_write
-from mirror.store.schema import ChangeKind, DeliveryStatus, SubscriptionState
+from mirror.record.events import ChangeKind
+from mirror.record.nct import NCT_ID_PATTERN
+from mirror.serve.common import AppDep, error_responses, require_write
+from mirror.store.schema import DeliveryStatus, SubscriptionState
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], dependencies=[Depends(require_write)])
 ERRORS = error_responses(401, 403, 404, 422, 503)

@@ -10,12 +10,10 @@ responses) are retried, with exponential backoff and jitter, honouring
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import date, datetime
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 import orjson
@@ -30,123 +28,20 @@ from tenacity import (
 )
 
 from mirror.config import SourceSettings
-from mirror.errors import InvalidNctId, SourceError, TransientSourceError, UsageError
-from mirror.pipeline.ingest import Disappearance, Observation
-from mirror.store.schema import utcnow
+from mirror.errors import SourceError, TransientSourceError
+from mirror.record.events import utcnow
+from mirror.record.nct import NCT_ID
+from mirror.source.base import (
+    Disappearance,
+    FetchFailure,
+    FetchItem,
+    HistoryEntry,
+    Observation,
+    Page,
+)
+from mirror.source.search import updated_between
 
 log = structlog.get_logger(__name__)
-
-NCT_ID = re.compile(r"^NCT\d{8}$")
-# The saved-search parameters of GET /studies that a watch may carry.
-SEARCH_PARAMS = frozenset(
-    {
-        "query.term", "query.cond", "query.spons", "query.intr", "query.titles",
-        "query.locn", "query.outc", "query.lead", "query.id", "query.patient",
-        "filter.overallStatus", "filter.advanced", "filter.ids", "filter.geo",
-        "filter.synonyms",
-    }
-)  # fmt: skip
-
-
-def parse_nct_id(value: str) -> str:
-    """``nct03039062`` -> ``NCT03039062``; InvalidNctId for anything that is not an NCT id."""
-    candidate = value.strip().upper()
-    if not NCT_ID.match(candidate):
-        raise InvalidNctId(value)
-    return candidate
-
-
-def check_search(params: Mapping[str, str]) -> dict[str, str]:
-    """A saved search's parameters, or UsageError naming the first unknown one."""
-    for key, value in params.items():
-        if key not in SEARCH_PARAMS:
-            known = ", ".join(sorted(SEARCH_PARAMS))
-            raise UsageError(f"unknown search parameter {key!r} (known: {known})")
-        if not str(value).strip():
-            raise UsageError(f"search parameter {key!r} is empty")
-    if not params:
-        raise UsageError("a saved search needs at least one query.* or filter.* parameter")
-    return dict(params)
-
-
-def updated_between(params: Mapping[str, str], low: str, high: str) -> dict[str, str]:
-    """``params`` narrowed to studies whose LastUpdatePostDate is in [low, high] (inclusive;
-    ``YYYY-MM-DD``, ``MIN`` or ``MAX``), ANDed with any ``filter.advanced`` of their own."""
-    query = dict(params)
-    window = f"AREA[LastUpdatePostDate]RANGE[{low},{high}]"
-    user = query.get("filter.advanced")
-    query["filter.advanced"] = f"({user}) AND {window}" if user else window
-    return query
-
-
-def parse_query(items: Sequence[str]) -> dict[str, str]:
-    """``query.cond=asthma`` pairs (bare text means ``query.term``), checked against the API."""
-    params: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if sep and key.strip().startswith(("query.", "filter.")):
-            params[key.strip()] = value.strip()
-        else:
-            params["query.term"] = item.strip()
-    return check_search(params)
-
-
-@dataclass(frozen=True, slots=True)
-class FetchFailure:
-    """The source could say nothing about ``nct_id`` (retries ran out, or it answered nonsense)."""
-
-    nct_id: str
-    error: str
-
-
-FetchItem = Observation | Disappearance | FetchFailure
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    """One version of a record in the registry's history."""
-
-    version: int  # the registry's version number (0 = first)
-    date: str  # YYYY-MM-DD, the registry's date of that version
-    status: str | None  # overall status listed for that version
-
-
-@dataclass(slots=True)
-class Page:
-    """What one step of a fetch produced, and how many studies the whole fetch expects."""
-
-    items: list[FetchItem] = field(default_factory=list)
-    total: int | None = None
-
-
-class StudySource(Protocol):
-    """A registry that can be read by id and by saved search.
-
-    ``by_ids`` yields, for each requested id, an Observation, a Disappearance (404 or a
-    merged id) or a FetchFailure. ``search`` yields Observations of every study that
-    matches ``params``, restricted to those updated on or after ``since`` when given;
-    it raises SourceError when the search itself cannot be completed.
-    """
-
-    def by_ids(self, nct_ids: Sequence[str]) -> AsyncIterator[Page]: ...
-
-    def search(
-        self, params: Mapping[str, str], since: date | None = None
-    ) -> AsyncIterator[Page]: ...
-
-
-class HistorySource(Protocol):
-    """A registry that keeps every version of a record.
-
-    ``history`` lists the versions of one study, oldest first, or None when the registry does
-    not know the id; ``history_version`` returns one version as (raw JSON, API v2 study object).
-    Both raise SourceError when the registry cannot be read or answers nonsense.
-    """
-
-    async def history(self, nct_id: str) -> list[HistoryEntry] | None: ...
-
-    async def history_version(self, nct_id: str, version: int) -> tuple[bytes, dict[str, Any]]: ...
-
 
 class ApiSource:
     """ClinicalTrials.gov API v2 (``source.base_url``) and record history (``history_base_url``)."""
@@ -454,5 +349,5 @@ def _ids_of(study: Mapping[str, Any]) -> tuple[str, set[str]]:
 
 def _alias_target(response: httpx.Response) -> str | None:
     location = response.headers.get("location", "")
-    match = re.search(r"(NCT\d{8})", location)
-    return match.group(1) if match else None
+    match = NCT_ID.search(location)
+    return match.group() if match else None

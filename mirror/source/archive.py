@@ -18,73 +18,22 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import struct
 import zlib
 from array import array
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 import orjson
 from stream_unzip import TruncatedDataError, UnzipError, stream_unzip
 
-from mirror.errors import MalformedRecord, MirrorError, UsageError
-from mirror.pipeline.ingest import Observation
+from mirror.errors import MalformedRecord, UsageError
+from mirror.record.nct import NCT_ID
+from mirror.source.base import ArchiveDamaged, Observation, Record, RecordSource, Span
 
 CHUNK = 1 << 16
-NCT_ID = re.compile(r"NCT\d{8}")
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One study record as the archive holds it, and where it is (for messages)."""
-
-    label: str
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Span:
-    """Records ``first`` … ``first + count - 1`` of an archive (members, files or lines).
-
-    ``offset`` is the byte where the first of them starts (zip, NDJSON), so that a worker seeks
-    there instead of reading everything before it.
-    """
-
-    first: int
-    count: int
-    offset: int | None = None
-
-
-class ArchiveDamaged(MirrorError):
-    """The archive cannot be read past some point; the records before it were read."""
-
-    def __init__(self, name: str, reason: str) -> None:
-        super().__init__(f"{name} {reason}")
-
-
-class RecordSource(Protocol):
-    """An archive of study records.
-
-    ``batches(size)`` reads it all in order; ``batches(size, span)`` reads one span of it
-    (only when ``key`` is not None). Both raise :class:`ArchiveDamaged` where the archive
-    cannot be read further, after yielding every record before that point.
-    """
-
-    name: str  # for messages and the run's selection
-    key: str | None  # identity of the archive; None: it can only be read in order
-    total: int | None  # records, when known before reading
-
-    def spans(self, size: int) -> Iterator[Span]:
-        """The archive cut into consecutive spans of ``size`` records."""
-        ...
-
-    def batches(self, size: int, span: Span | None = None) -> Iterator[list[Record]]:
-        """Records in lists of at most ``size``: all of them, or those of ``span``."""
-        ...
 
 
 def open_archive(path: str, stdin: BinaryIO | None = None) -> RecordSource:

@@ -22,8 +22,9 @@ import orjson
 from sqlalchemy import Row, Select, func, select, text, tuple_
 from sqlalchemy.orm import Session
 
+from mirror.record.events import ChangeKind
 from mirror.store.rows import BLOCK_COLUMNS, decompress
-from mirror.store.schema import ChangeEvent, ChangeKind, EventBlock, StudyVersion
+from mirror.store.schema import ChangeEvent, EventBlock, StudyVersion
 
 # A change event as readers get it, in the order of DESIGN.md's keys:
 # (id, nct_id, version, field, kind, old, new, observed_at, source_date, initial).

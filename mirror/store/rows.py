@@ -35,10 +35,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mirror.record.classes import VersionClass
+from mirror.record.events import ChangeKind
 from mirror.record.normalize import Canonical
 from mirror.store.schema import (
     Base,
-    ChangeKind,
     Study,
     StudyState,
     StudyVersion,

@@ -32,6 +32,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import BYTEA, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from mirror.record.events import ChangeKind, format_instant
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on every backend (SQLite stores naive UTC text)."""
@@ -89,12 +91,6 @@ class StudyState(enum.StrEnum):
     MOVED = "moved"  # the id became an alias of another study (301)
 
 
-class ChangeKind(enum.StrEnum):
-    ADDED = "added"
-    CHANGED = "changed"
-    REMOVED = "removed"
-
-
 class RunStatus(enum.StrEnum):
     RUNNING = "running"
     OK = "ok"
@@ -106,10 +102,6 @@ class WatchKind(enum.StrEnum):
     IDS = "ids"
     QUERY = "query"
     ALL = "all"
-
-
-# The field of the events that say a whole study appeared or disappeared.
-STUDY_FIELD = "study"
 
 
 class Base(DeclarativeBase):
@@ -289,15 +281,6 @@ class SyncRun(Base):
     gone: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def format_instant(value: datetime) -> str:
-    """``2026-06-01T07:00:35Z``: the event timestamp format."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # -- webhooks and the daemon ---------------------------------------------------------------

@@ -1,0 +1,41 @@
+"""ClinicalTrials.gov study ids: ``NCT`` and eight digits. The one definition ctmirror uses."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+
+from mirror.errors import InvalidNctId, MalformedRecord
+
+NCT_ID: Final = re.compile(r"NCT[0-9]{8}")
+# The same, as an OpenAPI parameter pattern: any case, as parse_nct_id accepts it.
+NCT_ID_PATTERN: Final = r"^[Nn][Cc][Tt][0-9]{8}$"
+
+
+def parse_nct_id(value: str) -> str:
+    """``nct03039062`` -> ``NCT03039062``; InvalidNctId for anything that is not an NCT id."""
+    candidate = value.strip().upper()
+    if not NCT_ID.fullmatch(candidate):
+        raise InvalidNctId(value)
+    return candidate
+
+
+def nct_id_of(study: Mapping[str, Any]) -> str:
+    """The study's NCT id; MalformedRecord if it is not a study object with a valid one."""
+    if not isinstance(study, Mapping):
+        raise MalformedRecord(f"expected a JSON object, got {type(study).__name__}")
+    protocol = study.get("protocolSection")
+    if not isinstance(protocol, dict):
+        raise MalformedRecord("no protocolSection object")
+    ident = protocol.get("identificationModule")
+    if not isinstance(ident, dict):
+        raise MalformedRecord("no protocolSection.identificationModule object")
+    nct_id = ident.get("nctId")
+    if nct_id is None:
+        raise MalformedRecord("no protocolSection.identificationModule.nctId")
+    if not isinstance(nct_id, str) or not NCT_ID.fullmatch(nct_id):
+        raise MalformedRecord(f"nctId {nct_id!r} is not NCT followed by 8 digits")
+    return nct_id
+
+
