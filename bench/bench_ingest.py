@@ -57,7 +57,7 @@ from bench_sync import NEXT_STATUS, sponsor_edit  # noqa: E402
 from deepdiff import DeepDiff  # noqa: E402
 
 from mirror.pipeline.ingest import Ingestor  # noqa: E402
-from mirror.pipeline.sync import relaxed_gc  # noqa: E402
+from mirror.pipeline.runs import relaxed_gc  # noqa: E402
 from mirror.record.normalize import DEFAULT_IGNORE  # noqa: E402
 from mirror.source.base import Observation  # noqa: E402
 from mirror.store.blocks import event_count  # noqa: E402

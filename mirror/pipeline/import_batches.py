@@ -22,7 +22,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mirror.errors import UsageError
-from mirror.pipeline.sync import process_alive
+from mirror.pipeline.runs import process_alive
 from mirror.record.events import utcnow
 from mirror.source.base import RecordSource, Span
 from mirror.store.database import Database

@@ -34,7 +34,6 @@ import structlog
 from mirror.config import Settings
 from mirror.errors import MalformedRecord, UsageError
 from mirror.logging import configure_logging
-from mirror.pipeline import sync
 from mirror.pipeline.import_batches import (
     COUNTS,
     ClaimedBatch,
@@ -51,7 +50,7 @@ from mirror.pipeline.import_batches import (
     wait_time,
 )
 from mirror.pipeline.ingest import Ingestor, IngestResult, Outcome
-from mirror.pipeline.sync import relaxed_gc
+from mirror.pipeline.runs import recorded, relaxed_gc, start_run
 from mirror.record.events import utcnow
 from mirror.source.archive import NdjsonArchive, open_archive, to_observation
 from mirror.source.base import ArchiveDamaged, Observation, Record, RecordSource
@@ -86,6 +85,20 @@ class ImportSummary:
             f"changed, {c['unchanged']} unchanged, {c['failed']} failed in {self.seconds:.1f}s "
             f"(run {self.run_id})"
         )
+
+    def run_counts(self) -> dict[str, int]:
+        c = self.tally.counts
+        return {"fetched": c["read"]} | {k: c[k] for k in ("new", "changed", "unchanged", "failed")}
+
+    def log_fields(self) -> dict[str, object]:
+        return {"archive": self.archive, **{k: self.tally.counts[k] for k in COUNTS}}
+
+    def settle(self) -> None:
+        """A run that read everything it could: failed when the archive was damaged."""
+        damage = self.tally.damage
+        if damage:
+            self.status = RunStatus.FAILED
+            self.error = "; ".join(damage[:3]) + (" …" if len(damage) > 3 else "")
 
 
 @dataclass
@@ -127,8 +140,7 @@ class Importer:
     ) -> ImportSummary:
         """Import ``source`` in this process, as one run."""
         rnd = open_round(self.db, source, self.batch_size, observed_at) if source.key else None
-        summary = ImportSummary(start_run(self.db, source.name), source.name)
-        with recorded(self.db, summary):
+        with _recorded(self.db, source.name) as summary:
             if rnd is None:
                 when = observed_at or utcnow()
                 self.stream(source, when, summary.run_id, progress, summary.tally)
@@ -321,45 +333,13 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def start_run(db: Database, archive: str) -> int:
-    return sync.start_run(db, f"import {archive}")
-
-
-def finish_run(db: Database, summary: ImportSummary) -> None:
-    c = summary.tally.counts
-    counts = {"fetched": c["read"]} | {k: c[k] for k in ("new", "changed", "unchanged", "failed")}
-    sync.finish_run(db, summary.run_id, summary.status, summary.error, counts)
-
-
 @contextmanager
-def recorded(db: Database, summary: ImportSummary) -> Iterator[None]:
-    """Status, duration, the ``sync_runs`` row and the summary log line of a run."""
-    started = time.monotonic()
-    structlog.contextvars.bind_contextvars(run_id=summary.run_id)
-    try:
-        with relaxed_gc():
-            yield
-        damage = summary.tally.damage
-        summary.status = RunStatus.FAILED if damage else RunStatus.OK
-        summary.error = "; ".join(damage[:3]) + (" …" if len(damage) > 3 else "") or None
-    except KeyboardInterrupt:
-        summary.status, summary.error = RunStatus.INTERRUPTED, "interrupted"
-        raise
-    except Exception as exc:
-        summary.status, summary.error = RunStatus.FAILED, str(exc)
-        raise
-    finally:
-        summary.seconds = time.monotonic() - started
-        finish_run(db, summary)
-        log.info(
-            "import.run",
-            status=summary.status.value,
-            archive=summary.archive,
-            seconds=round(summary.seconds, 2),
-            error=summary.error,
-            **{k: summary.tally.counts[k] for k in COUNTS},
-        )
-        structlog.contextvars.unbind_contextvars("run_id")
+def _recorded(db: Database, archive: str) -> Iterator[ImportSummary]:
+    """One import run: its ``sync_runs`` row, status, duration and summary log line."""
+    summary = ImportSummary(start_run(db, f"import {archive}"), archive)
+    with recorded(db, summary, "import.run"), relaxed_gc():
+        yield summary
+        summary.settle()
 
 
 # -- several worker processes --------------------------------------------------------------------
@@ -398,8 +378,7 @@ def run_workers(
             "in order: import it without --workers"
         )
     rnd = open_round(db, source, settings.sync.batch_size, observed_at)
-    summary = ImportSummary(start_run(db, source.name), source.name)
-    with recorded(db, summary):
+    with _recorded(db, source.name) as summary:
         job = WorkerJob(settings, path, rnd, summary.run_id)
         crashed = _supervise(db, job, workers, progress or _quiet)
         summary.tally = round_tally(db, rnd, summary.run_id)

@@ -8,10 +8,6 @@ overlap: the source keeps requests in flight while a batch is being written.
 from __future__ import annotations
 
 import asyncio
-import gc
-import os
-import socket
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -24,6 +20,7 @@ from sqlalchemy import select, update
 
 from mirror.config import Settings
 from mirror.pipeline.ingest import Ingestor, IngestResult, Outcome
+from mirror.pipeline.runs import RUN_COUNTS, recorded, relaxed_gc, start_run
 from mirror.record.events import utcnow
 from mirror.source.base import (
     Disappearance,
@@ -35,7 +32,7 @@ from mirror.source.base import (
 )
 from mirror.source.search import updated_between
 from mirror.store.database import Database
-from mirror.store.schema import RunStatus, Study, SyncRun, Watch, WatchKind, WatchStudy
+from mirror.store.schema import RunStatus, Study, Watch, WatchKind, WatchStudy
 
 log = structlog.get_logger(__name__)
 
@@ -111,6 +108,12 @@ class RunSummary:
             f"{c['failed']} failed in {self.seconds:.1f}s (run {self.run_id})"
         )
 
+    def run_counts(self) -> Mapping[str, int]:
+        return self.counts
+
+    def log_fields(self) -> dict[str, object]:
+        return {"selection": self.selection, **{k: self.counts[k] for k in RUN_COUNTS}}
+
 
 Progress = Callable[[int | None, int], None]  # (total if now known, studies done since last call)
 
@@ -137,30 +140,8 @@ class Syncer:
     def _recorded(self, selection: str) -> Iterator[RunSummary]:
         """One run: its ``sync_runs`` row, status, duration and summary log line."""
         summary = RunSummary(start_run(self.db, selection), selection)
-        started = time.monotonic()
-        structlog.contextvars.bind_contextvars(run_id=summary.run_id)
-        try:
+        with recorded(self.db, summary, "sync.run"):
             yield summary
-            if summary.status is RunStatus.RUNNING:
-                summary.status = RunStatus.OK
-        except (asyncio.CancelledError, KeyboardInterrupt):
-            summary.status, summary.error = RunStatus.INTERRUPTED, "interrupted"
-            raise
-        except Exception as exc:
-            summary.status, summary.error = RunStatus.FAILED, str(exc)
-            raise
-        finally:
-            summary.seconds = time.monotonic() - started
-            finish_run(self.db, summary.run_id, summary.status, summary.error, summary.counts)
-            log.info(
-                "sync.run",
-                status=summary.status.value,
-                selection=summary.selection,
-                seconds=round(summary.seconds, 2),
-                error=summary.error,
-                **{k: summary.counts[k] for k in _COUNTS},
-            )
-            structlog.contextvars.unbind_contextvars("run_id")
 
     async def _run(self, request: SyncRequest, summary: RunSummary, progress: Progress) -> None:
         watch = request.watch
@@ -268,24 +249,8 @@ class Syncer:
             session.execute(update(Watch).where(Watch.id == watch.id).values(**values))
 
 
-_COUNTS = ("fetched", "new", "changed", "unchanged", "gone", "failed")
-
-
 def _no_progress(total: int | None, done: int) -> None:
     pass
-
-
-@contextmanager
-def relaxed_gc() -> Iterator[None]:
-    """Collect garbage less often while parsing thousands of records: every record allocates
-    thousands of objects that live until its batch is written, so the default thresholds make the
-    collector scan them again and again (a quarter of a sync's time in bench/bench_sync.py)."""
-    before = gc.get_threshold()
-    gc.set_threshold(50_000, 50, 50)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
 
 
 def _ingest_items(ingestor: Ingestor, items: list[FetchItem]) -> list[IngestResult]:
@@ -301,52 +266,3 @@ def _ingest_items(ingestor: Ingestor, items: list[FetchItem]) -> list[IngestResu
 
 def _batches(items: list[FetchItem], size: int) -> list[list[FetchItem]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def start_run(db: Database, selection: str) -> int:
-    """A new ``sync_runs`` row (syncs and imports); this host's runs whose process is gone
-    become ``interrupted``."""
-    host, pid = socket.gethostname(), os.getpid()
-    with db.write() as session:
-        for run in session.scalars(
-            select(SyncRun).where(SyncRun.status == RunStatus.RUNNING, SyncRun.host == host)
-        ):
-            if not process_alive(run.pid):
-                run.status, run.error = RunStatus.INTERRUPTED, "process ended mid-run"
-        run = SyncRun(
-            started_at=utcnow(), status=RunStatus.RUNNING, selection=selection,
-            host=host, pid=pid, fetched=0, new=0, changed=0, unchanged=0, gone=0, failed=0,
-        )  # fmt: skip
-        session.add(run)
-        session.flush()
-        return run.id
-
-
-def finish_run(
-    db: Database, run_id: int, status: RunStatus, error: str | None, counts: Mapping[str, int]
-) -> None:
-    """Close a ``sync_runs`` row with its status and the counts it has (``_COUNTS`` keys)."""
-    with db.write() as session:
-        session.execute(
-            update(SyncRun)
-            .where(SyncRun.id == run_id)
-            .values(
-                status=status,
-                finished_at=utcnow(),
-                error=error,
-                **{k: counts.get(k, 0) for k in _COUNTS},
-            )
-        )
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host exists (0: unknown, counted as alive)."""
-    if pid <= 0:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
