@@ -55,8 +55,9 @@ from mirror.config import LogSettings, load_settings  # noqa: E402
 from mirror.logging import configure_logging  # noqa: E402
 from mirror.notify.dispatch import Dispatcher  # noqa: E402
 from mirror.notify.egress import EgressPolicy  # noqa: E402
+from mirror.notify.fanout import Links, fan_out  # noqa: E402
 from mirror.notify.sender import HttpSender  # noqa: E402
-from mirror.notify.subscriptions import Links, SubscriptionSpec, add_subscription, fan_out  # noqa: E402
+from mirror.notify.subscriptions import SubscriptionSpec, add_subscription  # noqa: E402
 from mirror.pipeline.ingest import Ingestor  # noqa: E402
 from mirror.record.events import utcnow  # noqa: E402
 from mirror.source.base import Observation  # noqa: E402

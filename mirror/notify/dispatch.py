@@ -1,4 +1,5 @@
-"""The webhook dispatcher: fans the outbox out, claims due deliveries, signs and sends them.
+"""The delivery loop: runs the fan-out (:mod:`mirror.notify.fanout`), then claims due deliveries,
+signs and sends them (:mod:`mirror.notify.sender`), and records each attempt.
 
 Delivery is at-least-once. A dispatcher *claims* a delivery before sending it: in one short
 transaction it selects due rows ``FOR UPDATE SKIP LOCKED`` (PostgreSQL; SQLite serializes
@@ -32,8 +33,8 @@ from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from mirror.config import Settings, WebhookSettings
+from mirror.notify.fanout import Links, fan_out
 from mirror.notify.sender import HttpSender, SendResult, WebhookSender
-from mirror.notify.subscriptions import Links, fan_out
 from mirror.record.events import format_instant, utcnow
 from mirror.store.database import Database
 from mirror.store.schema import (

@@ -1,10 +1,6 @@
-"""Webhook subscriptions, and the fan-out of new study versions into deliveries.
-
-The write path stays cheap: ingest writes one ``outbox`` row per new version in the version's
-own transaction and matches nothing. The dispatcher (:mod:`mirror.notify.dispatch`) later claims
-outbox rows, matches them against the active subscriptions here, and writes one
-``webhook_deliveries`` row, with its exact JSON body, per version a subscription wants.
-(subscription, outbox row) is unique, so fanning a row out twice writes nothing new.
+"""Webhook subscriptions: what a subscriber asks for (ids, watches, field and class globs,
+kinds), its signing secret, and the commands that add, list, pause, resume and remove them.
+Which versions reach a subscription is decided by the fan-out (:mod:`mirror.notify.fanout`).
 """
 
 from __future__ import annotations
@@ -13,33 +9,23 @@ import base64
 import binascii
 import re
 import secrets
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import structlog
-from sqlalchemy import delete, func, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from mirror.config import Settings
 from mirror.errors import NotFound, UsageError
-from mirror.feed.query import event_dict, glob_regex
 from mirror.notify.egress import EgressPolicy
-from mirror.record.events import STUDY_FIELD, ChangeKind, format_instant, utcnow
+from mirror.record.events import ChangeKind, format_instant, utcnow
 from mirror.record.nct import parse_nct_id
-from mirror.store.blocks import version_events
 from mirror.store.database import Database
 from mirror.store.schema import (
-    DeliveryStatus,
     OutboxEntry,
     SubscriptionState,
-    VersionClassRow,
     Watch,
-    WatchStudy,
     WebhookDelivery,
     WebhookSubscription,
 )
@@ -47,11 +33,7 @@ from mirror.store.schema import (
 log = structlog.get_logger(__name__)
 
 SECRET_PREFIX = "whsec_"
-# Versions imported from the registry's record history describe the past: never delivered.
-UNDELIVERED_ORIGINS = frozenset({"history"})
 FIELD_GLOB = re.compile(r"^[^\[\]]+$")
-# A change event exactly as DESIGN.md shows it (``ChangeEvent.as_dict``).
-Event = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -192,247 +174,3 @@ def describe_subscription(sub: WebhookSubscription) -> dict[str, Any]:
 
 
 # -- matching -----------------------------------------------------------------------------------
-
-
-@dataclass
-class SubscriptionFilter:
-    """A subscription's filters, compiled once per fan-out batch."""
-
-    id: int
-    after_outbox_id: int
-    nct_ids: frozenset[str]
-    watches: frozenset[str]
-    fields: re.Pattern[str] | None
-    kinds: frozenset[str]
-    include_initial: bool
-    classes: re.Pattern[str] | None
-
-    @classmethod
-    def of(cls, sub: WebhookSubscription) -> SubscriptionFilter:
-        return cls(
-            sub.id, sub.after_outbox_id, frozenset(sub.nct_ids), frozenset(sub.watches),
-            glob_regex(sub.fields), frozenset(sub.kinds), sub.include_initial,
-            glob_regex(sub.classes),
-        )  # fmt: skip
-
-    def wants_classes(self, classes: Sequence[Mapping[str, Any]]) -> bool:
-        """Whether the version's change classes are ones the subscription asked for."""
-        return self.classes is None or any(self.classes.fullmatch(c["name"]) for c in classes)
-
-    def wants_version(self, entry: OutboxEntry, watches_of_study: frozenset[str]) -> bool:
-        """Whether this version may interest the subscription, before looking at its events."""
-        return (
-            entry.id > self.after_outbox_id
-            and entry.origin not in UNDELIVERED_ORIGINS
-            and (not self.nct_ids or entry.nct_id in self.nct_ids)
-            and (not self.watches or bool(self.watches & watches_of_study))
-        )
-
-    def select(self, events: Iterable[Event]) -> list[Event]:
-        """The events of a version the subscription asked for (study-level events pass the
-        field filter: a study appearing or disappearing concerns every field)."""
-        return [
-            e for e in events
-            if (self.include_initial or not e["initial"])
-            and (not self.kinds or e["kind"] in self.kinds)
-            and (
-                self.fields is None
-                or e["field"] == STUDY_FIELD
-                or self.fields.fullmatch(e["field"])
-            )
-        ]  # fmt: skip
-
-
-def event_type(events: Sequence[Event]) -> str:
-    """``study.removed`` / ``study.created`` / ``study.changed``, from all of a version's events."""
-    study_events = {e["kind"] for e in events if e["field"] == STUDY_FIELD}
-    if ChangeKind.REMOVED in study_events:
-        return "study.removed"
-    if ChangeKind.ADDED in study_events or (events and all(e["initial"] for e in events)):
-        return "study.created"
-    return "study.changed"
-
-
-@dataclass(frozen=True)
-class Links:
-    page_base: str  # pages.canonical_base_url
-    api_base: str  # webhooks.api_base_url
-
-    @classmethod
-    def of(cls, settings: Settings) -> Links:
-        return cls(
-            settings.pages.canonical_base_url.rstrip("/"),
-            settings.webhooks.api_base_url.rstrip("/"),
-        )
-
-    def of_version(self, nct_id: str, version: int) -> dict[str, str]:
-        return {
-            "page": f"{self.page_base}/{nct_id}.md",
-            "api": f"{self.api_base}/studies/{nct_id}/versions/{version}",
-        }
-
-
-def payload(
-    message_id: str,
-    entry: OutboxEntry,
-    all_events: Sequence[Event],
-    chosen: Sequence[Event],
-    links: Links,
-    classes: Sequence[Mapping[str, Any]] = (),
-) -> str:
-    """The JSON body of one delivery; stored, so every attempt sends the same bytes."""
-    body = {
-        "type": event_type(all_events),
-        "id": message_id,
-        "nct_id": entry.nct_id,
-        "version": entry.version,
-        "observed_at": format_instant(entry.created_at),
-        "changes": list(chosen),
-        "classes": list(classes),
-        "links": links.of_version(entry.nct_id, entry.version),
-    }
-    return orjson.dumps(body).decode()
-
-
-# -- fan-out ------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Batch:
-    entries: list[OutboxEntry]
-    filters: list[SubscriptionFilter]
-    watches: dict[int, frozenset[str]] = field(default_factory=dict)
-    events: dict[tuple[int, int], list[Event]] = field(default_factory=dict)
-    classes: dict[tuple[int, int], list[dict[str, Any]]] = field(default_factory=dict)
-
-
-def fan_out(db: Database, links: Links, limit: int = 500) -> tuple[int, int]:
-    """Turn up to ``limit`` outbox rows into deliveries: (rows done, deliveries written).
-
-    Rows are claimed with ``FOR UPDATE SKIP LOCKED``, so dispatchers of several daemons
-    take different rows; on SQLite the write transaction serializes them.
-    """
-    with db.write() as session:
-        entries = list(
-            session.scalars(
-                select(OutboxEntry)
-                .where(OutboxEntry.fanned_out_at.is_(None))
-                .order_by(OutboxEntry.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-        )
-        if not entries:
-            return 0, 0
-        active = session.scalars(
-            select(WebhookSubscription).where(WebhookSubscription.state == SubscriptionState.ACTIVE)
-        )
-        batch = _Batch(entries, [SubscriptionFilter.of(s) for s in active])
-        rows = _plan(session, batch, links) if batch.filters else []
-        written = _insert_deliveries(session, rows)
-        session.execute(
-            update(OutboxEntry)
-            .where(OutboxEntry.id.in_([e.id for e in entries]))
-            .values(fanned_out_at=utcnow())
-        )
-    return len(entries), written
-
-
-def _plan(session: Session, batch: _Batch, links: Links) -> list[dict[str, Any]]:
-    if any(f.watches for f in batch.filters):
-        batch.watches = _watch_names(session, {e.study_id for e in batch.entries})
-    pairs = [
-        (entry, [f for f in batch.filters if f.wants_version(entry, _of(batch, entry))])
-        for entry in batch.entries
-    ]
-    pairs = [(entry, filters) for entry, filters in pairs if filters]
-    batch.events = _events(session, [entry for entry, _ in pairs], batch.filters)
-    batch.classes = _classes(session, [entry for entry, _ in pairs])
-    now = utcnow()
-    rows = []
-    for entry, filters in pairs:
-        events = batch.events.get((entry.study_id, entry.version), [])
-        classes = batch.classes.get((entry.study_id, entry.version), [])
-        for flt in filters:
-            chosen = flt.select(events) if flt.wants_classes(classes) else []
-            if chosen:
-                message_id = f"msg_{uuid.uuid4().hex}"
-                body = payload(message_id, entry, events, chosen, links, classes)
-                rows.append(_delivery_row(flt.id, entry, events, message_id, body, now))
-    return rows
-
-
-def _of(batch: _Batch, entry: OutboxEntry) -> frozenset[str]:
-    return batch.watches.get(entry.study_id, frozenset())
-
-
-def _delivery_row(
-    subscription_id: int,
-    entry: OutboxEntry,
-    events: Sequence[Event],
-    message_id: str,
-    body: str,
-    now: datetime,
-) -> dict[str, Any]:
-    return {
-        "subscription_id": subscription_id, "outbox_id": entry.id, "message_id": message_id,
-        "event_type": event_type(events), "nct_id": entry.nct_id, "version": entry.version,
-        "payload": body, "status": DeliveryStatus.PENDING, "attempts": 0, "created_at": now,
-        "next_attempt_at": now,
-    }  # fmt: skip
-
-
-def _watch_names(session: Session, study_ids: set[int]) -> dict[int, frozenset[str]]:
-    rows = session.execute(
-        select(WatchStudy.study_id, Watch.name)
-        .join(Watch, Watch.id == WatchStudy.watch_id)
-        .where(WatchStudy.study_id.in_(study_ids))
-    )
-    names: dict[int, set[str]] = {}
-    for study_id, name in rows:
-        names.setdefault(study_id, set()).add(name)
-    return {k: frozenset(v) for k, v in names.items()}
-
-
-def _events(
-    session: Session, entries: Sequence[OutboxEntry], filters: Sequence[SubscriptionFilter]
-) -> dict[tuple[int, int], list[Event]]:
-    """The change events of these versions, as DESIGN.md shows them, leaving out first-sight
-    events when no subscription wants them."""
-    keys = {(e.study_id, e.version) for e in entries}
-    initial = any(f.include_initial for f in filters)
-    return {
-        key: [event_dict(row) for row in rows]
-        for key, rows in version_events(session, keys, initial=initial).items()
-    }
-
-
-def _classes(
-    session: Session, entries: Sequence[OutboxEntry]
-) -> dict[tuple[int, int], list[dict[str, Any]]]:
-    """The change classes of these versions, ``{"name": …, **params}`` in order."""
-    found: dict[tuple[int, int], list[dict[str, Any]]] = {}
-    keys = {(e.study_id, e.version) for e in entries}
-    if not keys:
-        return found
-    c = VersionClassRow
-    query = (
-        select(c.study_id, c.version, c.name, c.params)
-        .where(tuple_(c.study_id, c.version).in_(keys))
-        .order_by(c.study_id, c.version, c.position)
-    )
-    for study_id, version, name, params in session.execute(query):
-        found.setdefault((study_id, version), []).append({"name": name, **params})
-    return found
-
-
-def _insert_deliveries(session: Session, rows: list[dict[str, Any]]) -> int:
-    if not rows:
-        return 0
-    dialect = session.get_bind().dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
-    insert = module.insert(WebhookDelivery).on_conflict_do_nothing(
-        index_elements=["subscription_id", "outbox_id"]
-    )
-    session.execute(insert, rows)
-    return len(rows)  # planned; a row fanned out before is skipped by the unique key

@@ -30,7 +30,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mirror.app import App
 from mirror.errors import MirrorError
 from mirror.feed import reads as feed
-from mirror.notify import deliveries
 from mirror.record.events import format_instant
 from mirror.serve import feed as api_feed
 from mirror.serve import metrics
@@ -49,12 +48,6 @@ ROUTERS: list[APIRouter] = [
     api_webhooks.router,
 ]
 
-# Database-derived metrics computed at each scrape of /metrics; add yours here.
-METRIC_COLLECTORS: list[metrics.DbCollector] = [
-    *metrics.DEFAULT_COLLECTORS,
-    deliveries.webhook_metrics,
-]
-
 DESCRIPTION = """\
 A change-tracking mirror of ClinicalTrials.gov: every distinct version of a study, and
 field-level change events you can follow through a cursor-paged feed.
@@ -68,7 +61,7 @@ def create_app(app: App) -> FastAPI:
     """The ASGI application serving ``app`` (its settings and database)."""
     api = FastAPI(title="ctmirror", version=version("ctmirror"), description=DESCRIPTION)
     api.state.mirror = app
-    api.state.metrics = metrics.Metrics(app.db, METRIC_COLLECTORS)
+    api.state.metrics = metrics.Metrics(app.db)
     for router in [*ROUTERS, _operations]:
         api.include_router(router)
     api.add_exception_handler(MirrorError, _mirror_error)

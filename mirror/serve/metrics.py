@@ -3,8 +3,8 @@
 The database is the shared state of every ctmirror process, so what it holds (studies,
 versions, events, sync runs, webhook deliveries…) is computed at scrape time by *database
 collectors*: functions ``(Session) -> Iterable[Metric]``. ``Metrics`` takes a list of them;
-another part adds its own by listing it in ``mirror.serve.app.METRIC_COLLECTORS`` (or calling
-``Metrics.register`` on a running app's ``app.state.metrics``). Each collector runs in its
+a new part adds its own to ``DEFAULT_COLLECTORS`` here (or calls ``Metrics.register`` on a
+running app's ``app.state.metrics``). Each collector runs in its
 own session, so one failing (say, its table is not migrated yet) does not hide the others.
 """
 
@@ -20,13 +20,29 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from mirror.record.events import utcnow
 from mirror.store.blocks import event_count
 from mirror.store.database import Database
-from mirror.store.schema import RunStatus, Study, StudyState, StudyVersion, SyncRun
+from mirror.store.schema import (
+    DeliveryStatus,
+    JobStatus,
+    OutboxEntry,
+    RunStatus,
+    Study,
+    StudyState,
+    StudyVersion,
+    SubscriptionState,
+    SyncJob,
+    SyncRun,
+    WebhookDelivery,
+    WebhookSubscription,
+)
 
 log = structlog.get_logger(__name__)
 
 DbCollector = Callable[[Session], Iterable[Metric]]
+# Deliveries still to be attempted.
+RETRYING = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
 # Request latency buckets, in seconds: the feed aims at milliseconds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
@@ -65,7 +81,65 @@ def sync_runs(session: Session) -> Iterator[Metric]:
     )
 
 
-DEFAULT_COLLECTORS: tuple[DbCollector, ...] = (mirror_counts, sync_runs)
+def webhook_metrics(session: Session) -> Iterator[Metric]:
+    """Deliveries by status, the queue (depth, oldest), the outbox backlog, subscriptions."""
+    by_status = dict(
+        session.execute(
+            select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status)
+        ).all()
+    )
+    deliveries = GaugeMetricFamily(
+        "ctmirror_webhook_deliveries", "Webhook deliveries by status.", labels=["status"]
+    )
+    for status in DeliveryStatus:
+        deliveries.add_metric([status.value], by_status.get(status, 0))
+    yield deliveries
+    yield GaugeMetricFamily(
+        "ctmirror_webhook_queue_depth", "Deliveries waiting for an attempt (pending or failed).",
+        value=sum(by_status.get(s, 0) for s in RETRYING),
+    )  # fmt: skip
+    oldest = session.scalar(
+        select(func.min(WebhookDelivery.created_at)).where(WebhookDelivery.status.in_(RETRYING))
+    )
+    yield GaugeMetricFamily(
+        "ctmirror_webhook_oldest_pending_age_seconds",
+        "Age of the oldest delivery not yet delivered nor dead (0 = none).",
+        value=(utcnow() - oldest).total_seconds() if oldest else 0.0,
+    )
+    backlog = session.scalar(select(func.count()).where(OutboxEntry.fanned_out_at.is_(None)))
+    yield GaugeMetricFamily(
+        "ctmirror_outbox_backlog", "New versions not yet fanned out to subscriptions.",
+        value=backlog or 0,
+    )  # fmt: skip
+    yield from _subscription_and_job_metrics(session)
+
+
+def _subscription_and_job_metrics(session: Session) -> Iterator[Metric]:
+    subs = GaugeMetricFamily(
+        "ctmirror_webhook_subscriptions", "Webhook subscriptions by state.", labels=["state"]
+    )
+    by_state = dict(
+        session.execute(
+            select(WebhookSubscription.state, func.count()).group_by(WebhookSubscription.state)
+        ).all()
+    )
+    for state in SubscriptionState:
+        subs.add_metric([state.value], by_state.get(state, 0))
+    yield subs
+    jobs = GaugeMetricFamily("ctmirror_sync_jobs", "Daemon sync jobs by status.", labels=["status"])
+    by_job = dict(
+        session.execute(select(SyncJob.status, func.count()).group_by(SyncJob.status)).all()
+    )
+    for job_status in JobStatus:
+        jobs.add_metric([job_status.value], by_job.get(job_status, 0))
+    yield jobs
+    yield CounterMetricFamily(
+        "ctmirror_outbox_versions", "Study versions written to the webhook outbox.",
+        value=session.scalar(select(func.count()).select_from(OutboxEntry)) or 0,
+    )  # fmt: skip
+
+
+DEFAULT_COLLECTORS: tuple[DbCollector, ...] = (mirror_counts, sync_runs, webhook_metrics)
 
 
 class _DatabaseCollector(Collector):
