@@ -1,4 +1,10 @@
-"""The one place that wires ctmirror together from its settings."""
+"""The one place that builds ctmirror's services from its settings.
+
+The CLI, the HTTP app and the daemon ask an :class:`App` for what they need instead of
+constructing it: a source, a syncer, an importer, a backfiller, the webhook sender, its egress
+policy, the dispatcher. Nothing here holds a module-level engine or client; an App owns its
+database engine and is closed by whoever built it (docs/architecture.md, "One place builds").
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,15 @@ from dataclasses import dataclass
 import httpx
 
 from mirror.config import Settings
+from mirror.notify.dispatch import Dispatcher
+from mirror.notify.egress import EgressPolicy
+from mirror.notify.sender import HttpSender, WebhookSender
+from mirror.pipeline.backfill import Backfiller
+from mirror.pipeline.importer import Importer
+from mirror.pipeline.ingest import Ingestor
 from mirror.pipeline.sync import Syncer
 from mirror.source.api import ApiSource
+from mirror.source.base import HistorySource, StudySource
 from mirror.store.database import Database, open_database
 
 
@@ -18,11 +31,33 @@ class App:
     db: Database
 
     def source(self, transport: httpx.AsyncBaseTransport | None = None) -> ApiSource:
-        """A new API client; it belongs to the event loop that uses it."""
+        """A new API client; it belongs to the event loop that uses it (``async with``)."""
         return ApiSource(self.settings.source, transport=transport)
 
-    def syncer(self, source: ApiSource) -> Syncer:
+    def syncer(self, source: StudySource) -> Syncer:
         return Syncer(self.db, source, self.settings)
+
+    def ingestor(self, *, run_id: int | None = None, watch_id: int | None = None) -> Ingestor:
+        """The write stage on its own (a run's syncer or importer builds its own per run)."""
+        return Ingestor(self.db, ignore=self.settings.diff.ignore, run_id=run_id, watch_id=watch_id)
+
+    def importer(self) -> Importer:
+        """An import worker in this process (``run_workers`` starts processes of their own)."""
+        return Importer(self.db, self.settings)
+
+    def backfiller(self, source: HistorySource) -> Backfiller:
+        return Backfiller(self.db, source, self.settings)
+
+    def egress_policy(self) -> EgressPolicy:
+        """What webhook URLs may reach (``webhooks.allow_private``, ``allow_loopback``)."""
+        return EgressPolicy.of(self.settings.webhooks)
+
+    def sender(self) -> HttpSender:
+        """A new webhook sender; close it with ``await sender.aclose()``."""
+        return HttpSender(self.settings.webhooks)
+
+    def dispatcher(self, sender: WebhookSender, owner: str) -> Dispatcher:
+        return Dispatcher(self.db, self.settings, sender, owner)
 
     def close(self) -> None:
         self.db.dispose()

@@ -1,30 +1,21 @@
-"""``ctmirror backfill``, ``ctmirror timeline`` and ``ctmirror classes`` (registered in cli.py).
-
-The context object is cli.py's ``Context`` (``.settings``, ``.app``), passed with ``pass_obj``
-so this module does not import cli.py back.
-"""
+"""``ctmirror backfill``, ``ctmirror timeline`` and ``ctmirror classes``."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 import click
 
+from mirror.app import App
 from mirror.cli import output
+from mirror.cli.context import Context, format_option, pass_ctx
 from mirror.errors import UsageError
 from mirror.feed import reads as feed
-from mirror.pipeline.backfill import Backfiller, BackfillRequest, BackfillSummary, reclassify
+from mirror.pipeline.backfill import BackfillRequest, BackfillSummary, reclassify
 from mirror.pipeline.watches import get_watch
 from mirror.record.classes import CATALOG
 from mirror.record.nct import parse_nct_id
 from mirror.render.class_text import class_label
-
-if TYPE_CHECKING:
-    from mirror.app import App
-    from mirror.cli.main import Context
-
-FORMATS = click.Choice(["table", "json", "ndjson", "csv"])
 
 
 @click.command()
@@ -34,7 +25,7 @@ FORMATS = click.Choice(["table", "json", "ndjson", "csv"])
 @click.option(
     "--max-versions", type=click.IntRange(min=1), help="Only the newest N registry versions."
 )
-@click.pass_obj
+@pass_ctx
 def backfill(
     c: Context,
     nct_ids: tuple[str, ...],
@@ -63,13 +54,13 @@ def backfill(
 async def _run(app: App, request: BackfillRequest) -> BackfillSummary:
     async with app.source() as source:
         with output.progress("backfilling") as advance:
-            return await Backfiller(app.db, source, app.settings).run(request, advance)
+            return await app.backfiller(source).run(request, advance)
 
 
 @click.command()
 @click.argument("nct_id")
-@click.option("--format", "fmt", type=FORMATS, default="table")
-@click.pass_obj
+@format_option()
+@pass_ctx
 def timeline(c: Context, nct_id: str, fmt: str) -> None:
     """One line per version of a study: its dates and what kind of change it was."""
     entries = feed.timeline(c.app.db, parse_nct_id(nct_id))
@@ -83,14 +74,14 @@ def timeline(c: Context, nct_id: str, fmt: str) -> None:
 
 
 @click.command()
-@click.option("--format", "fmt", type=FORMATS, default="table")
+@format_option()
 @click.option(
     "--recompute",
     is_flag=True,
     help="Derive the classes of stored versions again (all studies, or the NCT ids given).",
 )
 @click.argument("nct_ids", nargs=-1)
-@click.pass_obj
+@pass_ctx
 def classes(c: Context, fmt: str, recompute: bool, nct_ids: tuple[str, ...]) -> None:
     """The change classes every study version is sorted into, and their parameters.
 

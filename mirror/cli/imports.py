@@ -1,23 +1,16 @@
-"""``ctmirror import``: seed or refresh the mirror from an archive (registered in cli.py).
-
-The context object is cli.py's ``Context`` (``.settings``, ``.app``), passed with ``pass_obj``
-so this module does not import cli.py back.
-"""
+"""``ctmirror import``: seed or refresh the mirror from an archive."""
 
 from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 import click
 
 from mirror.cli import output
-from mirror.pipeline.importer import Importer, ImportSummary, auto_workers, run_workers
+from mirror.cli.context import Context, pass_ctx
+from mirror.pipeline.importer import ImportSummary, auto_workers, run_workers
 from mirror.source.archive import open_archive
-
-if TYPE_CHECKING:
-    from mirror.cli.main import Context
 
 
 def _instant(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
@@ -48,7 +41,7 @@ def _instant(ctx: click.Context, param: click.Parameter, value: str | None) -> d
     "one per CPU, up to 4, for an archive of more than a few batches). Other hosts may join "
     "with a copy of the same archive (PostgreSQL).",
 )
-@click.pass_obj
+@pass_ctx
 def import_command(
     c: Context, path: str, observed_at: datetime | None, workers: int | None
 ) -> None:
@@ -66,7 +59,7 @@ def import_command(
         if workers > 1:
             summary = run_workers(c.app.db, c.settings, path, workers, observed_at, advance)
         else:
-            summary = Importer(c.app.db, c.settings).run(source, observed_at, advance)
+            summary = c.app.importer().run(source, observed_at, advance)
     click.echo(summary.line())
     _report(summary)
 

@@ -1,22 +1,16 @@
-"""The ``ctmirror daemon`` command and the ``ctmirror webhooks …`` group (registered in cli.py).
-
-The context object is cli.py's ``Context`` (``.settings``, ``.app``), passed with ``pass_obj``
-so this module does not import cli.py back.
-"""
+"""The ``ctmirror daemon`` command and the ``ctmirror webhooks …`` group."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from mirror.cli import output
+from mirror.cli.context import Context, format_option, pass_ctx
 from mirror.notify.deliveries import describe_delivery, list_deliveries, replay_delivery
 from mirror.notify.dispatch import deliver_now, owner_name, ping
-from mirror.notify.egress import EgressPolicy
-from mirror.notify.sender import HttpSender, SendResult
+from mirror.notify.sender import SendResult
 from mirror.notify.subscriptions import (
     SubscriptionSpec,
     add_subscription,
@@ -28,42 +22,6 @@ from mirror.notify.subscriptions import (
 )
 from mirror.record.events import ChangeKind
 from mirror.store.schema import DeliveryStatus
-
-if TYPE_CHECKING:
-    from mirror.cli.main import Context
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _format(default: str = "table") -> Callable[[F], F]:
-    choices = ["table", "json", "ndjson", "csv"]
-    return click.option("--format", "fmt", type=click.Choice(choices), default=default)
-
-
-# -- daemon -------------------------------------------------------------------------------------
-
-
-@click.command("daemon")
-@click.option("--once", is_flag=True, help="Run every due watch once, deliver due webhooks, exit.")
-@click.pass_obj
-def daemon_command(c: Context, once: bool) -> None:
-    """Sync watches on their schedules and deliver webhooks, until SIGTERM or Ctrl-C."""
-    from mirror.daemon.process import run_daemon
-
-    summary = run_daemon(c.app, once=once)
-    if summary is None:
-        return
-    failed = sum(r.status.value != "ok" for r in summary.runs)
-    note = "" if summary.scheduler else " (another daemon holds the scheduler lock: none queued)"
-    click.echo(
-        f"daemon --once: {summary.queued} watch runs queued{note}, {len(summary.runs)} run, "
-        f"{failed} failed; {summary.attempts} webhook attempts"
-    )
-    if failed:
-        raise click.exceptions.Exit(1)
-
-
-# -- webhooks -----------------------------------------------------------------------------------
 
 
 @click.group("webhooks")
@@ -82,8 +40,8 @@ def webhooks_group() -> None:
 @click.option(
     "--class", "classes", multiple=True, help="Change-class glob, e.g. 'outcomes.primary.*'."
 )
-@_format()
-@click.pass_obj
+@format_option()
+@pass_ctx
 def webhooks_add(
     c: Context, url: str, secret: str | None, nct_ids: tuple[str, ...], watches: tuple[str, ...],
     fields: tuple[str, ...], kinds: tuple[str, ...], include_initial: bool,
@@ -91,10 +49,7 @@ def webhooks_add(
 ) -> None:  # fmt: skip
     """Subscribe URL to new study versions; prints the signing secret this one time."""
     spec = SubscriptionSpec(url, secret, nct_ids, watches, fields, kinds, include_initial, classes)
-    hooks = c.settings.webhooks
-    sub, shown = add_subscription(
-        c.app.db, spec, EgressPolicy(hooks.allow_private, hooks.allow_loopback)
-    )
+    sub, shown = add_subscription(c.app.db, spec, c.app.egress_policy())
     if fmt != "table":
         output.emit([describe_subscription(sub) | {"secret": shown}], fmt, [])
         return
@@ -104,8 +59,8 @@ def webhooks_add(
 
 
 @webhooks_group.command("list")
-@_format()
-@click.pass_obj
+@format_option()
+@pass_ctx
 def webhooks_list(c: Context, fmt: str) -> None:
     """Subscriptions (secrets are never shown; a hint tells them apart)."""
     rows = [describe_subscription(s) for s in list_subscriptions(c.app.db)]
@@ -121,7 +76,7 @@ def webhooks_list(c: Context, fmt: str) -> None:
 
 @webhooks_group.command("remove")
 @click.argument("subscription_id", type=int)
-@click.pass_obj
+@pass_ctx
 def webhooks_remove(c: Context, subscription_id: int) -> None:
     """Delete subscription ID and its deliveries."""
     remove_subscription(c.app.db, subscription_id)
@@ -130,7 +85,7 @@ def webhooks_remove(c: Context, subscription_id: int) -> None:
 
 @webhooks_group.command("resume")
 @click.argument("subscription_id", type=int)
-@click.pass_obj
+@pass_ctx
 def webhooks_resume(c: Context, subscription_id: int) -> None:
     """Deliver to a paused subscription again."""
     resume_subscription(c.app.db, subscription_id)
@@ -139,17 +94,14 @@ def webhooks_resume(c: Context, subscription_id: int) -> None:
 
 @webhooks_group.command("test")
 @click.argument("subscription_id", type=int)
-@click.pass_obj
+@pass_ctx
 def webhooks_test(c: Context, subscription_id: int) -> None:
     """Send a signed webhook.test message to subscription ID and show the answer."""
     sub = get_subscription(c.app.db, subscription_id)
 
     async def go() -> tuple[str, SendResult]:
-        sender = HttpSender(c.settings.webhooks)
-        try:
+        async with c.app.sender() as sender:
             return await ping(sender, sub)
-        finally:
-            await sender.aclose()
 
     message_id, result = asyncio.run(go())
     click.echo(f"{message_id} -> {sub.url}: {result.describe()} ({result.seconds * 1000:.0f} ms)")
@@ -162,8 +114,8 @@ def webhooks_test(c: Context, subscription_id: int) -> None:
 @click.option("--subscription", "subscription_id", type=int, help="Only this subscription's.")
 @click.option("--replay", "replay_id", type=int, help="Send delivery ID again (same webhook-id).")
 @click.option("--limit", type=int, default=50, show_default=True)
-@_format()
-@click.pass_obj
+@format_option()
+@pass_ctx
 def webhooks_deliveries(
     c: Context, status: str | None, subscription_id: int | None, replay_id: int | None,
     limit: int, fmt: str,
@@ -185,7 +137,12 @@ def webhooks_deliveries(
 
 def _replay(c: Context, delivery_id: int) -> None:
     delivery = replay_delivery(c.app.db, delivery_id)
-    result = asyncio.run(deliver_now(c.app.db, c.settings, delivery_id, owner_name()))
+
+    async def go() -> SendResult | None:
+        async with c.app.sender() as sender:
+            return await deliver_now(c.app.db, c.settings, sender, delivery_id, owner_name())
+
+    result = asyncio.run(go())
     if result is None:  # a daemon claimed it first: it sends it
         click.echo(f"delivery {delivery_id} ({delivery.message_id}) queued again")
         return

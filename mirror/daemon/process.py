@@ -37,7 +37,7 @@ from mirror.daemon.scheduler import (
     enqueue_due,
     scheduler_lock,
 )
-from mirror.notify.dispatch import Dispatcher, owner_name
+from mirror.notify.dispatch import owner_name
 from mirror.notify.sender import HttpSender, WebhookSender
 from mirror.pipeline.sync import RunSummary, SyncRequest
 from mirror.source.api import ApiSource
@@ -65,9 +65,9 @@ class Daemon:
     def __init__(self, app: App, sender: WebhookSender | None = None) -> None:
         self.app, self.settings = app, app.settings
         self.owner = owner_name()
-        self.sender = sender or HttpSender(self.settings.webhooks)
+        self.sender = sender or app.sender()
         self._owns_sender = sender is None
-        self.dispatcher = Dispatcher(app.db, self.settings, self.sender, self.owner)
+        self.dispatcher = app.dispatcher(self.sender, self.owner)
         self.stop = asyncio.Event()
         self._jobs_ready = asyncio.Event()
         self._lease = timedelta(seconds=self.settings.daemon.lease_seconds)

@@ -4,8 +4,8 @@ Every watch has a timing: its ``schedule`` (``every 12h`` or a crontab line, in 
 default once a day ``daemon.refresh_delay_minutes`` after the registry's daily refresh (the
 time of day of ``GET /version``'s ``dataTimestamp``). The daemon holding the scheduler lock
 runs an APScheduler ``AsyncIOScheduler`` with one job per watch, which does not sync: it
-*queues* a sync job (:mod:`mirror.daemon.jobs`) that any daemon's worker may run. A watch is due when
-the first fire time after its last attempt has passed; due watches are queued at once when the
+*queues* a sync job (:mod:`mirror.daemon.jobs`) that any daemon's worker may run. A watch is due
+when the first fire time after its last attempt has passed; due watches are queued at once when the
 scheduler starts (or first sees the watch), so runs missed while no scheduler ran are caught up.
 A run is a full re-check when the watch's last full one is ``daemon.full_recheck_days`` old.
 

@@ -1,4 +1,4 @@
-"""Reading and replaying webhook deliveries (``webhooks deliveries``, ``/v1/webhooks/deliveries``)."""
+"""Reading and replaying webhook deliveries (``webhooks deliveries``, ``/v1/webhooks/…``)."""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from mirror.config import Settings, WebhookSettings
 from mirror.notify.fanout import Links, fan_out
-from mirror.notify.sender import HttpSender, SendResult, WebhookSender
+from mirror.notify.sender import SendResult, WebhookSender
 from mirror.record.events import format_instant, utcnow
 from mirror.store.database import Database
 from mirror.store.schema import (
@@ -391,7 +391,7 @@ async def ping(sender: WebhookSender, subscription: WebhookSubscription) -> tupl
 
 
 async def deliver_now(
-    db: Database, settings: Settings, delivery_id: int, owner: str
+    db: Database, settings: Settings, sender: WebhookSender, delivery_id: int, owner: str
 ) -> SendResult | None:
     """One attempt at one due delivery, recorded like the dispatcher's (None: not claimable)."""
     claimed = claim(
@@ -403,13 +403,9 @@ async def deliver_now(
     )
     if not claimed:
         return None
-    sender = HttpSender(settings.webhooks)
-    try:
-        result = await sender.send(
-            claimed[0].url, claimed[0].secret, claimed[0].message_id, claimed[0].payload
-        )
-    finally:
-        await sender.aclose()
+    result = await sender.send(
+        claimed[0].url, claimed[0].secret, claimed[0].message_id, claimed[0].payload
+    )
     record(db, owner, [(claimed[0], result)], RetryPolicy.of(settings.webhooks))
     return result
 

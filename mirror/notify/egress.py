@@ -26,6 +26,7 @@ import certifi
 import httpcore
 import httpx
 
+from mirror.config import WebhookSettings
 from mirror.errors import UsageError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -60,6 +61,11 @@ class RefusedAddress(httpcore.ConnectError):
 class EgressPolicy:
     allow_private: bool = False
     allow_loopback: bool = True
+
+    @classmethod
+    def of(cls, settings: WebhookSettings) -> EgressPolicy:
+        """The policy the ``[webhooks]`` settings ask for."""
+        return cls(settings.allow_private, settings.allow_loopback)
 
     def refusal(self, address: IPAddress) -> str | None:
         """Why ``address`` may not be reached, or None when it may."""

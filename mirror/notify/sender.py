@@ -71,7 +71,7 @@ class HttpSender:
 
     def __init__(self, settings: WebhookSettings, resolver: Resolver = resolve) -> None:
         self.settings = settings
-        policy = EgressPolicy(settings.allow_private, settings.allow_loopback)
+        policy = EgressPolicy.of(settings)
         limits = httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
         self._pools = [
             httpx.AsyncClient(
@@ -86,6 +86,12 @@ class HttpSender:
     async def aclose(self) -> None:
         for pool in self._pools:
             await pool.aclose()
+
+    async def __aenter__(self) -> HttpSender:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     async def send(self, url: str, secret: str, message_id: str, body: str) -> SendResult:
         started = time.monotonic()

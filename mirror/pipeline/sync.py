@@ -127,9 +127,9 @@ class Syncer:
         self.settings = settings
 
     async def run(self, request: SyncRequest, progress: Progress | None = None) -> RunSummary:
-        with self._recorded(request.describe()) as summary:
+        with self._recorded(request.describe(), request.watch) as (summary, ingestor):
             with relaxed_gc():
-                await self._run(request, summary, progress or _no_progress)
+                await self._run(request, summary, ingestor, progress or _no_progress)
             if summary.failures and not summary.counts["fetched"]:
                 # Nothing could be read (e.g. the source is unreachable): the run failed.
                 summary.status = RunStatus.FAILED
@@ -137,20 +137,27 @@ class Syncer:
         return summary
 
     @contextmanager
-    def _recorded(self, selection: str) -> Iterator[RunSummary]:
-        """One run: its ``sync_runs`` row, status, duration and summary log line."""
+    def _recorded(
+        self, selection: str, watch: Watch | None
+    ) -> Iterator[tuple[RunSummary, Ingestor]]:
+        """One run (its ``sync_runs`` row, status, duration and summary log line) and the
+        ingestor that writes its versions."""
         summary = RunSummary(start_run(self.db, selection), selection)
         with recorded(self.db, summary, "sync.run"):
-            yield summary
+            yield (
+                summary,
+                Ingestor(
+                    self.db,
+                    ignore=self.settings.diff.ignore,
+                    run_id=summary.run_id,
+                    watch_id=watch.id if watch else None,
+                ),
+            )
 
-    async def _run(self, request: SyncRequest, summary: RunSummary, progress: Progress) -> None:
+    async def _run(
+        self, request: SyncRequest, summary: RunSummary, ingestor: Ingestor, progress: Progress
+    ) -> None:
         watch = request.watch
-        ingestor = Ingestor(
-            self.db,
-            ignore=self.settings.diff.ignore,
-            run_id=summary.run_id,
-            watch_id=watch.id if watch else None,
-        )
         run_started = utcnow()
         since = request.since
         if watch is not None and since is None and not request.full and watch.since_date:
@@ -173,10 +180,7 @@ class Syncer:
         if watch.kind is WatchKind.IDS:  # every id was read by its part
             self._mark_watch(watch, started_at.date(), full=True)
             return None
-        with self._recorded(f"watch {watch.name} unseen members") as summary:
-            ingestor = Ingestor(
-                self.db, ignore=self.settings.diff.ignore, run_id=summary.run_id, watch_id=watch.id
-            )
+        with self._recorded(f"watch {watch.name} unseen members", watch) as (summary, ingestor):
             # Every study a part read was seen after the run was queued.
             missing = sorted(self._members(watch, seen_before=started_at))
             if missing:

@@ -99,7 +99,6 @@ IDENTITY_KEYS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
 )
 
 
-
 @dataclass(frozen=True)
 class FieldRule:
     """One canonical path, the API v2 field it comes from, and what kind of value it holds."""

@@ -85,5 +85,3 @@ def _fingerprint_salt(patterns: tuple[str, ...]) -> bytes:
 def content_hash(parts: Mapping[str, str]) -> str:
     """One hex digest over the sorted (area, part hash) pairs of ``part_hashes()``."""
     return hashlib.blake2b(sorted_json(sorted(parts.items())), digest_size=DIGEST_SIZE).hexdigest()
-
-

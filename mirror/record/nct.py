@@ -37,5 +37,3 @@ def nct_id_of(study: Mapping[str, Any]) -> str:
     if not isinstance(nct_id, str) or not NCT_ID.fullmatch(nct_id):
         raise MalformedRecord(f"nctId {nct_id!r} is not NCT followed by 8 digits")
     return nct_id
-
-

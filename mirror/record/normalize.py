@@ -109,7 +109,6 @@ def _top_level(key: str, value: Any, out: Canonical) -> None:
         out[f"other.{key}"] = _canon(value)
 
 
-
 def _flatten(obj: dict[str, Any], prefix: str, out: Canonical) -> None:
     for key, value in obj.items():
         path = prefix + key
@@ -287,5 +286,3 @@ def drops_all_derived(patterns: tuple[str, ...]) -> bool:
         ):
             return True
     return False
-
-

@@ -112,5 +112,3 @@ def _render_tag(out: list[str], lists: list[int], name: str, closing: bool) -> N
 def _tidy(text: str) -> str:
     lines = (line.rstrip() for line in text.replace("\xa0", " ").split("\n"))
     return _BLANK_LINES.sub("\n\n", _INNER_SPACES.sub(" ", "\n".join(lines))).strip("\n")
-
-

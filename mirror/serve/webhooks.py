@@ -17,8 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from mirror.notify.deliveries import describe_delivery, list_deliveries, replay_delivery
 from mirror.notify.dispatch import ping
-from mirror.notify.egress import EgressPolicy
-from mirror.notify.sender import HttpSender
 from mirror.notify.subscriptions import (
     SubscriptionSpec,
     add_subscription,
@@ -139,9 +137,7 @@ def create_webhook(app: AppDep, body: SubscriptionIn) -> dict[str, Any]:
         body.url, body.secret, body.nct_ids, body.watches, body.fields,
         [k.value for k in body.kinds], body.include_initial, body.classes,
     )  # fmt: skip
-    hooks = app.settings.webhooks
-    policy = EgressPolicy(hooks.allow_private, hooks.allow_loopback)
-    sub, secret = add_subscription(app.db, spec, policy)
+    sub, secret = add_subscription(app.db, spec, app.egress_policy())
     return describe_subscription(sub) | {"secret": secret}
 
 
@@ -189,11 +185,8 @@ def resume_webhook(app: AppDep, subscription_id: SubscriptionId) -> dict[str, An
 async def test_webhook(app: AppDep, subscription_id: SubscriptionId) -> dict[str, Any]:
     """Send a signed ``webhook.test`` message now and report the receiver's answer."""
     sub = await asyncio.to_thread(get_subscription, app.db, subscription_id)
-    sender = HttpSender(app.settings.webhooks)
-    try:
+    async with app.sender() as sender:
         message_id, result = await ping(sender, sub)
-    finally:
-        await sender.aclose()
     return {
         "webhook_id": message_id, "ok": result.ok, "status_code": result.status_code,
         "body": result.body, "error": result.error, "ms": round(result.seconds * 1000, 1),

@@ -43,6 +43,7 @@ from mirror.source.search import updated_between
 
 log = structlog.get_logger(__name__)
 
+
 class ApiSource:
     """ClinicalTrials.gov API v2 (``source.base_url``) and record history (``history_base_url``)."""
 

@@ -17,7 +17,6 @@ SEARCH_PARAMS = frozenset(
 )  # fmt: skip
 
 
-
 def check_search(params: Mapping[str, str]) -> dict[str, str]:
     """A saved search's parameters, or UsageError naming the first unknown one."""
     for key, value in params.items():

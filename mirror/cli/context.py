@@ -1,0 +1,59 @@
+"""What every command shares: the :class:`Context` (settings and the App, built on first use),
+``pass_ctx``, the ``--format`` option and time parsing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import click
+
+from mirror.app import App, build_app
+from mirror.config import Settings, load_settings
+from mirror.logging import configure_logging
+
+F = TypeVar("F", bound=Callable[..., Any])
+FORMATS = ["table", "json", "ndjson", "csv"]
+
+
+class Context:
+    """What every command may need, built on first use."""
+
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._settings: Settings | None = None
+        self._app: App | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config_path)
+            configure_logging(self._settings.log)
+        return self._settings
+
+    @property
+    def app(self) -> App:
+        if self._app is None:
+            self._app = build_app(self.settings)
+        return self._app
+
+    def close(self) -> None:
+        if self._app is not None:
+            self._app.close()
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def format_option(choices: Sequence[str] = FORMATS, default: str = "table") -> Callable[[F], F]:
+    return click.option(
+        "--format", "fmt", type=click.Choice(list(choices)), default=default, show_default=True
+    )
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """A time given on the command line, in UTC (without a zone it is UTC)."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -1,0 +1,60 @@
+"""The long-running processes: ``ctmirror serve`` (HTTP API, pages) and ``ctmirror daemon``."""
+
+from __future__ import annotations
+
+import click
+
+from mirror.cli.context import Context, pass_ctx
+
+
+@click.command()
+@click.option("--host", help="Interface to listen on (default: the api.host setting).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port (default: api.port).")
+@pass_ctx
+def serve(c: Context, host: str | None, port: int | None) -> None:
+    """Serve the HTTP API, the change feed and the study pages (OpenAPI at /docs)."""
+    import gc
+    import signal
+
+    import uvicorn
+
+    from mirror.serve.app import create_app
+
+    api = create_app(c.app)
+    # What is loaded now lives as long as the process: keep it out of every later full
+    # garbage collection (those paused requests by tens of milliseconds).
+    gc.freeze()
+    host = host or c.settings.api.host
+    port = c.settings.api.port if port is None else port
+    click.echo(f"serving on http://{host}:{port} (docs at /docs); Ctrl-C stops", err=True)
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the
+    # handlers it found: these make that a normal end (exit 0), not a kill or "Aborted!".
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in stops}
+    try:
+        # log_config=None: uvicorn keeps to the logging configured by configure_logging.
+        uvicorn.run(api, host=host, port=port, log_config=None, access_log=False)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    click.echo("stopped", err=True)
+
+
+@click.command("daemon")
+@click.option("--once", is_flag=True, help="Run every due watch once, deliver due webhooks, exit.")
+@pass_ctx
+def daemon_command(c: Context, once: bool) -> None:
+    """Sync watches on their schedules and deliver webhooks, until SIGTERM or Ctrl-C."""
+    from mirror.daemon.process import run_daemon
+
+    summary = run_daemon(c.app, once=once)
+    if summary is None:
+        return
+    failed = sum(r.status.value != "ok" for r in summary.runs)
+    note = "" if summary.scheduler else " (another daemon holds the scheduler lock: none queued)"
+    click.echo(
+        f"daemon --once: {summary.queued} watch runs queued{note}, {len(summary.runs)} run, "
+        f"{failed} failed; {summary.attempts} webhook attempts"
+    )
+    if failed:
+        raise click.exceptions.Exit(1)
