@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from mirror.store.schema import Base
+from mirror.store import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -36,7 +36,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    from mirror.store.database import Database
+    from mirror.store import Database
 
     db = Database(_url())
     with db.engine.begin() as conn:

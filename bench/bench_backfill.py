@@ -1,3 +1,4 @@
+# ruff: noqa: E402  (imports follow the sys.path set-up)
 """History backfill throughput: registry versions stored per second, against the fake API.
 
     python bench/bench_backfill.py [--backend sqlite|postgresql|both] [--studies N]
@@ -35,17 +36,16 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-import fake_ctgov  # noqa: E402
-import history_fixtures as hf  # noqa: E402
-from _common import DEFAULT_PG_URL, fresh_database  # noqa: E402
-from sqlalchemy import func, select  # noqa: E402
+import fake_ctgov
+import history_fixtures as hf
+from _common import DEFAULT_PG_URL, fresh_database
+from sqlalchemy import func, select
 
-from mirror.app import build_app  # noqa: E402
-from mirror.config import LogSettings, load_settings  # noqa: E402
-from mirror.logging import configure_logging  # noqa: E402
-from mirror.pipeline.backfill import Backfiller, BackfillRequest, BackfillSummary  # noqa: E402
-from mirror.store.blocks import event_count  # noqa: E402
-from mirror.store.schema import StudyVersion, VersionClassRow  # noqa: E402
+from mirror.app import build_app
+from mirror.config import LogSettings, load_settings
+from mirror.logging import configure_logging
+from mirror.pipeline import Backfiller, BackfillRequest, BackfillSummary
+from mirror.store import StudyVersion, VersionClassRow, event_count
 
 Study = dict[str, Any]
 NEXT_STATUS = {"NOT_YET_RECRUITING": "RECRUITING", "RECRUITING": "ACTIVE_NOT_RECRUITING"}
@@ -149,7 +149,7 @@ def backfill(url: str, base: str, history_base: str, ids: list[str], concurrency
 def fetch_only(base: str, history_base: str, ids: list[str], concurrency: int) -> float:
     """The same requests as a backfill, nothing stored: the source's share."""
     from mirror.config import SourceSettings
-    from mirror.source.api import ApiSource
+    from mirror.source import ApiSource
 
     settings = SourceSettings(
         base_url=base,

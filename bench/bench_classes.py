@@ -1,8 +1,9 @@
+# ruff: noqa: E402  (imports follow the sys.path set-up)
 """Change classes: precision/recall on the labelled outcome set, and classify() throughput.
 
     python bench/bench_classes.py [--seed N] [--rounds N] [--show-errors N]
 
-1. Scores ``mirror.record.classes.classify`` on the labelled set of ``tests/class_cases.py`` (outcome
+1. Scores ``mirror.record.classify`` on the labelled set of ``tests/class_cases.py`` (outcome
    edits of real records: rewordings, unrelated replacements, hard negatives, time frame and
    description edits, demotions, promotions, swaps, mixes, no-ops). A class counts as right
    when its name AND the outcome it is about (its measure, or "old => new" for a matched pair)
@@ -36,10 +37,9 @@ OUT_DIR = REPO / "bench" / "out"
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from class_cases import SEED, Case, build_cases, load_studies, outcome_labels  # noqa: E402
+from class_cases import SEED, Case, build_cases, load_studies, outcome_labels
 
-from mirror.record.classes import CATALOG, classify  # noqa: E402
-from mirror.record.normalize import normalize  # noqa: E402
+from mirror.record import CATALOG, classify, normalize
 
 NEXT_STATUS = {
     "NOT_YET_RECRUITING": "RECRUITING",

@@ -1,3 +1,4 @@
+# ruff: noqa: E402  (imports follow the sys.path set-up)
 """Change-feed latency: ``GET /v1/changes`` through the ASGI app against plain SQL, same run.
 
     python bench/bench_feed.py [--backend sqlite|postgresql] [--events N] [--rebuild]
@@ -56,12 +57,11 @@ BATCH = 400
 
 sys.path.insert(0, str(REPO))
 
-from mirror.config import LogSettings, load_settings  # noqa: E402
-from mirror.logging import configure_logging  # noqa: E402
-from mirror.pipeline.ingest import Ingestor  # noqa: E402
-from mirror.source.base import Observation  # noqa: E402
-from mirror.store import blocks  # noqa: E402
-from mirror.store.database import Database  # noqa: E402
+from mirror.config import LogSettings, load_settings
+from mirror.logging import configure_logging
+from mirror.pipeline import Ingestor
+from mirror.source import Observation
+from mirror.store import Database, blocks
 
 # --------------------------------------------------------------------------- building
 
@@ -373,7 +373,7 @@ async def time_api(url: str, shape: Shape, cursors: list[dict[str, Any]], limit:
     import httpx
 
     from mirror.app import build_app
-    from mirror.serve.app import create_app
+    from mirror.serve import create_app
 
     app = build_app(load_settings(None, database={"url": url}), migrate=False)
     transport = httpx.ASGITransport(app=create_app(app))

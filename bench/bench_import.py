@@ -1,3 +1,4 @@
+# ruff: noqa: E402  (imports follow the sys.path set-up)
 """The whole registry on one small machine: ``ctmirror import`` at 10k and 100k studies.
 
     python bench/bench_import.py [--sizes 10000,100000] [--backend sqlite|postgresql|both]
@@ -47,12 +48,11 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-import fake_ctgov  # noqa: E402
-from _common import DEFAULT_PG_URL, fresh_database  # noqa: E402
-from bench_feed import EDITS  # noqa: E402  (the sponsor-style edits of the feed benchmark)
+import fake_ctgov
+from _common import DEFAULT_PG_URL, fresh_database
+from bench_feed import EDITS  # the sponsor-style edits of the feed benchmark
 
-from mirror.store.database import Database  # noqa: E402
-from mirror.store.retention import table_stats  # noqa: E402
+from mirror.store import Database, table_stats
 
 OUT = REPO / "bench" / "out"
 SEED = 20261122

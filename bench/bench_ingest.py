@@ -1,3 +1,4 @@
+# ruff: noqa: E402  (imports follow the sys.path set-up)
 """Ingest-stage throughput: ``Ingestor.ingest`` alone over a registry-sized corpus.
 
     python bench/bench_ingest.py [--backend sqlite|postgresql|both] [--studies 10000] [--profile]
@@ -52,17 +53,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import DEFAULT_PG_URL, fresh_database  # noqa: E402
-from bench_sync import NEXT_STATUS, sponsor_edit  # noqa: E402
-from deepdiff import DeepDiff  # noqa: E402
+from _common import DEFAULT_PG_URL, fresh_database
+from bench_sync import NEXT_STATUS, sponsor_edit
+from deepdiff import DeepDiff
 
-from mirror.pipeline.ingest import Ingestor  # noqa: E402
-from mirror.pipeline.runs import relaxed_gc  # noqa: E402
-from mirror.record.normalize import DEFAULT_IGNORE  # noqa: E402
-from mirror.source.base import Observation  # noqa: E402
-from mirror.store.blocks import event_count  # noqa: E402
-from mirror.store.database import Database  # noqa: E402
-from mirror.store.schema import StudyVersion  # noqa: E402
+from mirror.pipeline import Ingestor, relaxed_gc
+from mirror.record import DEFAULT_IGNORE
+from mirror.source import Observation
+from mirror.store import Database, StudyVersion, event_count
 
 OUT_DIR = REPO / "bench" / "out"
 DATA_DIR = REPO.parent / "shared" / "data" / "ctgov" / "studies"
@@ -199,7 +197,7 @@ def peak_rss_mb() -> float:
 
 
 def _gc(opts: Options) -> contextlib.AbstractContextManager[None]:
-    """The GC thresholds a sync runs with (``mirror.pipeline.sync.relaxed_gc``), unless --default-gc."""
+    """The GC thresholds of a sync (``mirror.pipeline.relaxed_gc``), unless --default-gc."""
     return contextlib.nullcontext() if opts.default_gc else relaxed_gc()
 
 

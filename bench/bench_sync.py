@@ -1,3 +1,4 @@
+# ruff: noqa: E402  (imports follow the sys.path set-up)
 """Sync throughput of ctmirror against the fake API v2 serving the 1,687 real records.
 
     python bench/bench_sync.py [--backend sqlite|postgresql|both] [--rounds N] [--profile]
@@ -51,22 +52,17 @@ from sqlalchemy import create_engine, func, select, text
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-import fake_ctgov  # noqa: E402  (the test fake: a real HTTP server of API v2)
-from _common import fresh_database  # noqa: E402
+import fake_ctgov  # (the test fake: a real HTTP server of API v2)
+from _common import fresh_database
 
-import mirror.pipeline.sync  # noqa: E402
-from mirror.app import App, build_app  # noqa: E402
-from mirror.config import LogSettings, Settings, SourceSettings, load_settings  # noqa: E402
-from mirror.logging import configure_logging  # noqa: E402
-from mirror.pipeline.ingest import Ingestor  # noqa: E402
-from mirror.pipeline.sync import RunSummary, SyncRequest  # noqa: E402
-from mirror.record.events import utcnow  # noqa: E402
-from mirror.record.hashes import content_hash, part_hashes  # noqa: E402
-from mirror.record.normalize import normalize  # noqa: E402
-from mirror.source.api import ApiSource  # noqa: E402
-from mirror.source.base import Observation  # noqa: E402
-from mirror.store.blocks import event_count  # noqa: E402
-from mirror.store.schema import Base, StudyVersion  # noqa: E402
+import mirror.pipeline.sync
+from mirror.app import App, build_app
+from mirror.config import LogSettings, Settings, SourceSettings, load_settings
+from mirror.logging import configure_logging
+from mirror.pipeline import Ingestor, RunSummary, SyncRequest
+from mirror.record import content_hash, normalize, part_hashes, utcnow
+from mirror.source import ApiSource, Observation
+from mirror.store import Base, StudyVersion, event_count
 
 OUT_DIR = REPO / "bench" / "out"
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

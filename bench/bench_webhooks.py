@@ -1,3 +1,4 @@
+# ruff: noqa: E402  (imports follow the sys.path set-up)
 """Webhook delivery throughput and sync-commit -> receiver latency.
 
     python bench/bench_webhooks.py [--backend sqlite|postgresql|both] [--subscriptions K]
@@ -47,20 +48,24 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-import fake_ctgov  # noqa: E402  (for the real records' location)
-from _common import fresh_database  # noqa: E402
+import fake_ctgov  # (for the real records' location)
+from _common import fresh_database
 
-from mirror.app import App, build_app  # noqa: E402
-from mirror.config import LogSettings, load_settings  # noqa: E402
-from mirror.logging import configure_logging  # noqa: E402
-from mirror.notify.dispatch import Dispatcher  # noqa: E402
-from mirror.notify.egress import EgressPolicy  # noqa: E402
-from mirror.notify.fanout import Links, fan_out  # noqa: E402
-from mirror.notify.sender import HttpSender  # noqa: E402
-from mirror.notify.subscriptions import SubscriptionSpec, add_subscription  # noqa: E402
-from mirror.pipeline.ingest import Ingestor  # noqa: E402
-from mirror.record.events import utcnow  # noqa: E402
-from mirror.source.base import Observation  # noqa: E402
+from mirror.app import App, build_app
+from mirror.config import LogSettings, load_settings
+from mirror.logging import configure_logging
+from mirror.notify import (
+    Dispatcher,
+    EgressPolicy,
+    HttpSender,
+    Links,
+    SubscriptionSpec,
+    add_subscription,
+    fan_out,
+)
+from mirror.pipeline import Ingestor
+from mirror.record import utcnow
+from mirror.source import Observation
 
 OUT_DIR = REPO / "bench" / "out"
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

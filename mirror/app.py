@@ -13,16 +13,10 @@ from dataclasses import dataclass
 import httpx
 
 from mirror.config import Settings
-from mirror.notify.dispatch import Dispatcher
-from mirror.notify.egress import EgressPolicy
-from mirror.notify.sender import HttpSender, WebhookSender
-from mirror.pipeline.backfill import Backfiller
-from mirror.pipeline.importer import Importer
-from mirror.pipeline.ingest import Ingestor
-from mirror.pipeline.sync import Syncer
-from mirror.source.api import ApiSource
-from mirror.source.base import HistorySource, StudySource
-from mirror.store.database import Database, open_database
+from mirror.notify import Dispatcher, EgressPolicy, HttpSender, WebhookSender
+from mirror.pipeline import Backfiller, Importer, Ingestor, Syncer
+from mirror.source import ApiSource, HistorySource, StudySource
+from mirror.store import Database, open_database
 
 
 @dataclass

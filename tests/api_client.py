@@ -11,7 +11,7 @@ import httpx
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from mirror.app import App
-from mirror.serve.app import create_app
+from mirror.serve import create_app
 
 
 class ApiClient:

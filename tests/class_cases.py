@@ -37,8 +37,7 @@ from typing import Any
 
 import orjson
 
-from mirror.record.classes import VersionClass
-from mirror.record.normalize import normalize
+from mirror.record import VersionClass, normalize
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ctgov" / "studies"
 SEED = 20261206

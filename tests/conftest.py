@@ -1,3 +1,4 @@
+# ruff: noqa: E402  (imports follow the sys.path set-up)
 """Shared fixtures: a real migrated database (SQLite always, PostgreSQL when
 ``CTMIRROR_TEST_POSTGRES_URL`` is set), the fake API v2, settings pointing at both."""
 
@@ -18,13 +19,12 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fake_ctgov import FakeCtgov  # noqa: E402
+from fake_ctgov import FakeCtgov
 
-from mirror.app import App, build_app  # noqa: E402
-from mirror.cli.main import cli  # noqa: E402
-from mirror.config import Settings, load_settings  # noqa: E402
-from mirror.store.database import Database  # noqa: E402
-from mirror.store.schema import Base  # noqa: E402
+from mirror.app import App, build_app
+from mirror.cli import cli
+from mirror.config import Settings, load_settings
+from mirror.store import Base, Database
 
 PG_URL = os.environ.get("CTMIRROR_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]

@@ -17,9 +17,8 @@ import orjson
 from sqlalchemy import select
 
 from mirror.app import App
-from mirror.daemon.process import Daemon
-from mirror.store.database import Database
-from mirror.store.schema import SyncJob, WebhookDelivery
+from mirror.daemon import Daemon
+from mirror.store import Database, SyncJob, WebhookDelivery
 
 ROOT = Path(__file__).resolve().parents[1]
 

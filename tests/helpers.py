@@ -13,10 +13,9 @@ from fake_ctgov import FakeCtgov
 from sqlalchemy import func, select
 
 from mirror.app import App
-from mirror.pipeline.sync import RunSummary, SyncRequest
-from mirror.record.events import ChangeKind
-from mirror.store.database import Database
-from mirror.store.schema import ChangeEvent, EventBlock, Study, StudyVersion, SyncRun
+from mirror.pipeline import RunSummary, SyncRequest
+from mirror.record import ChangeKind
+from mirror.store import ChangeEvent, Database, EventBlock, Study, StudyVersion, SyncRun
 
 # A real RECRUITING record with five sites, two primary and four secondary outcomes.
 STUDY = "NCT05756322"

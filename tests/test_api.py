@@ -14,12 +14,11 @@ from api_client import ApiClient, api_client, error_of
 from fake_ctgov import FakeCtgov
 from helpers import STUDY, event_total, events, module, put_real, sponsor_update, sync_ids
 
+from mirror import feed
 from mirror.app import App
 from mirror.config import Settings, load_settings
-from mirror.feed import reads as feed
-from mirror.serve.app import create_app
-from mirror.store.database import Database
-from mirror.store.schema import StudyVersion
+from mirror.serve import create_app
+from mirror.store import Database, StudyVersion
 
 OTHER = "NCT05305430"  # RECRUITING
 GONE = "NCT00410098"

@@ -18,12 +18,11 @@ from fake_ctgov import FakeCtgov
 from helpers import STUDY, all_events, module, put_real, sponsor_update, sync, sync_ids
 from sqlalchemy import select
 
+from mirror import feed
 from mirror.app import App
 from mirror.feed import query as feed_query
-from mirror.feed import reads as feed
-from mirror.pipeline.sync import SyncRequest
-from mirror.pipeline.watches import add_watch, get_watch
-from mirror.store.schema import ChangeEvent, WatchStudy
+from mirror.pipeline import SyncRequest, add_watch, get_watch
+from mirror.store import ChangeEvent, WatchStudy
 
 OTHER = "NCT05305430"
 THIRD = "NCT00410098"
@@ -81,7 +80,7 @@ def watch_study_ids(app: App, name: str) -> set[int]:
 
 
 def matches(event: ChangeEvent, params: dict[str, Any], members: set[int]) -> bool:
-    """Whether ``event`` passes the feed filters ``params``, decided here without mirror.feed.reads."""
+    """Whether ``event`` passes the feed filters ``params``, decided here without mirror.feed."""
     as_list = lambda v: v if isinstance(v, list) else [v]  # noqa: E731
     observed = event.observed_at
     return (

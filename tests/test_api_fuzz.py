@@ -18,8 +18,8 @@ from schemathesis.checks import negative_data_rejection, positive_data_acceptanc
 
 from mirror.app import App, build_app
 from mirror.config import load_settings
-from mirror.serve.app import create_app
-from mirror.store.database import Database
+from mirror.serve import create_app
+from mirror.store import Database
 
 TOKEN = "fuzz-write-token"
 OTHER = "NCT05305430"

@@ -14,7 +14,7 @@ from receiver import Receiver
 
 from mirror.app import App
 from mirror.config import load_settings
-from mirror.notify.fanout import Links, fan_out
+from mirror.notify import Links, fan_out
 
 TOKEN = "write-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mirror.config import PagesSettings
-from mirror.record.events import ChangeKind
-from mirror.render.atom import atom_feed
-from mirror.store.schema import ChangeEvent
+from mirror.record import ChangeKind
+from mirror.render import atom_feed
+from mirror.store import ChangeEvent
 
 NS = {"a": "http://www.w3.org/2005/Atom"}
 SITE = "https://mirror.example.org"

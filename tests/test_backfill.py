@@ -16,10 +16,11 @@ from helpers import STUDY, changes, module, study_row, sync_ids, version_numbers
 from sqlalchemy import delete, select
 
 from mirror.app import App
-from mirror.feed.reads import ChangeFilter, change_dicts, timeline
+from mirror.feed import change_dicts, timeline
+from mirror.feed.reads import ChangeFilter
+from mirror.pipeline import Backfiller, BackfillRequest, BackfillSummary
 from mirror.pipeline import backfill as backfill_module
-from mirror.pipeline.backfill import Backfiller, BackfillRequest, BackfillSummary
-from mirror.store.schema import Study, StudyVersion, VersionClassRow
+from mirror.store import Study, StudyVersion, VersionClassRow
 
 Study_ = dict[str, Any]
 Edit = Callable[[Study_], None]

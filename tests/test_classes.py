@@ -12,8 +12,7 @@ import orjson
 import pytest
 from class_cases import DATA, KINDS, PLAN, build_cases, outcome_labels
 
-from mirror.record.classes import CATALOG, VersionClass, class_matches, classify
-from mirror.record.normalize import Canonical, normalize
+from mirror.record import CATALOG, Canonical, VersionClass, class_matches, classify, normalize
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "classes.md"
 # RECRUITING; 5 sites in Taiwan and Australia; 2 primary and 4 secondary outcomes.

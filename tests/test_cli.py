@@ -13,8 +13,7 @@ from conftest import Cli
 from fake_ctgov import FakeCtgov, load_study
 from sqlalchemy import func, select
 
-from mirror.store.database import Database
-from mirror.store.schema import StudyVersion
+from mirror.store import Database, StudyVersion
 
 IDS = ["NCT00000410", "NCT00007696", "NCT00033839"]
 SEED_000 = next((Path(__file__).resolve().parents[2] / "shared" / "seeds").glob("000_*.txt"))

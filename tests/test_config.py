@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mirror.cli.main import cli
+from mirror.cli import cli
 from mirror.config import dump_defaults, load_settings
 from mirror.errors import ConfigError
 

@@ -25,11 +25,11 @@ from sqlalchemy import select, update
 
 from mirror.app import App
 from mirror.daemon.jobs import claim_job, enqueue, finish_part, requeue_expired
-from mirror.daemon.scheduler import Timing, default_timing, is_due, scheduler_lock
-from mirror.notify.egress import EgressPolicy
-from mirror.notify.subscriptions import SubscriptionSpec, add_subscription
-from mirror.pipeline.watches import add_watch
-from mirror.store.schema import (
+from mirror.daemon.lock import scheduler_lock
+from mirror.daemon.scheduler import Timing, default_timing, is_due
+from mirror.notify import EgressPolicy, SubscriptionSpec, add_subscription
+from mirror.pipeline import add_watch
+from mirror.store import (
     DeliveryStatus,
     JobStatus,
     OutboxEntry,

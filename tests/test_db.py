@@ -11,11 +11,11 @@ from fake_ctgov import load_study
 from sqlalchemy import inspect, text
 
 from mirror.errors import StorageError
-from mirror.feed.query import MAX_LIMIT, ChangeFilter, event_dict, find
-from mirror.pipeline.ingest import Ingestor
-from mirror.source.base import Observation
-from mirror.store.database import Database, open_database
-from mirror.store.rows import compress
+from mirror.feed import MAX_LIMIT, ChangeFilter, event_dict
+from mirror.feed.query import find
+from mirror.pipeline import Ingestor
+from mirror.source import Observation
+from mirror.store import Database, compress, open_database
 
 
 def test_migrations_match_the_models(db_url: str) -> None:

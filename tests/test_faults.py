@@ -31,9 +31,8 @@ from helpers import (
 from sqlalchemy import func, select
 
 from mirror.app import App
-from mirror.record.normalize import normalize
-from mirror.store.rows import decompress
-from mirror.store.schema import RunStatus, Study, StudyVersion
+from mirror.record import normalize
+from mirror.store import RunStatus, Study, StudyVersion, decompress
 
 ROOT = Path(__file__).resolve().parents[1]
 OTHER = "NCT05305430"

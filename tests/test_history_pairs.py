@@ -27,9 +27,9 @@ from helpers import (
 )
 
 from mirror.app import App
-from mirror.pipeline.ingest import Ingestor, IngestResult, Outcome
-from mirror.source.base import Observation
-from mirror.store.schema import ChangeEvent, StudyVersion
+from mirror.pipeline import Ingestor, IngestResult, Outcome
+from mirror.source import Observation
+from mirror.store import ChangeEvent, StudyVersion
 
 HISTORY = DATA_DIR / "history"
 # Pairs whose protocol, results and hasResults are identical: only derivedSection differs.

@@ -22,10 +22,8 @@ from history_fixtures import (
 
 from mirror.config import SourceSettings, load_settings
 from mirror.errors import ConfigError, SourceError
-from mirror.record.diff import diff_records
-from mirror.record.normalize import normalize
-from mirror.source.api import ApiSource
-from mirror.source.base import HistoryEntry
+from mirror.record import diff_records, normalize
+from mirror.source import ApiSource, HistoryEntry
 
 STUDY = "NCT05756322"
 T = TypeVar("T")

@@ -24,18 +24,19 @@ from sqlalchemy import delete, select, update
 
 from mirror.app import App
 from mirror.config import Settings, SyncSettings
+from mirror.pipeline import Importer, ImportSummary, auto_workers
 from mirror.pipeline.import_batches import claim_batch, open_round
-from mirror.pipeline.importer import AUTO_WORKERS_MAX, Importer, ImportSummary, auto_workers
-from mirror.source.archive import NdjsonArchive, ZipArchive, open_archive
-from mirror.store.database import Database
-from mirror.store.rows import decompress
-from mirror.store.schema import (
+from mirror.pipeline.importer import AUTO_WORKERS_MAX
+from mirror.source import NdjsonArchive, ZipArchive, open_archive
+from mirror.store import (
     Base,
+    Database,
     ImportBatch,
     JobStatus,
     RunStatus,
     Study,
     StudyVersion,
+    decompress,
 )
 
 SAMPLE = all_study_ids()[::8][:200]

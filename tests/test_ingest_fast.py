@@ -19,14 +19,11 @@ from fake_ctgov import load_study
 from helpers import count, events, study_row, version_numbers
 
 import mirror.pipeline.ingest
-from mirror.pipeline.ingest import Ingestor, Outcome
+from mirror.pipeline import Ingestor, Outcome
+from mirror.record import fingerprint, normalize
 from mirror.record.diff import _changed_fields
-from mirror.record.hashes import fingerprint
-from mirror.record.normalize import normalize
-from mirror.source.base import Observation
-from mirror.store.database import Database
-from mirror.store.rows import compress, decompress
-from mirror.store.schema import ChangeEvent, OutboxEntry, StudyVersion
+from mirror.source import Observation
+from mirror.store import ChangeEvent, Database, OutboxEntry, StudyVersion, compress, decompress
 
 STUDIES = ("NCT05756322", "NCT05305430", "NCT00410098")
 IGNORE = ("derived.*",)

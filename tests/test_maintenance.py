@@ -12,9 +12,8 @@ from helpers import STUDY, all_events, module, put_real, sponsor_update, sync_id
 from sqlalchemy import select, update
 
 from mirror.app import App
-from mirror.record.events import utcnow
-from mirror.store.retention import prune_raw, table_stats
-from mirror.store.schema import ChangeEvent, EventBlock, Study, StudyVersion
+from mirror.record import utcnow
+from mirror.store import ChangeEvent, EventBlock, Study, StudyVersion, prune_raw, table_stats
 
 OTHER = "NCT05305430"
 

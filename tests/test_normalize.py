@@ -1,4 +1,4 @@
-"""Tests of mirror.record.normalize: raw API v2 study objects -> canonical records, paths and hashes."""
+"""Tests of mirror.record.normalize: raw API v2 study objects -> canonical records and paths."""
 
 from __future__ import annotations
 
@@ -14,12 +14,22 @@ import pytest
 from history_fixtures import marked_up
 
 from mirror.errors import MalformedRecord
-from mirror.record.diff import diff_records, loosely_equal
-from mirror.record.fields import IDENTITY_KEYS, SITE_PATTERN, field_mapping
-from mirror.record.hashes import area_of, content_hash, part_hashes
-from mirror.record.nct import nct_id_of
-from mirror.record.normalize import DEFAULT_IGNORE, identity_of, normalize
-from mirror.record.text import clean_text, text_key
+from mirror.record import (
+    DEFAULT_IGNORE,
+    IDENTITY_KEYS,
+    SITE_PATTERN,
+    area_of,
+    clean_text,
+    content_hash,
+    diff_records,
+    field_mapping,
+    identity_of,
+    loosely_equal,
+    nct_id_of,
+    normalize,
+    part_hashes,
+    text_key,
+)
 
 DATA = Path(
     os.environ.get(

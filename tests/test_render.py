@@ -20,13 +20,10 @@ from sqlalchemy import update
 
 from mirror.app import App
 from mirror.config import PagesSettings
-from mirror.feed.reads import PageInput, page_input
-from mirror.record.events import ChangeKind
-from mirror.render.class_text import class_line
-from mirror.render.describe import change_line
-from mirror.render.pages import render_html, render_markdown
-from mirror.render.timeline_svg import timeline_chart
-from mirror.store.schema import ChangeEvent, EventBlock
+from mirror.feed import PageInput, page_input
+from mirror.record import ChangeKind
+from mirror.render import change_line, class_line, render_html, render_markdown, timeline_chart
+from mirror.store import ChangeEvent, EventBlock
 
 SEED_000 = next((Path(__file__).resolve().parents[2] / "shared" / "seeds").glob("000_*.txt"))
 SEED = SEED_000.read_text()

@@ -38,11 +38,10 @@ from helpers import (
 from sqlalchemy import select
 
 from mirror.app import App
-from mirror.pipeline.ingest import Ingestor, Outcome
-from mirror.pipeline.sync import SyncRequest
-from mirror.record.normalize import normalize
-from mirror.source.base import Observation
-from mirror.store.schema import RunStatus, Study, StudyState, StudyVersion
+from mirror.pipeline import Ingestor, Outcome, SyncRequest
+from mirror.record import normalize
+from mirror.source import Observation
+from mirror.store import RunStatus, Study, StudyState, StudyVersion
 
 # Two more real records, for merges and watches.
 OTHER = "NCT05305430"  # RECRUITING

@@ -21,11 +21,8 @@ from sqlalchemy import select
 
 from mirror.app import App, build_app
 from mirror.config import load_settings
-from mirror.notify.dispatch import Dispatcher
-from mirror.notify.egress import EgressPolicy
-from mirror.notify.sender import HttpSender
-from mirror.notify.subscriptions import SubscriptionSpec, add_subscription
-from mirror.store.schema import (
+from mirror.notify import Dispatcher, EgressPolicy, HttpSender, SubscriptionSpec, add_subscription
+from mirror.store import (
     DeliveryStatus,
     OutboxEntry,
     StudyVersion,

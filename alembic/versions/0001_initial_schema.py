@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from mirror.store.schema import JsonText, UTCDateTime
+from mirror.store import JsonText, UTCDateTime
 
 revision: str = "0001"
 down_revision: str | None = None

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from mirror.store.schema import JsonText, UTCDateTime
+from mirror.store import JsonText, UTCDateTime
 
 revision: str = "0003"
 down_revision: str | None = "0002"

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from mirror.store.schema import JsonText
+from mirror.store import JsonText
 
 revision: str = "0004"
 down_revision: str | None = "0003"

@@ -19,7 +19,7 @@ import zstandard
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from mirror.store.schema import UTCDateTime
+from mirror.store import UTCDateTime
 
 revision: str = "0006"
 down_revision: str | None = "0005"

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from mirror.store.schema import JsonText
+from mirror.store import JsonText
 
 revision: str = "0007"
 down_revision: str | None = "0006"

@@ -1,3 +1,8 @@
-from mirror.cli.main import main
+"""The ``ctmirror`` command line: one module per command group, sharing ``context``."""
 
-__all__ = ["main"]
+from mirror.cli.main import cli, main
+
+__all__ = [
+    "cli",
+    "main",
+]

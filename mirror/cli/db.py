@@ -20,7 +20,7 @@ def db() -> None:
 @pass_ctx
 def db_upgrade(c: Context) -> None:
     """Apply every pending migration."""
-    from mirror.store.database import Database
+    from mirror.store import Database
 
     database = Database(c.settings.database.url)
     before = database.current_revision()
@@ -33,7 +33,7 @@ def db_upgrade(c: Context) -> None:
 @pass_ctx
 def db_check(c: Context) -> None:
     """Fail unless the database is at the newest revision and matches the models."""
-    from mirror.store.database import Database
+    from mirror.store import Database
 
     database = Database(c.settings.database.url)
     current, head = database.current_revision(), database.head_revision()
@@ -56,7 +56,7 @@ def db_check(c: Context) -> None:
 @pass_ctx
 def db_stats(c: Context, fmt: str) -> None:
     """Rows and bytes per table (bytes include indexes), largest first."""
-    from mirror.store.retention import table_stats
+    from mirror.store import table_stats
 
     found = table_stats(c.app.db)
     rows: list[dict[str, Any]] = [
@@ -90,7 +90,7 @@ def _size(value: int | None) -> str:
 @pass_ctx
 def db_prune(c: Context, days: int | None) -> None:
     """Drop the raw JSON of superseded versions older than database.raw_retention_days."""
-    from mirror.store.retention import prune_raw
+    from mirror.store import prune_raw
 
     days = days or c.settings.database.raw_retention_days
     if days is None:

@@ -8,13 +8,11 @@ from typing import Any
 import click
 import orjson
 
+from mirror import feed
 from mirror.cli import output
 from mirror.cli.context import Context, format_option, pass_ctx, utc
-from mirror.feed import reads as feed
-from mirror.record.events import ChangeKind
-from mirror.record.fields import field_mapping
-from mirror.render.describe import short_value
-from mirror.render.pages import render_markdown
+from mirror.record import ChangeKind, field_mapping
+from mirror.render import render_markdown, short_value
 
 
 @click.command()

@@ -6,16 +6,14 @@ import asyncio
 
 import click
 
+from mirror import feed
 from mirror.app import App
 from mirror.cli import output
 from mirror.cli.context import Context, format_option, pass_ctx
 from mirror.errors import UsageError
-from mirror.feed import reads as feed
-from mirror.pipeline.backfill import BackfillRequest, BackfillSummary, reclassify
-from mirror.pipeline.watches import get_watch
-from mirror.record.classes import CATALOG
-from mirror.record.nct import parse_nct_id
-from mirror.render.class_text import class_label
+from mirror.pipeline import BackfillRequest, BackfillSummary, get_watch, reclassify
+from mirror.record import CATALOG, parse_nct_id
+from mirror.render import class_label
 
 
 @click.command()

@@ -9,8 +9,8 @@ import click
 
 from mirror.cli import output
 from mirror.cli.context import Context, pass_ctx
-from mirror.pipeline.importer import ImportSummary, auto_workers, run_workers
-from mirror.source.archive import open_archive
+from mirror.pipeline import ImportSummary, auto_workers, run_workers
+from mirror.source import open_archive
 
 
 def _instant(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:

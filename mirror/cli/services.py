@@ -18,7 +18,7 @@ def serve(c: Context, host: str | None, port: int | None) -> None:
 
     import uvicorn
 
-    from mirror.serve.app import create_app
+    from mirror.serve import create_app
 
     api = create_app(c.app)
     # What is loaded now lives as long as the process: keep it out of every later full
@@ -45,7 +45,7 @@ def serve(c: Context, host: str | None, port: int | None) -> None:
 @pass_ctx
 def daemon_command(c: Context, once: bool) -> None:
     """Sync watches on their schedules and deliver webhooks, until SIGTERM or Ctrl-C."""
-    from mirror.daemon.process import run_daemon
+    from mirror.daemon import run_daemon
 
     summary = run_daemon(c.app, once=once)
     if summary is None:

@@ -11,10 +11,9 @@ from mirror.app import App
 from mirror.cli import output
 from mirror.cli.context import Context, pass_ctx
 from mirror.errors import UsageError
-from mirror.pipeline.sync import RunSummary, SyncRequest
-from mirror.pipeline.watches import get_watch
-from mirror.record.nct import parse_nct_id
-from mirror.source.search import parse_query
+from mirror.pipeline import RunSummary, SyncRequest, get_watch
+from mirror.record import parse_nct_id
+from mirror.source import parse_query
 
 
 @click.command()

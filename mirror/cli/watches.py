@@ -6,8 +6,8 @@ import click
 
 from mirror.cli import output
 from mirror.cli.context import Context, format_option, pass_ctx
-from mirror.pipeline.watches import add_watch, describe, list_watches, remove_watch
-from mirror.source.search import parse_query
+from mirror.pipeline import add_watch, describe, list_watches, remove_watch
+from mirror.source import parse_query
 
 
 @click.group()

@@ -8,20 +8,24 @@ import click
 
 from mirror.cli import output
 from mirror.cli.context import Context, format_option, pass_ctx
-from mirror.notify.deliveries import describe_delivery, list_deliveries, replay_delivery
-from mirror.notify.dispatch import deliver_now, owner_name, ping
-from mirror.notify.sender import SendResult
-from mirror.notify.subscriptions import (
+from mirror.notify import (
+    SendResult,
     SubscriptionSpec,
     add_subscription,
+    deliver_now,
+    describe_delivery,
     describe_subscription,
     get_subscription,
+    list_deliveries,
     list_subscriptions,
+    owner_name,
+    ping,
     remove_subscription,
+    replay_delivery,
     resume_subscription,
 )
-from mirror.record.events import ChangeKind
-from mirror.store.schema import DeliveryStatus
+from mirror.record import ChangeKind
+from mirror.store import DeliveryStatus
 
 
 @click.group("webhooks")

@@ -24,10 +24,9 @@ from typing import Any
 from sqlalchemy import Update, func, select, update
 from sqlalchemy.orm import Session
 
-from mirror.pipeline.sync import Part
-from mirror.record.events import utcnow
-from mirror.store.database import Database
-from mirror.store.schema import JobStatus, Study, SyncJob, Watch, WatchKind, WatchStudy
+from mirror.pipeline import Part
+from mirror.record import utcnow
+from mirror.store import Database, JobStatus, Study, SyncJob, Watch, WatchKind, WatchStudy
 
 OPEN = (JobStatus.QUEUED, JobStatus.RUNNING)
 

@@ -29,20 +29,12 @@ from mirror.daemon.jobs import (
     heartbeat,
     requeue_job,
 )
-from mirror.daemon.scheduler import (
-    SchedulerLock,
-    Timing,
-    WatchScheduler,
-    default_timing,
-    enqueue_due,
-    scheduler_lock,
-)
-from mirror.notify.dispatch import owner_name
-from mirror.notify.sender import HttpSender, WebhookSender
-from mirror.pipeline.sync import RunSummary, SyncRequest
-from mirror.source.api import ApiSource
-from mirror.store.retention import prune_raw
-from mirror.store.schema import RunStatus, Watch
+from mirror.daemon.lock import SchedulerLock, scheduler_lock
+from mirror.daemon.scheduler import Timing, WatchScheduler, default_timing, enqueue_due
+from mirror.notify import HttpSender, WebhookSender, owner_name
+from mirror.pipeline import RunSummary, SyncRequest
+from mirror.source import ApiSource
+from mirror.store import RunStatus, Watch, prune_raw
 
 log = structlog.get_logger(__name__)
 

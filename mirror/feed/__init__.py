@@ -1,0 +1,42 @@
+"""Reading what the mirror holds: the change feed's query planner (``query``) and the reads of
+studies, versions, diffs and page inputs (``reads``).
+"""
+
+from mirror.feed.query import MAX_LIMIT, ChangeFilter, event_dict, glob_regex
+from mirror.feed.reads import (
+    PageInput,
+    StudyFilter,
+    change_dicts,
+    changes,
+    changes_by_version,
+    diff_versions,
+    get_study,
+    history,
+    last_sync,
+    page_input,
+    raw_version,
+    studies,
+    study_detail,
+    timeline,
+)
+
+__all__ = [
+    "ChangeFilter",
+    "MAX_LIMIT",
+    "PageInput",
+    "StudyFilter",
+    "change_dicts",
+    "changes",
+    "changes_by_version",
+    "diff_versions",
+    "event_dict",
+    "get_study",
+    "glob_regex",
+    "history",
+    "last_sync",
+    "page_input",
+    "raw_version",
+    "studies",
+    "study_detail",
+    "timeline",
+]

@@ -41,10 +41,19 @@ from sqlalchemy.sql.expression import UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 
 from mirror.errors import NotFound, UsageError
-from mirror.record.events import ChangeKind
-from mirror.record.nct import parse_nct_id
-from mirror.store.blocks import EVENT_COLUMNS, EventRow, expand, expandable
-from mirror.store.schema import ChangeEvent, EventBlock, Study, VersionClassRow, Watch, WatchStudy
+from mirror.record import ChangeKind, parse_nct_id
+from mirror.store import (
+    EVENT_SELECT,
+    ChangeEvent,
+    EventBlock,
+    EventRow,
+    Study,
+    VersionClassRow,
+    Watch,
+    WatchStudy,
+    expand,
+    expandable,
+)
 
 MAX_LIMIT = 1000
 MERGE_MAX = 64  # more streams than this: walking the primary key is cheaper
@@ -78,7 +87,7 @@ class ChangeFilter:
 
 
 def event_dict(row: Sequence[Any]) -> dict[str, Any]:
-    """A row of EVENT_COLUMNS as DESIGN.md's JSON object (what ``ChangeEvent.as_dict`` gives)."""
+    """A row of EVENT_SELECT as DESIGN.md's JSON object (what ``ChangeEvent.as_dict`` gives)."""
     id_, nct_id, version, field, kind, old, new, observed_at, source_date, initial = row
     return {
         "id": id_,
@@ -155,7 +164,7 @@ class _Plan:
 _NOTHING = _Plan(None, (), [false()])
 
 
-def _query(plan: _Plan, flt: ChangeFilter, columns: Sequence[Any] = EVENT_COLUMNS) -> Select[Any]:
+def _query(plan: _Plan, flt: ChangeFilter, columns: Sequence[Any] = EVENT_SELECT) -> Select[Any]:
     order = ChangeEvent.id.desc() if flt.newest_first else ChangeEvent.id.asc()
     if plan.driver is None or len(plan.values) == 1:
         where = list(plan.where)

@@ -13,24 +13,21 @@ from sqlalchemy.orm import Session
 
 from mirror.config import PagesSettings
 from mirror.errors import NotFound, UsageError
-from mirror.feed.query import (
-    MAX_LIMIT,
-    ChangeFilter,
-    event_dict,
-    field_test,
-    find,
-    watch_members,
+from mirror.feed.query import MAX_LIMIT, ChangeFilter, event_dict, field_test, find, watch_members
+from mirror.record import Canonical, FieldChange, diff_records, format_instant, parse_nct_id
+from mirror.store import (
+    ChangeEvent,
+    Database,
+    Study,
+    StudyVersion,
+    SyncRun,
+    VersionClassRow,
+    as_event,
+    decompress,
+    event_count,
+    study_events,
+    study_fields,
 )
-from mirror.record.diff import FieldChange, diff_records
-from mirror.record.nct import parse_nct_id
-from mirror.record.normalize import Canonical
-from mirror.store.blocks import as_event, event_count, study_events, study_fields
-from mirror.store.database import Database
-from mirror.store.rows import decompress
-
-__all__ = ["MAX_LIMIT", "ChangeFilter"]  # re-exported: the feed's filter lives in feed_query
-from mirror.record.events import format_instant
-from mirror.store.schema import ChangeEvent, Study, StudyVersion, SyncRun, VersionClassRow
 
 
 def changes(db: Database, flt: ChangeFilter) -> list[ChangeEvent]:

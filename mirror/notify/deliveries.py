@@ -9,9 +9,9 @@ import structlog
 from sqlalchemy import select
 
 from mirror.errors import NotFound, UsageError
-from mirror.record.events import format_instant, utcnow
-from mirror.store.database import Database
-from mirror.store.schema import (
+from mirror.record import format_instant, utcnow
+from mirror.store import (
+    Database,
     DeliveryStatus,
     SubscriptionState,
     WebhookDelivery,

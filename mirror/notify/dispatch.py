@@ -35,9 +35,9 @@ from sqlalchemy.orm import Session
 from mirror.config import Settings, WebhookSettings
 from mirror.notify.fanout import Links, fan_out
 from mirror.notify.sender import SendResult, WebhookSender
-from mirror.record.events import format_instant, utcnow
-from mirror.store.database import Database
-from mirror.store.schema import (
+from mirror.record import format_instant, utcnow
+from mirror.store import (
+    Database,
     DeliveryStatus,
     SubscriptionState,
     WebhookDelivery,

@@ -24,11 +24,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mirror.config import Settings
-from mirror.feed.query import event_dict, glob_regex
-from mirror.record.events import STUDY_FIELD, ChangeKind, format_instant, utcnow
-from mirror.store.blocks import version_events
-from mirror.store.database import Database
-from mirror.store.schema import (
+from mirror.feed import event_dict, glob_regex
+from mirror.record import STUDY_FIELD, ChangeKind, format_instant, utcnow
+from mirror.store import (
+    Database,
     DeliveryStatus,
     OutboxEntry,
     SubscriptionState,
@@ -37,6 +36,7 @@ from mirror.store.schema import (
     WatchStudy,
     WebhookDelivery,
     WebhookSubscription,
+    version_events,
 )
 
 log = structlog.get_logger(__name__)

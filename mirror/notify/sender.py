@@ -14,7 +14,7 @@ from standardwebhooks import Webhook
 
 from mirror.config import WebhookSettings
 from mirror.notify.egress import EgressPolicy, GuardedTransport, Resolver, resolve
-from mirror.record.events import utcnow
+from mirror.record import utcnow
 
 USER_AGENT = "ctmirror-webhooks/0.1"
 POOL_SIZE = 4

@@ -19,10 +19,9 @@ from sqlalchemy.orm import Session
 
 from mirror.errors import NotFound, UsageError
 from mirror.notify.egress import EgressPolicy
-from mirror.record.events import ChangeKind, format_instant, utcnow
-from mirror.record.nct import parse_nct_id
-from mirror.store.database import Database
-from mirror.store.schema import (
+from mirror.record import ChangeKind, format_instant, parse_nct_id, utcnow
+from mirror.store import (
+    Database,
     OutboxEntry,
     SubscriptionState,
     Watch,

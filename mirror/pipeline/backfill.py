@@ -41,16 +41,20 @@ from sqlalchemy.orm import Session
 from mirror.config import Settings
 from mirror.errors import MalformedRecord, MirrorError, UsageError
 from mirror.pipeline.ingest import Ingestor, Prepared, Writes
-from mirror.record.classes import classify
-from mirror.record.diff import FieldChange, diff_records, initial_changes
-from mirror.record.events import STUDY_FIELD, ChangeKind, utcnow
-from mirror.record.normalize import Canonical
-from mirror.source.base import HistoryEntry, HistorySource, Observation
-from mirror.store.blocks import block_row
-from mirror.store.database import Database
-from mirror.store.rows import class_rows, decompress
-from mirror.store.schema import (
+from mirror.record import (
+    STUDY_FIELD,
+    Canonical,
+    ChangeKind,
+    FieldChange,
+    classify,
+    diff_records,
+    initial_changes,
+    utcnow,
+)
+from mirror.source import HistoryEntry, HistorySource, Observation
+from mirror.store import (
     ChangeEvent,
+    Database,
     EventBlock,
     OutboxEntry,
     Study,
@@ -60,6 +64,9 @@ from mirror.store.schema import (
     Watch,
     WatchKind,
     WatchStudy,
+    block_row,
+    class_rows,
+    decompress,
 )
 
 log = structlog.get_logger(__name__)

@@ -23,10 +23,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from mirror.errors import UsageError
 from mirror.pipeline.runs import process_alive
-from mirror.record.events import utcnow
-from mirror.source.base import RecordSource, Span
-from mirror.store.database import Database
-from mirror.store.schema import ImportBatch, JobStatus
+from mirror.record import utcnow
+from mirror.source import RecordSource, Span
+from mirror.store import Database, ImportBatch, JobStatus
 
 log = structlog.get_logger(__name__)
 

@@ -51,11 +51,17 @@ from mirror.pipeline.import_batches import (
 )
 from mirror.pipeline.ingest import Ingestor, IngestResult, Outcome
 from mirror.pipeline.runs import recorded, relaxed_gc, start_run
-from mirror.record.events import utcnow
-from mirror.source.archive import NdjsonArchive, open_archive, to_observation
-from mirror.source.base import ArchiveDamaged, Observation, Record, RecordSource
-from mirror.store.database import Database
-from mirror.store.schema import RunStatus
+from mirror.record import utcnow
+from mirror.source import (
+    ArchiveDamaged,
+    NdjsonArchive,
+    Observation,
+    Record,
+    RecordSource,
+    open_archive,
+    to_observation,
+)
+from mirror.store import Database, RunStatus
 
 log = structlog.get_logger(__name__)
 

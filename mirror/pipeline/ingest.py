@@ -25,25 +25,35 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from mirror.errors import MalformedRecord
-from mirror.record.classes import classify
-from mirror.record.diff import FieldChange, diff_records, initial_changes
-from mirror.record.events import STUDY_FIELD, ChangeKind
-from mirror.record.hashes import content_hash, encode, fingerprint
-from mirror.record.normalize import Canonical, normalize
-from mirror.source.base import Disappearance, Observation
-from mirror.store.blocks import assign_ids, block_row
-from mirror.store.database import Database
-from mirror.store.rows import (
+from mirror.record import (
+    STUDY_FIELD,
+    Canonical,
+    ChangeKind,
+    FieldChange,
+    classify,
+    content_hash,
+    diff_records,
+    encode,
+    fingerprint,
+    initial_changes,
+    normalize,
+)
+from mirror.source import Disappearance, Observation
+from mirror.store import (
     BLOCK_COLUMNS,
     CONTENT_COLUMNS,
     EVENT_COLUMNS,
     FINGERPRINT_KEY,
     OUTBOX_COLUMNS,
     VERSION_COLUMNS,
+    Database,
     RowWriter,
     StudyHead,
     StudyRow,
+    StudyState,
     add_watch_members,
+    assign_ids,
+    block_row,
     class_rows,
     compress,
     insert_classes,
@@ -54,7 +64,6 @@ from mirror.store.rows import (
     lock_feed,
     update_studies,
 )
-from mirror.store.schema import StudyState
 
 log = structlog.get_logger(__name__)
 

@@ -17,9 +17,8 @@ from typing import Protocol
 import structlog
 from sqlalchemy import select, update
 
-from mirror.record.events import utcnow
-from mirror.store.database import Database
-from mirror.store.schema import RunStatus, SyncRun
+from mirror.record import utcnow
+from mirror.store import Database, RunStatus, SyncRun
 
 log = structlog.get_logger(__name__)
 

@@ -21,18 +21,17 @@ from sqlalchemy import select, update
 from mirror.config import Settings
 from mirror.pipeline.ingest import Ingestor, IngestResult, Outcome
 from mirror.pipeline.runs import RUN_COUNTS, recorded, relaxed_gc, start_run
-from mirror.record.events import utcnow
-from mirror.source.base import (
+from mirror.record import utcnow
+from mirror.source import (
     Disappearance,
     FetchFailure,
     FetchItem,
     Observation,
     Page,
     StudySource,
+    updated_between,
 )
-from mirror.source.search import updated_between
-from mirror.store.database import Database
-from mirror.store.schema import RunStatus, Study, Watch, WatchKind, WatchStudy
+from mirror.store import Database, RunStatus, Study, Watch, WatchKind, WatchStudy
 
 log = structlog.get_logger(__name__)
 

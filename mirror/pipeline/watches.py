@@ -10,11 +10,9 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from mirror.errors import Conflict, NotFound, UsageError
-from mirror.record.events import utcnow
-from mirror.record.nct import parse_nct_id
-from mirror.source.search import check_search
-from mirror.store.database import Database
-from mirror.store.schema import Watch, WatchKind, WatchStudy
+from mirror.record import parse_nct_id, utcnow
+from mirror.source import check_search
+from mirror.store import Database, Watch, WatchKind, WatchStudy
 
 WATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 # "every 6h", "every 1d", "every 30m", or a five-field crontab line.

@@ -1,0 +1,55 @@
+"""Pure functions on study records, no database: the canonical record (``normalize``), its
+field table (``fields``), hashes, text cleaning, diffs into field changes, change classes,
+NCT ids and the vocabulary of change events.
+"""
+
+from mirror.record.classes import CATALOG, VersionClass, class_matches, classify
+from mirror.record.diff import FieldChange, diff_records, initial_changes, loosely_equal
+from mirror.record.events import STUDY_FIELD, ChangeKind, format_instant, utcnow
+from mirror.record.fields import IDENTITY_KEYS, SITE_PATTERN, FieldRule, field_mapping
+from mirror.record.hashes import (
+    NORMALIZE_REVISION,
+    area_of,
+    content_hash,
+    encode,
+    fingerprint,
+    part_hashes,
+)
+from mirror.record.nct import NCT_ID, NCT_ID_PATTERN, nct_id_of, parse_nct_id
+from mirror.record.normalize import DEFAULT_IGNORE, Canonical, identity_of, normalize
+from mirror.record.text import clean_text, text_key
+
+__all__ = [
+    "CATALOG",
+    "Canonical",
+    "ChangeKind",
+    "DEFAULT_IGNORE",
+    "FieldChange",
+    "FieldRule",
+    "IDENTITY_KEYS",
+    "NCT_ID",
+    "NCT_ID_PATTERN",
+    "NORMALIZE_REVISION",
+    "SITE_PATTERN",
+    "STUDY_FIELD",
+    "VersionClass",
+    "area_of",
+    "class_matches",
+    "classify",
+    "clean_text",
+    "content_hash",
+    "diff_records",
+    "encode",
+    "field_mapping",
+    "fingerprint",
+    "format_instant",
+    "identity_of",
+    "initial_changes",
+    "loosely_equal",
+    "nct_id_of",
+    "normalize",
+    "parse_nct_id",
+    "part_hashes",
+    "text_key",
+    "utcnow",
+]

@@ -1,0 +1,20 @@
+"""What people read: Markdown and HTML study pages, change descriptions, change-class text, the
+Atom feed and the SVG timeline.
+"""
+
+from mirror.render.atom import atom_feed
+from mirror.render.class_text import class_label, class_line
+from mirror.render.describe import change_line, short_value
+from mirror.render.pages import render_html, render_markdown
+from mirror.render.timeline_svg import timeline_chart
+
+__all__ = [
+    "atom_feed",
+    "change_line",
+    "class_label",
+    "class_line",
+    "render_html",
+    "render_markdown",
+    "short_value",
+    "timeline_chart",
+]

@@ -14,9 +14,9 @@ from feedgen.feed import FeedGenerator
 from markupsafe import Markup
 
 from mirror.config import PagesSettings
-from mirror.record.events import ChangeKind
+from mirror.record import ChangeKind
 from mirror.render.describe import change_summary, change_text, field_rank
-from mirror.store.schema import ChangeEvent
+from mirror.store import ChangeEvent
 
 FEED_TITLE = "ctmirror: ClinicalTrials.gov field changes"
 TITLE_VALUE_MAX = 40

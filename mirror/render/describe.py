@@ -16,10 +16,8 @@ from typing import Any
 import orjson
 
 from mirror.config import PagesSettings
-from mirror.record.events import STUDY_FIELD, ChangeKind
-from mirror.record.fields import IDENTITY_KEYS
-from mirror.record.normalize import identity_of
-from mirror.store.schema import ChangeEvent
+from mirror.record import IDENTITY_KEYS, STUDY_FIELD, ChangeKind, identity_of
+from mirror.store import ChangeEvent
 
 INLINE_VALUE_MAX = 80
 _LABEL_KEYS = ("measure", "label", "name", "facility", "title", "citation")

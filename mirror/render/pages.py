@@ -21,17 +21,11 @@ from typing import Any
 import jinja2
 
 from mirror.config import PagesSettings
-from mirror.feed.reads import PageInput
+from mirror.feed import PageInput
 from mirror.render.class_text import class_label, class_line, class_text
-from mirror.render.describe import (
-    change_line,
-    change_row,
-    day,
-    one_line,
-    recent_changes,
-)
+from mirror.render.describe import change_line, change_row, day, one_line, recent_changes
 from mirror.render.timeline_svg import timeline_chart
-from mirror.store.schema import ChangeEvent
+from mirror.store import ChangeEvent
 
 CTGOV_STUDY_URL = "https://clinicaltrials.gov/study/"
 SOURCE_LABEL = "ClinicalTrials.gov (mirrored, no enrichment)"

@@ -27,10 +27,10 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mirror import feed
 from mirror.app import App
 from mirror.errors import MirrorError
-from mirror.feed import reads as feed
-from mirror.record.events import format_instant
+from mirror.record import format_instant
 from mirror.serve import feed as api_feed
 from mirror.serve import metrics
 from mirror.serve import studies as api_studies

@@ -26,7 +26,7 @@ from pydantic import BeforeValidator
 
 from mirror.app import App
 from mirror.errors import Forbidden, Unauthorized, UsageError
-from mirror.record.nct import NCT_ID_PATTERN, parse_nct_id
+from mirror.record import NCT_ID_PATTERN, parse_nct_id
 
 # Accepts what `parse_nct_id` accepts (any case), as an OpenAPI pattern clients can read.
 

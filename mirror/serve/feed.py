@@ -9,10 +9,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from mirror.feed import reads as feed
-from mirror.record.events import ChangeKind
-from mirror.record.nct import NCT_ID_PATTERN
-from mirror.render.atom import atom_feed
+from mirror import feed
+from mirror.record import NCT_ID_PATTERN, ChangeKind
+from mirror.render import atom_feed
 from mirror.serve.common import (
     MAX_ID,
     READ_ERRORS,

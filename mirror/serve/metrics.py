@@ -20,10 +20,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from mirror.record.events import utcnow
-from mirror.store.blocks import event_count
-from mirror.store.database import Database
-from mirror.store.schema import (
+from mirror.record import utcnow
+from mirror.store import (
+    Database,
     DeliveryStatus,
     JobStatus,
     OutboxEntry,
@@ -36,6 +35,7 @@ from mirror.store.schema import (
     SyncRun,
     WebhookDelivery,
     WebhookSubscription,
+    event_count,
 )
 
 log = structlog.get_logger(__name__)

@@ -11,9 +11,9 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
-from mirror.feed import reads as feed
-from mirror.record.events import ChangeKind
-from mirror.render.pages import render_html, render_markdown
+from mirror import feed
+from mirror.record import ChangeKind
+from mirror.render import render_html, render_markdown
 from mirror.serve.common import (
     MAX_ID,
     MAX_VERSION,
@@ -28,7 +28,7 @@ from mirror.serve.common import (
     require_read,
 )
 from mirror.serve.feed import CURSOR_DOC, ChangePage, FilterDep, change_page
-from mirror.store.schema import Study, StudyState
+from mirror.store import Study, StudyState
 
 router = APIRouter(dependencies=[Depends(require_read)], responses=READ_ERRORS)
 STUDY_ERRORS = error_responses(404)

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Depends, Path, Query, status
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from mirror.pipeline.watches import WATCH_NAME, add_watch, describe, list_watches, remove_watch
+from mirror.pipeline import WATCH_NAME, add_watch, describe, list_watches, remove_watch
 from mirror.serve.common import READ_ERRORS, AppDep, error_responses, require_read, require_write
-from mirror.source.search import parse_query
-from mirror.store.schema import WatchKind
+from mirror.source import parse_query
+from mirror.store import WatchKind
 
 router = APIRouter(tags=["watches"])
 WRITE_ERRORS = error_responses(401, 403, 422, 503)

@@ -15,21 +15,22 @@ from fastapi import APIRouter, Depends, Path, Query, status
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from mirror.notify.deliveries import describe_delivery, list_deliveries, replay_delivery
-from mirror.notify.dispatch import ping
-from mirror.notify.subscriptions import (
+from mirror.notify import (
     SubscriptionSpec,
     add_subscription,
+    describe_delivery,
     describe_subscription,
     get_subscription,
+    list_deliveries,
     list_subscriptions,
+    ping,
     remove_subscription,
+    replay_delivery,
     resume_subscription,
 )
-from mirror.record.events import ChangeKind
-from mirror.record.nct import NCT_ID_PATTERN
+from mirror.record import NCT_ID_PATTERN, ChangeKind
 from mirror.serve.common import AppDep, error_responses, require_write
-from mirror.store.schema import DeliveryStatus, SubscriptionState
+from mirror.store import DeliveryStatus, SubscriptionState
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], dependencies=[Depends(require_write)])
 ERRORS = error_responses(401, 403, 404, 422, 503)

@@ -29,8 +29,7 @@ from tenacity import (
 
 from mirror.config import SourceSettings
 from mirror.errors import SourceError, TransientSourceError
-from mirror.record.events import utcnow
-from mirror.record.nct import NCT_ID
+from mirror.record import NCT_ID, utcnow
 from mirror.source.base import (
     Disappearance,
     FetchFailure,

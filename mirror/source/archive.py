@@ -30,7 +30,7 @@ import orjson
 from stream_unzip import TruncatedDataError, UnzipError, stream_unzip
 
 from mirror.errors import MalformedRecord, UsageError
-from mirror.record.nct import NCT_ID
+from mirror.record import NCT_ID
 from mirror.source.base import ArchiveDamaged, Observation, Record, RecordSource, Span
 
 CHUNK = 1 << 16

@@ -22,7 +22,7 @@ import orjson
 from sqlalchemy import Row, Select, func, select, text, tuple_
 from sqlalchemy.orm import Session
 
-from mirror.record.events import ChangeKind
+from mirror.record import ChangeKind
 from mirror.store.rows import BLOCK_COLUMNS, decompress
 from mirror.store.schema import ChangeEvent, EventBlock, StudyVersion
 
@@ -93,7 +93,7 @@ def reserve_ids(session: Session, count: int) -> int:
 # -- reading ------------------------------------------------------------------------------------
 
 # The columns of DESIGN.md's event (EventRow), for reading rows without ORM objects.
-EVENT_COLUMNS = (
+EVENT_SELECT = (
     ChangeEvent.id, ChangeEvent.nct_id, ChangeEvent.version, ChangeEvent.field,
     ChangeEvent.kind, ChangeEvent.old, ChangeEvent.new, ChangeEvent.observed_at,
     ChangeEvent.source_date, ChangeEvent.initial,
@@ -143,7 +143,7 @@ def study_events(
     session: Session, study_id: int, *, since: datetime | None = None
 ) -> list[EventRow]:
     """Every event of one study (rows and blocks), observed since ``since``, in id order."""
-    rows = select(*EVENT_COLUMNS).where(ChangeEvent.study_id == study_id)
+    rows = select(*EVENT_SELECT).where(ChangeEvent.study_id == study_id)
     blocks = expandable(EventBlock.study_id == study_id)
     if since is not None:
         rows = rows.where(ChangeEvent.observed_at >= since)
@@ -165,7 +165,7 @@ def version_events(
     found: dict[tuple[int, int], list[EventRow]] = {}
     if not wanted:
         return found
-    query = select(*EVENT_COLUMNS, ChangeEvent.study_id).where(
+    query = select(*EVENT_SELECT, ChangeEvent.study_id).where(
         tuple_(ChangeEvent.study_id, ChangeEvent.version).in_(wanted)
     )
     if not initial:

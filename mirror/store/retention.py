@@ -16,7 +16,7 @@ import structlog
 from sqlalchemy import Table, and_, exists, func, select, text, update
 from sqlalchemy.orm import aliased
 
-from mirror.record.events import utcnow
+from mirror.record import utcnow
 from mirror.store.database import Database
 from mirror.store.schema import Base, StudyVersion
 

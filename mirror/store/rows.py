@@ -34,9 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mirror.record.classes import VersionClass
-from mirror.record.events import ChangeKind
-from mirror.record.normalize import Canonical
+from mirror.record import Canonical, ChangeKind, VersionClass
 from mirror.store.schema import (
     Base,
     Study,

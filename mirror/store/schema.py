@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import BYTEA, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from mirror.record.events import ChangeKind, format_instant
+from mirror.record import ChangeKind, format_instant
 
 
 class UTCDateTime(TypeDecorator[datetime]):
