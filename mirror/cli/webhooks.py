@@ -1,4 +1,4 @@
-"""The ``ctmirror daemon`` command and the ``ctmirror webhooks …`` group."""
+"""The ``ctmirror webhooks …`` group: subscriptions, test pings, deliveries and replays."""
 
 from __future__ import annotations
 

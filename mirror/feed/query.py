@@ -87,7 +87,7 @@ class ChangeFilter:
 
 
 def event_dict(row: Sequence[Any]) -> dict[str, Any]:
-    """A row of EVENT_SELECT as DESIGN.md's JSON object (what ``ChangeEvent.as_dict`` gives)."""
+    """A row of EVENT_SELECT as the event's JSON object (what ``ChangeEvent.as_dict`` gives)."""
     id_, nct_id, version, field, kind, old, new, observed_at, source_date, initial = row
     return {
         "id": id_,

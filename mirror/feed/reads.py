@@ -40,7 +40,7 @@ def changes(db: Database, flt: ChangeFilter) -> list[ChangeEvent]:
 
 
 def change_dicts(db: Database, flt: ChangeFilter) -> list[dict[str, Any]]:
-    """:func:`changes` as DESIGN.md's JSON objects, read without ORM objects (the API's path)."""
+    """:func:`changes` as the event's JSON objects, read without ORM objects (the API's path)."""
     with db.session() as session:
         rows = find(session, flt)
     return [event_dict(row) for row in rows]

@@ -250,8 +250,8 @@ def _watch_names(session: Session, study_ids: set[int]) -> dict[int, frozenset[s
 def _events(
     session: Session, entries: Sequence[OutboxEntry], filters: Sequence[SubscriptionFilter]
 ) -> dict[tuple[int, int], list[Event]]:
-    """The change events of these versions, as DESIGN.md shows them, leaving out first-sight
-    events when no subscription wants them."""
+    """The change events of these versions (as docs/architecture.md shows them), leaving out
+    first-sight events when no subscription wants them."""
     keys = {(e.study_id, e.version) for e in entries}
     initial = any(f.include_initial for f in filters)
     return {

@@ -298,7 +298,7 @@ class Ingestor:
         writes.versions.append(
             self.version_row(study_id, obs.nct_id, 1, obs.observed_at, item, item.source_date)
         )
-        # Every field is `added` with `initial: true` (DESIGN.md): one block, not a row each.
+        # Every field is `added`, `initial: true` (docs/architecture.md): one block, not rows.
         writes.blocks.append(
             block_row(study_id, obs.nct_id, 1, obs.observed_at, item.source_date, item.record)
         )
@@ -465,7 +465,7 @@ class Ingestor:
         assign_ids(session, writes.blocks)
         rows.insert(session, "event_blocks", BLOCK_COLUMNS, [rows.block(b) for b in writes.blocks])
         insert_classes(session, writes.classes)
-        # The outbox row commits with its version: webhooks never miss one (DESIGN.md).
+        # The outbox row commits with its version: webhooks never miss one (docs/architecture.md).
         rows.insert(session, "outbox", OUTBOX_COLUMNS, [rows.outbox(v) for v in versions])
         update_studies(session, writes.study_updates, writes.fingerprints, writes.seen)
         if self.watch_id is not None:

@@ -35,7 +35,7 @@ visible). A page shorter than `limit` means you are at the end of the feed for n
 
 
 class ChangeEventOut(BaseModel):
-    """One changed field of one study version (DESIGN.md's change event)."""
+    """One changed field of one study version (the change event of docs/architecture.md)."""
 
     id: int = Field(description="The feed cursor: increases in commit order.")
     nct_id: str

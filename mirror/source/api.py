@@ -1,4 +1,4 @@
-"""Where study records come from: the ClinicalTrials.gov API v2, and its record history.
+"""The ClinicalTrials.gov API v2 client: studies by id and by search, and their record history.
 
 The source is polite by construction: every request passes one rate limiter
 (``source.requests_per_minute``) and one semaphore (``source.concurrency``), and

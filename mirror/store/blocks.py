@@ -1,12 +1,12 @@
 """A study's first-sight events, stored as one block and read back as events.
 
 The first version of a study records every field of its canonical record as ``added`` with
-``initial: true`` (DESIGN.md). Those ~74 events per study repeat the record itself; stored as
-rows they were three quarters of a mirror's database and most of the time of a first import.
-So a first version's events are an :class:`~mirror.store.schema.EventBlock`: the writer reserves one
-feed id per field (in the record's key order, under the same lock as every other event id)
-and stores one row; readers expand it into exactly the events rows would have held, with
-those ids, taking the values from the version's canonical record.
+``initial: true`` (docs/architecture.md). Those ~74 events per study repeat the record itself;
+stored as rows they were three quarters of a mirror's database and most of the time of a first
+import. So a first version's events are an :class:`~mirror.store.schema.EventBlock`: the writer
+reserves one feed id per field (in the record's key order, under the same lock as every other
+event id) and stores one row; readers expand it into exactly the events rows would have held,
+with those ids, taking the values from the version's canonical record.
 
 Write side: :func:`block_row`, :func:`reserve_ids`. Read side: :func:`expand` and the
 lookups by study and by version; the feed's filtered walk is in ``mirror.feed.query``.
@@ -26,7 +26,7 @@ from mirror.record import ChangeKind
 from mirror.store.rows import BLOCK_COLUMNS, decompress
 from mirror.store.schema import ChangeEvent, EventBlock, StudyVersion
 
-# A change event as readers get it, in the order of DESIGN.md's keys:
+# A change event as readers get it, in the order of the event's keys (docs/architecture.md):
 # (id, nct_id, version, field, kind, old, new, observed_at, source_date, initial).
 EventRow = tuple[int, str, int, str, ChangeKind, Any, Any, datetime, str | None, bool]
 
@@ -92,7 +92,7 @@ def reserve_ids(session: Session, count: int) -> int:
 
 # -- reading ------------------------------------------------------------------------------------
 
-# The columns of DESIGN.md's event (EventRow), for reading rows without ORM objects.
+# The columns of an event (EventRow), for reading rows without ORM objects.
 EVENT_SELECT = (
     ChangeEvent.id, ChangeEvent.nct_id, ChangeEvent.version, ChangeEvent.field,
     ChangeEvent.kind, ChangeEvent.old, ChangeEvent.new, ChangeEvent.observed_at,

@@ -189,7 +189,7 @@ class ChangeEvent(Base):
     initial: Mapped[bool] = mapped_column(Boolean)
 
     def as_dict(self) -> dict[str, Any]:
-        """The event exactly as DESIGN.md shows it."""
+        """The event exactly as docs/architecture.md shows it."""
         return {
             "id": self.id,
             "nct_id": self.nct_id,
