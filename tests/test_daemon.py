@@ -324,7 +324,7 @@ HOLD_LOCK = """
 import time
 from mirror.app import build_app
 from mirror.config import load_settings
-from mirror.daemon.scheduler import scheduler_lock
+from mirror.daemon.lock import scheduler_lock
 lock = scheduler_lock(build_app(load_settings()).db)
 assert lock.acquire()
 print("held", flush=True)

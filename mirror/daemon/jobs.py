@@ -52,7 +52,7 @@ def enqueue(db: Database, watch_id: int, *, full: bool, part_size: int | None = 
         watch = session.get(Watch, watch_id)
         if busy is not None or watch is None:
             return None
-        parts = plan_parts(session, watch, part_size) if full and part_size else []
+        parts = _plan_parts(session, watch, part_size) if full and part_size else []
         slices: list[Part | None] = [*parts] or [None]
         now = utcnow()
         jobs = [
@@ -75,7 +75,7 @@ def enqueue(db: Database, watch_id: int, *, full: bool, part_size: int | None = 
         return jobs[0].id
 
 
-def plan_parts(session: Session, watch: Watch, part_size: int) -> list[Part]:
+def _plan_parts(session: Session, watch: Watch, part_size: int) -> list[Part]:
     """The parts of a full run of ``watch``: none when it covers at most ``part_size`` studies."""
     if watch.kind is WatchKind.IDS:
         ids = list(watch.nct_ids)
@@ -209,7 +209,7 @@ def last_queued(db: Database) -> dict[int, datetime]:
         return {watch_id: queued for watch_id, queued in rows if queued is not None}
 
 
-def job_counts(db: Database) -> dict[str, int]:
+def _job_counts(db: Database) -> dict[str, int]:
     with db.session() as session:
         rows = dict(
             session.execute(select(SyncJob.status, func.count()).group_by(SyncJob.status)).all()

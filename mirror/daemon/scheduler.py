@@ -84,7 +84,7 @@ def _cron_fields(crontab: str) -> dict[str, str]:
             "day_of_week": day_of_week}  # fmt: skip
 
 
-def timing_of(schedule: str | None, default: Timing) -> Timing:
+def _timing_of(schedule: str | None, default: Timing) -> Timing:
     """A watch's timing from its ``schedule`` (validated as ``watch add`` validates it)."""
     text_ = validate_schedule(schedule)
     if text_ is None:
@@ -111,7 +111,7 @@ def default_timing(data_timestamp: str | None, delay_minutes: int) -> Timing:
 # -- what is due --------------------------------------------------------------------------------
 
 
-def full_due(watch: Watch, settings: Settings, now: datetime) -> bool:
+def _full_due(watch: Watch, settings: Settings, now: datetime) -> bool:
     """Whether a watch's next run should be a full re-check rather than an incremental pass."""
     last = watch.last_full_run_at
     return last is None or now - last >= timedelta(days=settings.daemon.full_recheck_days)
@@ -133,9 +133,9 @@ def enqueue_due(
     attempts = last_queued(db)
     queued = []
     for watch in watches:
-        timing = timing_of(watch.schedule, default)
+        timing = _timing_of(watch.schedule, default)
         if is_due(watch, timing, attempts.get(watch.id), now):
-            full = full_due(watch, settings, now)
+            full = _full_due(watch, settings, now)
             job = enqueue(db, watch.id, full=full, part_size=settings.daemon.part_size)
             if job is not None:
                 log.info("daemon.queued", watch=watch.name, job_id=job, reason="due")
@@ -199,7 +199,7 @@ class WatchScheduler:
             self._on_queued()
 
     def _schedule(self, watch: Watch, last_attempt: datetime | None) -> None:
-        timing = timing_of(watch.schedule, self.default)
+        timing = _timing_of(watch.schedule, self.default)
         last = max((t for t in (watch.last_run_at, last_attempt) if t), default=None)
         self._scheduler.add_job(
             self.fire, timing.trigger(self.settings.daemon.jitter_seconds, last),
@@ -225,7 +225,7 @@ class WatchScheduler:
             watch = session.get(Watch, watch_id)
         if watch is None:
             return None
-        full = full_due(watch, self.settings, utcnow())
+        full = _full_due(watch, self.settings, utcnow())
         job = enqueue(self.db, watch.id, full=full, part_size=self.settings.daemon.part_size)
         log.info("daemon.queued", watch=watch.name, job_id=job, reason="schedule")
         return job

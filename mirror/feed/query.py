@@ -148,7 +148,7 @@ def _walk_first(session: Session, flt: ChangeFilter) -> bool:
 def _short_walk(session: Session, flt: ChangeFilter, also: Sequence[Any]) -> _Plan:
     """The primary-key walk of ``flt`` over the next WALK_FIRST * limit ids only."""
     where = _common_conditions(session, flt, _off_index)
-    where.append(fields_condition(session, flt.fields, _off_index))
+    where.append(_fields_condition(session, flt.fields, _off_index))
     where.append(ChangeEvent.id > (flt.after or 0))
     where.append(ChangeEvent.id <= (flt.after or 0) + WALK_FIRST * flt.limit)
     return _Plan(None, (), [*where, *also])
@@ -203,7 +203,7 @@ def _plan(session: Session, flt: ChangeFilter) -> _Plan:
                 return _NOTHING
             nct_ids = few or []
     if flt.fields and (nct_ids or not sqlite):
-        where.append(fields_condition(session, flt.fields, col))
+        where.append(_fields_condition(session, flt.fields, col))
     if 0 < len(nct_ids) <= MERGE_MAX:
         return _Plan(ChangeEvent.nct_id, nct_ids, where)
     if nct_ids:  # many studies: their index, then a sort of their events
@@ -212,7 +212,7 @@ def _plan(session: Session, flt: ChangeFilter) -> _Plan:
         names = _field_names(session, flt.fields)
         if names is not None:
             return _Plan(ChangeEvent.field, names, where) if names else _NOTHING
-        where.append(fields_condition(session, flt.fields, col))
+        where.append(_fields_condition(session, flt.fields, col))
     if flt.since is not None and not flt.newest_first:
         where += _since_floor(session, flt.since, ChangeEvent.id, ChangeEvent.observed_at)
     return _Plan(None, (), where)
@@ -235,7 +235,7 @@ def _since_floor(session: Session, since: datetime, walked: Any, observed: Any) 
 def _common_conditions(session: Session, flt: ChangeFilter, col: Any) -> list[Any]:
     where = []
     if flt.classes:
-        where.append(classes_condition(session, flt.classes))
+        where.append(_classes_condition(session, flt.classes))
     if flt.kinds:
         where.append(col(ChangeEvent.kind).in_(list(dict.fromkeys(flt.kinds))))
     if flt.since is not None:
@@ -247,7 +247,7 @@ def _common_conditions(session: Session, flt: ChangeFilter, col: Any) -> list[An
     return where
 
 
-def classes_condition(
+def _classes_condition(
     session: Session,
     patterns: Sequence[str],
     table: type[ChangeEvent] | type[EventBlock] = ChangeEvent,
@@ -285,7 +285,7 @@ def _few_nct_ids(session: Session, members: Select[int]) -> list[str] | None:
     return found if len(found) <= MERGE_MAX else None
 
 
-def fields_condition(session: Session, patterns: Sequence[str], col: Any = _as_is) -> Any:
+def _fields_condition(session: Session, patterns: Sequence[str], col: Any = _as_is) -> Any:
     """The event's field matches one of the globs ``patterns``."""
     sqlite = session.get_bind().dialect.name == "sqlite"
     return or_(*(_field_matches(p, col(ChangeEvent.field), sqlite=sqlite) for p in patterns))
@@ -408,7 +408,7 @@ def _block_conditions(session: Session, flt: ChangeFilter) -> list[Any] | None:
     if flt.watch is not None:
         where.append(b.study_id.in_(watch_members(session, flt.watch)))
     if flt.classes:
-        where.append(classes_condition(session, flt.classes, EventBlock))
+        where.append(_classes_condition(session, flt.classes, EventBlock))
     if flt.fields:
         sqlite = session.get_bind().dialect.name == "sqlite"
         where.append(or_(*(_listed(p, b.fields, sqlite=sqlite) for p in flt.fields)))

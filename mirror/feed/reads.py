@@ -160,10 +160,10 @@ SNAPSHOT_FIELDS = {
 def timeline(db: Database, nct_id: str) -> list[dict[str, Any]]:
     """One entry per stored version, oldest first: its dates, change classes and key values."""
     with db.session() as session:
-        return study_timeline(session, get_study(session, nct_id))
+        return _study_timeline(session, get_study(session, nct_id))
 
 
-def study_timeline(
+def _study_timeline(
     session: Session,
     study: Study,
     up_to: int | None = None,
@@ -206,11 +206,11 @@ def version_classes(session: Session, study_id: int) -> dict[int, list[dict[str,
 def _snapshot(version: StudyVersion) -> dict[str, Any] | None:
     if version.canonical is None:
         return None  # the study left the registry here
-    record = canonical_of(version)
+    record = _canonical_of(version)
     return {key: record.get(path) for key, path in SNAPSHOT_FIELDS.items()}
 
 
-def load_version(session: Session, study: Study, version: int | None = None) -> StudyVersion:
+def _load_version(session: Session, study: Study, version: int | None = None) -> StudyVersion:
     """Version ``version`` of a study, or its newest version that has content."""
     query = select(StudyVersion).where(StudyVersion.study_id == study.id)
     if version is None:
@@ -226,19 +226,27 @@ def load_version(session: Session, study: Study, version: int | None = None) -> 
     return found
 
 
-def raw_json(version: StudyVersion) -> bytes | None:
+def _raw_json(version: StudyVersion) -> bytes | None:
     return decompress(version.raw) if version.raw is not None else None
 
 
 def raw_version(db: Database, nct_id: str, version: int) -> bytes:
     """The JSON of a version exactly as the source served it; NotFound for a tombstone."""
     with db.session() as session:
-        study = get_study(session, nct_id)
-        stored = load_version(session, study, version)
-        raw = raw_json(stored)
+        return _with_raw(session, nct_id, version)[2]
+
+
+def _with_raw(
+    session: Session, nct_id: str, version: int | None
+) -> tuple[Study, StudyVersion, bytes]:
+    """The study, its version (default: the newest with content) and the version's raw JSON;
+    NotFound when the version holds none (a tombstone, or raw JSON pruned)."""
+    study = get_study(session, nct_id)
+    stored = _load_version(session, study, version)
+    raw = _raw_json(stored)
     if raw is None:
         raise NotFound(_no_raw(study.nct_id, stored))
-    return raw
+    return study, stored, raw
 
 
 def _no_raw(nct_id: str, version: StudyVersion) -> str:
@@ -254,7 +262,7 @@ def _no_raw(nct_id: str, version: StudyVersion) -> str:
     )
 
 
-def canonical_of(version: StudyVersion) -> Canonical:
+def _canonical_of(version: StudyVersion) -> Canonical:
     return orjson.loads(decompress(version.canonical)) if version.canonical is not None else {}
 
 
@@ -262,11 +270,11 @@ def diff_versions(db: Database, nct_id: str, old: int, new: int) -> list[FieldCh
     """Field changes from version ``old`` to version ``new`` (any two, computed now)."""
     with db.session() as session:
         study = get_study(session, nct_id)
-        a, b = load_version(session, study, old), load_version(session, study, new)
-        return diff_records(canonical_of(a), canonical_of(b), a.part_hashes, b.part_hashes)
+        a, b = _load_version(session, study, old), _load_version(session, study, new)
+        return diff_records(_canonical_of(a), _canonical_of(b), a.part_hashes, b.part_hashes)
 
 
-def recent_events(
+def _recent_events(
     session: Session, study: Study, since: datetime, fields: Sequence[str]
 ) -> list[ChangeEvent]:
     """A study's events observed since ``since`` on fields matching the globs ``fields``, the
@@ -292,7 +300,7 @@ class PageInput:
     # Recent change classes up to that version, newest version first: each
     # {"version", "observed_at" (datetime), "name", **params}.
     classes: Sequence[dict[str, Any]] = ()
-    timeline: Sequence[dict[str, Any]] = ()  # study_timeline() up to that version
+    timeline: Sequence[dict[str, Any]] = ()  # _study_timeline() up to that version
 
 
 def page_input(
@@ -300,21 +308,17 @@ def page_input(
 ) -> PageInput:
     """Everything the page of ``nct_id`` (at ``version``, default the newest) needs."""
     with db.session() as session:
-        study = get_study(session, nct_id)
-        stored = load_version(session, study, version)
-        raw = raw_json(stored)
-        if raw is None:
-            raise NotFound(_no_raw(study.nct_id, stored))
+        study, stored, raw = _with_raw(session, nct_id, version)
         window = datetime.now(UTC) - timedelta(days=settings.recent_days)
         events = [
-            e for e in recent_events(session, study, window, settings.recent_fields)
+            e for e in _recent_events(session, study, window, settings.recent_fields)
             if e.version <= stored.version
         ]  # fmt: skip
         by_version = version_classes(session, study.id)
         classes = _recent_classes(session, study, window, stored.version, by_version)
         return PageInput(
             orjson.loads(raw), study.nct_id, stored.version, study.last_seen_at, events,
-            classes, study_timeline(session, study, stored.version, by_version),
+            classes, _study_timeline(session, study, stored.version, by_version),
         )  # fmt: skip
 
 
@@ -345,7 +349,7 @@ def study_detail(db: Database, nct_id: str, version: int | None = None) -> dict[
     """A study's state and the canonical record of one version (default: the newest)."""
     with db.session() as session:
         study = get_study(session, nct_id)
-        stored = load_version(session, study, version)
+        stored = _load_version(session, study, version)
         return {
             "nct_id": study.nct_id,
             "title": study.title,
@@ -358,7 +362,7 @@ def study_detail(db: Database, nct_id: str, version: int | None = None) -> dict[
             "last_seen_at": study.last_seen_at.isoformat(),
             "observed_at": stored.observed_at.isoformat(),
             "source_date": stored.source_date,
-            "record": canonical_of(stored),
+            "record": _canonical_of(stored),
         }
 
 

@@ -49,7 +49,7 @@ class WebhookSender(Protocol):
     async def send(self, url: str, secret: str, message_id: str, body: str) -> SendResult: ...
 
 
-def signed_headers(secret: str, message_id: str, body: str, at: datetime) -> dict[str, str]:
+def _signed_headers(secret: str, message_id: str, body: str, at: datetime) -> dict[str, str]:
     """Standard Webhooks headers for ``body`` signed now (the timestamp is per attempt)."""
     return {
         "webhook-id": message_id,
@@ -95,7 +95,7 @@ class HttpSender:
 
     async def send(self, url: str, secret: str, message_id: str, body: str) -> SendResult:
         started = time.monotonic()
-        headers = signed_headers(secret, message_id, body, utcnow())
+        headers = _signed_headers(secret, message_id, body, utcnow())
         pool = min(range(len(self._pools)), key=self._busy.__getitem__)
         self._busy[pool] += 1
         try:

@@ -49,11 +49,11 @@ class SubscriptionSpec:
     classes: Sequence[str] = ()  # change-class globs, e.g. "outcomes.primary.*"
 
 
-def new_secret() -> str:
+def _new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def check_secret(secret: str) -> str:
+def _check_secret(secret: str) -> str:
     """A ``whsec_<base64>`` secret of 24 to 64 bytes, or UsageError (never echoing it)."""
     body = secret.strip().removeprefix(SECRET_PREFIX)
     try:
@@ -74,7 +74,7 @@ def add_subscription(
     db: Database, spec: SubscriptionSpec, policy: EgressPolicy
 ) -> tuple[WebhookSubscription, str]:
     """Create a subscription; returns it and its secret (the only time the secret is shown)."""
-    secret = check_secret(spec.secret) if spec.secret else new_secret()
+    secret = _check_secret(spec.secret) if spec.secret else _new_secret()
     kinds = [ChangeKind(k).value for k in _valid_kinds(spec.kinds)]
     with db.write() as session:
         _check_watches(session, spec.watches)

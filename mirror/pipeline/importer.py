@@ -136,7 +136,7 @@ class Importer:
         self.settings = settings
         self.batch_size = settings.sync.batch_size
         self.lease = lease or timedelta(seconds=settings.daemon.lease_seconds)
-        self.owner = owner or worker_name()
+        self.owner = owner or _worker_name()
 
     def run(
         self,
@@ -192,7 +192,7 @@ class Importer:
         ingestor = Ingestor(self.db, ignore=self.settings.diff.ignore, run_id=run_id)
         tally = Tally() if tally is None else tally
         progress = progress or _quiet
-        with self._leases_kept(), read_ahead(items) as loaded_batches:
+        with self._leases_kept(), _read_ahead(items) as loaded_batches:
             for loaded in loaded_batches:
                 batch_tally = _count(loaded, ingestor.ingest(loaded.observations))
                 if loaded.batch is not None:
@@ -287,7 +287,7 @@ def _count(loaded: Loaded, results: list[IngestResult]) -> Tally:
 
 
 @contextmanager
-def read_ahead(items: Iterator[T]) -> Iterator[Iterator[T]]:
+def _read_ahead(items: Iterator[T]) -> Iterator[Iterator[T]]:
     """Iterate ``items`` in a background thread, one item ahead of the consumer."""
     slot: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
     stop = threading.Event()
@@ -335,7 +335,7 @@ def read_ahead(items: Iterator[T]) -> Iterator[Iterator[T]]:
 # -- the run -------------------------------------------------------------------------------------
 
 
-def worker_name() -> str:
+def _worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
@@ -410,7 +410,7 @@ def _supervise(db: Database, job: WorkerJob, workers: int, progress: Progress) -
     """Start the worker processes, show their progress, wait for them; what went wrong."""
     spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited engine
     processes = [
-        spawn.Process(target=work_in_process, args=(job,), name=f"import-worker-{n + 1}")
+        spawn.Process(target=_work_in_process, args=(job,), name=f"import-worker-{n + 1}")
         for n in range(workers)
     ]
     for process in processes:
@@ -432,7 +432,7 @@ def _supervise(db: Database, job: WorkerJob, workers: int, progress: Progress) -
     return [f"{p.name} exited with code {p.exitcode}" for p in processes if p.exitcode]
 
 
-def work_in_process(job: WorkerJob) -> None:
+def _work_in_process(job: WorkerJob) -> None:
     """A worker process of :func:`run_workers`, with its own engine, logging and lease owner."""
     configure_logging(job.settings.log)
     db = Database(job.settings.database.url)

@@ -308,7 +308,7 @@ class Ingestor:
         writes.seen.append((head.id, item.obs.observed_at))
         if isinstance(item, Prepared) and item.fingerprint != head.fingerprint:
             # Same content under a new fingerprint: remember it for the next re-read.
-            parts = content_columns(item)["part_hashes"]
+            parts = _content_columns(item)["part_hashes"]
             writes.fingerprints.append({"b_id": head.id, "parts": parts})
         writes.results.append(IngestResult(item.obs.nct_id, Outcome.UNCHANGED, head.latest_version))
 
@@ -338,7 +338,7 @@ class Ingestor:
                 "alias_of": None,
                 "latest_version": version,
                 "last_seen_at": obs.observed_at,
-                **content_columns(item),
+                **_content_columns(item),
             }
         )
         writes.results.append(IngestResult(obs.nct_id, Outcome.CHANGED, version, len(changes)))
@@ -360,7 +360,7 @@ class Ingestor:
                     "latest_version": 0,
                     "first_seen_at": gone.observed_at,
                     "last_seen_at": gone.observed_at,
-                    **content_columns(None),
+                    **_content_columns(None),
                 }
             )
             writes.results.append(IngestResult(gone.nct_id, Outcome.GONE))
@@ -449,7 +449,7 @@ class Ingestor:
             "latest_version": 1,
             "first_seen_at": item.obs.observed_at,
             "last_seen_at": item.obs.observed_at,
-            **content_columns(item),
+            **_content_columns(item),
         }
 
     # -- flushing: write what was planned -----------------------------------------------
@@ -474,7 +474,7 @@ class Ingestor:
         writes.clear_rows()
 
 
-def content_columns(item: Prepared | None) -> dict[str, Any]:
+def _content_columns(item: Prepared | None) -> dict[str, Any]:
     """The columns of ``studies`` that describe its newest content."""
     if item is None:
         return dict.fromkeys(CONTENT_COLUMNS)

@@ -61,7 +61,7 @@ def start_run(db: Database, selection: str) -> int:
         return run.id
 
 
-def finish_run(
+def _finish_run(
     db: Database, run_id: int, status: RunStatus, error: str | None, counts: Mapping[str, int]
 ) -> None:
     """Close a ``sync_runs`` row with its status and the counts it has (``RUN_COUNTS`` keys)."""
@@ -97,7 +97,7 @@ def recorded(db: Database, summary: RecordedRun, event: str) -> Iterator[None]:
         raise
     finally:
         summary.seconds = time.monotonic() - started
-        finish_run(db, summary.run_id, summary.status, summary.error, summary.run_counts())
+        _finish_run(db, summary.run_id, summary.status, summary.error, summary.run_counts())
         log.info(
             event,
             status=summary.status.value,

@@ -56,7 +56,7 @@ SECTIONS: Final[Mapping[str, str]] = MappingProxyType(
         "derivedSection": "derived.",
     }
 )
-AREA_RENAMED: Final[Mapping[str, str]] = MappingProxyType({"sponsorCollaborators": "sponsor"})
+_AREA_RENAMED: Final[Mapping[str, str]] = MappingProxyType({"sponsorCollaborators": "sponsor"})
 
 # Plain-rule path -> fixed public path. Keyed by the rule's output so normalize() and
 # field_mapping() apply exactly the same exceptions.
@@ -74,7 +74,6 @@ RENAMED: Final[Mapping[str, str]] = MappingProxyType(
         "sponsor.leadSponsor": "sponsor.lead",
     }
 )
-XX: Final = dict(RENAMED).get  # a plain dict's get: the hot loop looks up every path
 # Objects kept whole instead of flattened: a sponsor's name and class change together.
 WHOLE_OBJECTS: Final[frozenset[str]] = frozenset({"sponsor.leadSponsor"})
 SITES_PATH: Final = "contactsLocations.locations"
@@ -111,7 +110,7 @@ class FieldRule:
 def area_name(module: str) -> str:
     """``statusModule`` -> ``status`` (with the renamed areas)."""
     area = module[:-6] if module.endswith("Module") and len(module) > 6 else module
-    return AREA_RENAMED.get(area, area)
+    return _AREA_RENAMED.get(area, area)
 
 
 # ---------------------------------------------------------------------------- field mapping

@@ -69,7 +69,7 @@ def _add_entry(
     page = f"{site}/trials/{first.nct_id}"
     entry = feed.add_entry(order="append")
     entry.id(f"{site}/v1/studies/{first.nct_id}/versions/{first.version}")
-    entry.title(_xml(f"{first.nct_id}: {entry_title(ranked)}"))
+    entry.title(_xml(f"{first.nct_id}: {_entry_title(ranked)}"))
     entry.updated(_instant(first))
     entry.published(_instant(first))
     # One link only: feedgen 1.0 drops an entry link's rel and type (its loop variable shadows
@@ -80,7 +80,7 @@ def _add_entry(
     entry.content(_xml(_content(ranked, page)), type="html")
 
 
-def entry_title(events: Sequence[ChangeEvent]) -> str:
+def _entry_title(events: Sequence[ChangeEvent]) -> str:
     """``status.overallStatus RECRUITING → COMPLETED and 2 more``; a first sighting says so."""
     if all(e.initial for e in events):
         return f"first version, {len(events)} field{'s' if len(events) != 1 else ''}"

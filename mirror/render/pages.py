@@ -65,7 +65,7 @@ class StudyView:
     classes: list[dict[str, Any]]  # recent change classes, newest version first
 
 
-def study_view(page: PageInput, settings: PagesSettings) -> StudyView:
+def _study_view(page: PageInput, settings: PagesSettings) -> StudyView:
     """What the page of ``page`` shows, shared by the Markdown and the HTML renderers."""
     protocol: Mapping[str, Any] = page.study.get("protocolSection", {})
     ident, desc = protocol.get("identificationModule", {}), protocol.get("descriptionModule", {})
@@ -167,7 +167,7 @@ def _date(status: Module, name: str) -> str:
 
 def render_markdown(page: PageInput, settings: PagesSettings) -> str:
     """The study page as Markdown, in the layout of seed ``000_*.txt``."""
-    v = study_view(page, settings)
+    v = _study_view(page, settings)
     sections = [
         f"# {_heading(v.title)}",
         *([f"**Official Title:** {v.official_title}"] if v.official_title else []),
@@ -346,7 +346,7 @@ def _millis(value: datetime) -> str:
 
 def render_html(page: PageInput, settings: PagesSettings) -> str:
     """The study page as a self-contained HTML5 document (no scripts, no external assets)."""
-    v = study_view(page, settings)
+    v = _study_view(page, settings)
     template = _templates().get_template("study.html")
     html_url = canonical_url(v.nct_id, settings, ".html")
     changes = [change_row(e) for e in v.changes]

@@ -34,13 +34,13 @@ from mirror.record import NCT_ID_PATTERN, parse_nct_id
 # The dependencies below do no I/O: ``async def`` keeps them out of the thread pool.
 
 
-async def get_app(request: Request) -> App:
+async def _get_app(request: Request) -> App:
     """The App the FastAPI application was created for (``create_app(app)``)."""
     app: App = request.app.state.mirror
     return app
 
 
-AppDep = Annotated[App, Depends(get_app)]
+AppDep = Annotated[App, Depends(_get_app)]
 
 NctIdPath = Annotated[
     str,
@@ -131,7 +131,7 @@ async def require_write(app: AppDep, credentials: WriteCredentials) -> None:
         raise Unauthorized("writes need 'Authorization: Bearer <api.token>'")
 
 
-def error_body(code: str, message: str) -> dict[str, Any]:
+def _error_body(code: str, message: str) -> dict[str, Any]:
     """The body of every error answer: ``{"error": {"code": ..., "message": ...}}``."""
     return {"error": {"code": code, "message": message}}
 
@@ -139,7 +139,7 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 def error_response(
     status: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
-    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+    return JSONResponse(_error_body(code, message), status_code=status, headers=headers)
 
 
 class OrjsonResponse(Response):

@@ -54,7 +54,7 @@ class ChangePage(BaseModel):
     next_cursor: int = Field(description="Pass as `after` for the next page.")
 
 
-async def change_filter(
+async def _change_filter(
     after: Annotated[int, Query(ge=0, le=MAX_ID, description="Only events with a greater id.")] = 0,
     limit: Annotated[int, Query(ge=1, le=feed.MAX_LIMIT, description="Page size.")] = 100,
     field: Annotated[
@@ -93,7 +93,7 @@ async def change_filter(
     )
 
 
-FilterDep = Annotated[feed.ChangeFilter, Depends(change_filter)]
+FilterDep = Annotated[feed.ChangeFilter, Depends(_change_filter)]
 NctIdsQuery = Annotated[
     list[Annotated[str, Field(pattern=NCT_ID_PATTERN)]] | None,
     Query(description="Only these studies; repeatable.", max_length=1000),

@@ -10,7 +10,9 @@ own session, so one failing (say, its table is not migrated yet) does not hide t
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
@@ -47,13 +49,25 @@ RETRYING = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
+def _by_value(
+    session: Session, column: Any, values: type[enum.Enum], name: str, doc: str, label: str
+) -> tuple[GaugeMetricFamily, dict[Any, int]]:
+    """A gauge of the rows per value of an enum ``column`` (every value, 0 when none), and the
+    counts it was made from."""
+    counts: dict[Any, int] = dict(
+        session.execute(select(column, func.count()).group_by(column)).tuples().all()
+    )
+    gauge = GaugeMetricFamily(name, doc, labels=[label])
+    for value in values:
+        gauge.add_metric([value.value], counts.get(value, 0))
+    return gauge, counts
+
+
 def mirror_counts(session: Session) -> Iterator[Metric]:
     """Studies by state, stored versions, change events."""
-    studies = GaugeMetricFamily("ctmirror_studies", "Studies in the mirror.", labels=["state"])
-    by_state = dict(session.execute(select(Study.state, func.count()).group_by(Study.state)).all())
-    for state in StudyState:
-        studies.add_metric([state.value], by_state.get(state, 0))
-    yield studies
+    yield _by_value(
+        session, Study.state, StudyState, "ctmirror_studies", "Studies in the mirror.", "state"
+    )[0]
     versions = session.scalar(select(func.count()).select_from(StudyVersion)) or 0
     yield CounterMetricFamily(
         "ctmirror_study_versions", "Distinct study versions stored.", value=versions
@@ -64,13 +78,9 @@ def mirror_counts(session: Session) -> Iterator[Metric]:
 
 def sync_runs(session: Session) -> Iterator[Metric]:
     """Sync runs by status, and when the last successful one finished."""
-    runs = GaugeMetricFamily("ctmirror_sync_runs", "Sync runs by status.", labels=["status"])
-    by_status = dict(
-        session.execute(select(SyncRun.status, func.count()).group_by(SyncRun.status)).all()
-    )
-    for status in RunStatus:
-        runs.add_metric([status.value], by_status.get(status, 0))
-    yield runs
+    yield _by_value(
+        session, SyncRun.status, RunStatus, "ctmirror_sync_runs", "Sync runs by status.", "status"
+    )[0]
     finished = session.scalar(
         select(func.max(SyncRun.finished_at)).where(SyncRun.status == RunStatus.OK)
     )
@@ -83,16 +93,10 @@ def sync_runs(session: Session) -> Iterator[Metric]:
 
 def webhook_metrics(session: Session) -> Iterator[Metric]:
     """Deliveries by status, the queue (depth, oldest), the outbox backlog, subscriptions."""
-    by_status = dict(
-        session.execute(
-            select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status)
-        ).all()
-    )
-    deliveries = GaugeMetricFamily(
-        "ctmirror_webhook_deliveries", "Webhook deliveries by status.", labels=["status"]
-    )
-    for status in DeliveryStatus:
-        deliveries.add_metric([status.value], by_status.get(status, 0))
+    deliveries, by_status = _by_value(
+        session, WebhookDelivery.status, DeliveryStatus,
+        "ctmirror_webhook_deliveries", "Webhook deliveries by status.", "status",
+    )  # fmt: skip
     yield deliveries
     yield GaugeMetricFamily(
         "ctmirror_webhook_queue_depth", "Deliveries waiting for an attempt (pending or failed).",
@@ -115,24 +119,14 @@ def webhook_metrics(session: Session) -> Iterator[Metric]:
 
 
 def _subscription_and_job_metrics(session: Session) -> Iterator[Metric]:
-    subs = GaugeMetricFamily(
-        "ctmirror_webhook_subscriptions", "Webhook subscriptions by state.", labels=["state"]
-    )
-    by_state = dict(
-        session.execute(
-            select(WebhookSubscription.state, func.count()).group_by(WebhookSubscription.state)
-        ).all()
-    )
-    for state in SubscriptionState:
-        subs.add_metric([state.value], by_state.get(state, 0))
-    yield subs
-    jobs = GaugeMetricFamily("ctmirror_sync_jobs", "Daemon sync jobs by status.", labels=["status"])
-    by_job = dict(
-        session.execute(select(SyncJob.status, func.count()).group_by(SyncJob.status)).all()
-    )
-    for job_status in JobStatus:
-        jobs.add_metric([job_status.value], by_job.get(job_status, 0))
-    yield jobs
+    yield _by_value(
+        session, WebhookSubscription.state, SubscriptionState,
+        "ctmirror_webhook_subscriptions", "Webhook subscriptions by state.", "state",
+    )[0]  # fmt: skip
+    yield _by_value(
+        session, SyncJob.status, JobStatus,
+        "ctmirror_sync_jobs", "Daemon sync jobs by status.", "status",
+    )[0]  # fmt: skip
     yield CounterMetricFamily(
         "ctmirror_outbox_versions", "Study versions written to the webhook outbox.",
         value=session.scalar(select(func.count()).select_from(OutboxEntry)) or 0,

@@ -81,13 +81,16 @@ def post_watch(app: AppDep, body: WatchIn) -> dict[str, Any]:
     return describe(created) | {"studies": 0}
 
 
-@router.delete(
-    "/v1/watches/{name}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    response_class=Response,
-    dependencies=[Depends(require_write)],
-    responses=WRITE_ERRORS | error_responses(404),
-)
+# Both ways of removing a watch answer alike.
+_DELETE: dict[str, Any] = {
+    "status_code": status.HTTP_204_NO_CONTENT,
+    "response_class": Response,
+    "dependencies": [Depends(require_write)],
+    "responses": WRITE_ERRORS | error_responses(404),
+}
+
+
+@router.delete("/v1/watches/{name}", **_DELETE)
 def delete_watch(app: AppDep, name: Annotated[str, Path(max_length=100)]) -> Response:
     remove_watch(app.db, name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -95,10 +98,7 @@ def delete_watch(app: AppDep, name: Annotated[str, Path(max_length=100)]) -> Res
 
 @router.delete(
     "/v1/watches",
-    status_code=status.HTTP_204_NO_CONTENT,
-    response_class=Response,
-    dependencies=[Depends(require_write)],
-    responses=WRITE_ERRORS | error_responses(404),
+    **_DELETE,
     description="The same as `DELETE /v1/watches/{name}`, for clients that pass the name as "
     "a query parameter.",
 )

@@ -73,7 +73,7 @@ def to_observation(record: Record, observed_at: datetime) -> Observation:
     return Observation(nct_id, record.data, study, observed_at, origin="archive")
 
 
-def batched(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+def _batched(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
     """Lists of ``size`` records; damage is raised after the records read before it."""
     batch: list[Record] = []
     damage: ArchiveDamaged | None = None
@@ -91,7 +91,7 @@ def batched(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
         raise damage
 
 
-def file_key(kind: str, path: Path) -> str:
+def _file_key(kind: str, path: Path) -> str:
     """An archive file's identity: its size and its first and last MiB, not its path or mtime,
     so copies of one download on several hosts are the same archive."""
     digest = hashlib.sha256(kind.encode())
@@ -114,22 +114,22 @@ class ZipArchive:
         self.path = path
         self.name = path.name
         with path.open("rb") as f:
-            self.directory = find_central_directory(f, path.stat().st_size)
+            self.directory = _find_central_directory(f, path.stat().st_size)
         self.total = self.directory[1] if self.directory else None
-        self.key = file_key("zip", path) if self.directory else None
+        self.key = _file_key("zip", path) if self.directory else None
 
     def spans(self, size: int) -> Iterator[Span]:
         if self.directory is None:
             raise UsageError(f"{self.name} has no central directory: it can only be read in order")
         with self.path.open("rb") as f:
-            offsets = local_header_offsets(f, *self.directory, name=self.name)
+            offsets = _local_header_offsets(f, *self.directory, name=self.name)
         for first in range(0, len(offsets), size):
             yield Span(first, min(size, len(offsets) - first), offsets[first])
 
     def batches(self, size: int, span: Span | None = None) -> Iterator[list[Record]]:
         if span is None:
-            return batched(self._members(None), size)
-        return batched(self._span(span), size)
+            return _batched(self._members(None), size)
+        return _batched(self._span(span), size)
 
     def _span(self, span: Span) -> Iterator[Record]:
         """The members of ``span``, each inflated in one call where its local header gives its
@@ -248,7 +248,7 @@ _ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
 _CENTRAL_ENTRY = struct.Struct("<4s6H3L5H2L")
 
 
-def find_central_directory(f: BinaryIO, size: int) -> tuple[int, int] | None:
+def _find_central_directory(f: BinaryIO, size: int) -> tuple[int, int] | None:
     """(offset, entries) of a zip's central directory; None when its end record is missing."""
     tail_size = min(size, _EOCD.size + 0xFFFF)
     f.seek(size - tail_size)
@@ -276,7 +276,7 @@ def find_central_directory(f: BinaryIO, size: int) -> tuple[int, int] | None:
     return (offset, entries) if offset + length <= eocd_at else None
 
 
-def local_header_offsets(f: BinaryIO, offset: int, entries: int, *, name: str) -> array[int]:
+def _local_header_offsets(f: BinaryIO, offset: int, entries: int, *, name: str) -> array[int]:
     """Where each member's local header starts, in file order (8 bytes a member)."""
     offsets = array("q")
     f.seek(offset)
@@ -340,7 +340,7 @@ class DirectoryArchive:
 
     def batches(self, size: int, span: Span | None = None) -> Iterator[list[Record]]:
         first, count = (span.first, span.count) if span else (0, len(self.names))
-        return batched(self._files(self.names[first : first + count]), size)
+        return _batched(self._files(self.names[first : first + count]), size)
 
     def _files(self, names: list[str]) -> Iterator[Record]:
         for file_name in names:
@@ -363,7 +363,7 @@ class NdjsonArchive:
         self.name = name
         self.path = path
         self.stream = stream
-        self.key = file_key("ndjson", path) if path else None
+        self.key = _file_key("ndjson", path) if path else None
         self.total: int | None = None  # unknown until the file is read once
 
     def spans(self, size: int) -> Iterator[Span]:
@@ -380,7 +380,7 @@ class NdjsonArchive:
             yield Span(first, min(size, lines - first), at)
 
     def batches(self, size: int, span: Span | None = None) -> Iterator[list[Record]]:
-        return batched(self._lines(span), size)
+        return _batched(self._lines(span), size)
 
     def _lines(self, span: Span | None) -> Iterator[Record]:
         if self.path is None:

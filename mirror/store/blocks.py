@@ -8,7 +8,7 @@ reserves one feed id per field (in the record's key order, under the same lock a
 event id) and stores one row; readers expand it into exactly the events rows would have held,
 with those ids, taking the values from the version's canonical record.
 
-Write side: :func:`block_row`, :func:`reserve_ids`. Read side: :func:`expand` and the
+Write side: :func:`block_row`, :func:`_reserve_ids`. Read side: :func:`expand` and the
 lookups by study and by version; the feed's filtered walk is in ``mirror.feed.query``.
 """
 
@@ -57,13 +57,13 @@ def assign_ids(session: Session, blocks: Sequence[dict[str, Any]]) -> None:
     total = sum(b["size"] for b in blocks)
     if not total:
         return
-    next_id = reserve_ids(session, total)
+    next_id = _reserve_ids(session, total)
     for block in blocks:
         block["first_id"], next_id = next_id, next_id + block["size"]
         block["last_id"] = next_id - 1
 
 
-def reserve_ids(session: Session, count: int) -> int:
+def _reserve_ids(session: Session, count: int) -> int:
     """The first of ``count`` consecutive change-event ids no event or block will ever get."""
     if session.get_bind().dialect.name == "postgresql":
         last = session.scalar(

@@ -36,7 +36,7 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def migrations_dir() -> Path:
+def _migrations_dir() -> Path:
     """The Alembic scripts: installed as ``mirror/migrations``, or ``alembic/`` in a checkout."""
     installed = Path(str(resources.files("mirror"))) / "migrations"
     if (installed / "env.py").is_file():
@@ -44,9 +44,9 @@ def migrations_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "alembic"
 
 
-def alembic_config(url: str) -> Config:
+def _alembic_config(url: str) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.set_main_option("script_location", str(_migrations_dir()))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
@@ -92,7 +92,7 @@ class Database:
 
     def _migrate(self, step: Any, revision: str) -> None:
         with self.engine.begin() as conn:
-            cfg = alembic_config(self.url.render_as_string(hide_password=False))
+            cfg = _alembic_config(self.url.render_as_string(hide_password=False))
             cfg.attributes["connection"] = conn
             step(cfg, revision)
 
@@ -101,7 +101,7 @@ class Database:
             return MigrationContext.configure(conn).get_current_revision()
 
     def head_revision(self) -> str | None:
-        script = ScriptDirectory.from_config(alembic_config(str(self.url)))
+        script = ScriptDirectory.from_config(_alembic_config(str(self.url)))
         return script.get_current_head()
 
     def schema_drift(self) -> list[Any]:

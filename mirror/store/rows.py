@@ -240,7 +240,7 @@ class RowWriter:
         return (row["study_id"], row["nct_id"], row["version"], row["origin"], at)
 
 
-def event_values(
+def _event_values(
     study_id: int,
     nct_id: str,
     version: int,
