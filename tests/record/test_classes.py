@@ -14,7 +14,7 @@ from class_cases import DATA, KINDS, PLAN, build_cases, outcome_labels
 
 from mirror.record import CATALOG, Canonical, VersionClass, class_matches, classify, normalize
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "classes.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "classes.md"
 # RECRUITING; 5 sites in Taiwan and Australia; 2 primary and 4 secondary outcomes.
 STUDY = "NCT05756322"
 # RECRUITING; one primary outcome (AEs), three secondary, two other.

@@ -25,7 +25,7 @@ from mirror.record import ChangeKind
 from mirror.render import change_line, class_line, render_html, render_markdown, timeline_chart
 from mirror.store import ChangeEvent, EventBlock
 
-SEED_000 = next((Path(__file__).resolve().parents[2] / "shared" / "seeds").glob("000_*.txt"))
+SEED_000 = next((Path(__file__).resolve().parents[3] / "shared" / "seeds").glob("000_*.txt"))
 SEED = SEED_000.read_text()
 SEED_SETTINGS = PagesSettings(
     canonical_base_url="https://parkinsonspathways.com/agent/trials",

@@ -34,7 +34,7 @@ from mirror.app import App
 from mirror.record import normalize
 from mirror.store import RunStatus, Study, StudyVersion, decompress
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OTHER = "NCT05305430"
 THIRD = "NCT00410098"
 

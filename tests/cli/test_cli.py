@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from mirror.store import Database, StudyVersion
 
 IDS = ["NCT00000410", "NCT00007696", "NCT00033839"]
-SEED_000 = next((Path(__file__).resolve().parents[2] / "shared" / "seeds").glob("000_*.txt"))
+SEED_000 = next((Path(__file__).resolve().parents[3] / "shared" / "seeds").glob("000_*.txt"))
 EVENT_KEYS = {
     "id", "nct_id", "version", "field", "kind", "old", "new", "observed_at", "source_date",
     "initial",

@@ -34,10 +34,10 @@ from mirror.record import (
 DATA = Path(
     os.environ.get(
         "CTMIRROR_CTGOV_DATA",
-        Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ctgov",
+        Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ctgov",
     )
 )
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "fields.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "fields.md"
 
 needs_data = pytest.mark.skipif(
     not (DATA / "studies").is_dir(), reason=f"real records not found in {DATA}"
