@@ -79,7 +79,7 @@ def module(study: dict[str, Any], name: str) -> Any:
 
 
 def site_field(location: dict[str, Any]) -> str:
-    """The field path of one site, built here from DESIGN.md's rule, not from mirror's code."""
+    """The field path of one site, built here from docs/fields.md's rule, not from mirror's code."""
     parts = [str(location.get(k) or "") for k in ("facility", "city", "state", "country")]
     return "locations." + "|".join(" ".join(p.split()).lower() for p in parts)
 

@@ -54,9 +54,8 @@ def _by_value(
 ) -> tuple[GaugeMetricFamily, dict[Any, int]]:
     """A gauge of the rows per value of an enum ``column`` (every value, 0 when none), and the
     counts it was made from."""
-    counts: dict[Any, int] = dict(
-        session.execute(select(column, func.count()).group_by(column)).tuples().all()
-    )
+    rows = session.execute(select(column, func.count()).group_by(column))
+    counts: dict[Any, int] = {value: count for value, count in rows}
     gauge = GaugeMetricFamily(name, doc, labels=[label])
     for value in values:
         gauge.add_metric([value.value], counts.get(value, 0))

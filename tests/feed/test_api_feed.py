@@ -186,7 +186,7 @@ def test_empty_page_returns_the_cursor_it_was_given(api: ApiClient) -> None:
 
 
 def test_feed_events_have_exactly_the_design_keys(api: ApiClient) -> None:
-    """Each event of /v1/changes has DESIGN.md's keys and formats."""
+    """Each event of /v1/changes has the event's keys and formats (docs/architecture.md)."""
     page = api.json("/v1/changes", params={"limit": 1, "nct_id": STUDY})
     (event,) = page["changes"]
     assert set(event) == {

@@ -411,7 +411,7 @@ def test_merged_id_answering_301_records_the_alias(fake: FakeCtgov, app: App) ->
 def test_changes_json_objects_have_exactly_the_design_keys(
     fake: FakeCtgov, run: Any, app: App
 ) -> None:
-    """`ctmirror changes --format json` prints events with exactly DESIGN.md's keys."""
+    """`ctmirror changes --format json` prints exactly the event's keys (docs/architecture.md)."""
     run("sync", STUDY)
     fake.edit(STUDY, lambda s: module(s, "statusModule").update(overallStatus="COMPLETED"))
     run("sync", STUDY)

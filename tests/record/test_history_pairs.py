@@ -2,7 +2,7 @@
 
 Each pair is ingested as two API observations; what the newer one records is checked
 against an oracle built here from the raw JSON, not from mirror's normalizer: the fields
-named below, and the sites keyed by DESIGN.md's ``facility|city|state|country`` rule.
+named below, and the sites keyed by docs/fields.md's ``facility|city|state|country`` rule.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def at(study: dict[str, Any], *keys: str) -> Any:
 
 
 def bag(value: Any) -> Any:
-    """An order-free form of a JSON value: list order is not information (DESIGN.md)."""
+    """An order-free form of a JSON value: list order is not information (docs/fields.md)."""
     if isinstance(value, dict):
         return tuple(sorted((k, bag(v)) for k, v in value.items()))
     if isinstance(value, list):
