@@ -44,7 +44,7 @@ def _versions(db_url: str) -> int:
 
 
 def test_changes_json_objects_are_the_design_event(synced: Cli) -> None:
-    """`changes --format json` prints events with exactly the event's keys (docs/architecture.md)."""
+    """`changes --format json` prints events with exactly the keys of the documented event."""
     events = orjson.loads(synced("changes", "--no-initial", "--format", "json").stdout)
     assert [(e["field"], e["kind"], e["old"], e["new"]) for e in events] == [
         ("status.overallStatus", "changed", "COMPLETED", "TERMINATED"),
