@@ -51,7 +51,7 @@ def encode(record: Canonical) -> tuple[bytes, dict[str, str]]:
 
 # Part of every fingerprint: bump it whenever normalize() may give another record for the same
 # study object, so that stored fingerprints stop matching and records are normalized again.
-NORMALIZE_REVISION: Final = 1
+NORMALIZE_REVISION: Final = 2
 
 
 def fingerprint(study: Mapping[str, Any], ignore: Sequence[str] = ()) -> str | None:

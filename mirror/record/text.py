@@ -78,11 +78,27 @@ def _render_html(text: str) -> str:
 
 
 def _render_text(out: list[str], segment: str) -> None:
-    text = _SPACES.sub(" ", segment)  # HTML: any run of whitespace is one space
+    # HTML: any run of whitespace is one space, except before a line that starts with a bullet:
+    # old versions wrapped today's markdown lists ("* item" lines) in <p>, and the list it
+    # reads as is the same list.
+    text = "\n".join(_SPACES.sub(" ", part) for part in _list_lines(segment))
     if not out or out[-1].endswith(("\n", " ")):
         text = text.lstrip(" ")
     if text:
         out.append(text)
+
+
+def _list_lines(segment: str) -> list[str]:
+    """``segment`` cut before every line that starts with a bullet (escaped or not, as
+    :func:`text_key` reads it); the pieces keep their other newlines."""
+    pieces = segment.split("\n")
+    kept = [pieces[0]]
+    for line in pieces[1:]:
+        if _BULLET.match(_ESCAPED.sub(r"\1", line)):
+            kept.append(line)
+        else:
+            kept[-1] += "\n" + line
+    return kept
 
 
 def _render_tag(out: list[str], lists: list[int], name: str, closing: bool) -> None:

@@ -754,3 +754,53 @@ def test_value_changing_type_is_still_a_change() -> None:
     old = normalize(study_stub(designModule={"enrollmentInfo": {"count": 1}}))
     new = normalize(study_stub(designModule={"enrollmentInfo": {"count": True}}))
     assert [c.field for c in diff_records(old, new)] == ["design.enrollmentCount"]
+
+
+_BULLET_LINE = re.compile(r"^[ \t]*(?:[*+-]|[0-9]{1,3}[.)])[ \t]", re.MULTILINE)
+_WRAPPINGS = {
+    "one <p>": lambda text: f"<p>{text}</p>",
+    "a <p> per paragraph": lambda text: "".join(f"<p>{p}</p>" for p in text.split("\n\n")),
+    "<div> and <br>": lambda text: "<div>" + text.replace("\n\n", "<br/>\n") + "</div>",
+}
+
+
+def _with_bullets(study: Study) -> list[tuple[str, Study, Study]]:
+    """Copies of ``study`` with one bulleted text wrapped in markup, per wrapping and text."""
+    copies = []
+    protocol = study["protocolSection"]
+    texts = [("eligibilityModule", "eligibilityCriteria", None)] + [
+        ("outcomesModule", kind, i)
+        for kind in ("primaryOutcomes", "secondaryOutcomes")
+        for i in range(len(protocol.get("outcomesModule", {}).get(kind, [])))
+    ]
+    for module, key, index in texts:
+        holder = protocol.get(module, {})
+        target = holder.get(key) if index is None else holder[key][index]
+        text = target if index is None else target.get("description")
+        if not isinstance(text, str) or not _BULLET_LINE.search(text):
+            continue
+        for name, wrap in _WRAPPINGS.items():
+            edited = orjson.loads(orjson.dumps(study))
+            place = edited["protocolSection"][module]
+            if index is None:
+                place[key] = wrap(text)
+            else:
+                place[key][index]["description"] = wrap(text)
+            copies.append((f"{module}.{key}[{index}] in {name}", study, edited))
+    return copies
+
+
+@needs_data
+def test_markup_around_bulleted_text_is_no_change_nor_class(studies: dict[str, Study]) -> None:
+    """Real bulleted texts wrapped as HTML-era versions wrapped them: no event, no class."""
+    from mirror.record import classify
+
+    every = [c for s in list(studies.values())[:400] for c in _with_bullets(s)]
+    assert len(every) > 1000  # criteria and outcome descriptions with bullets are common
+    cases = every[::15]  # each case diffs long texts (~35 ms): a spread sample is enough
+    changed = []
+    for label, plain, wrapped in cases:
+        old, new = normalize(plain, DEFAULT_IGNORE), normalize(wrapped, DEFAULT_IGNORE)
+        if diff_records(old, new) or classify(old, new):
+            changed.append(label)
+    assert changed == []
