@@ -130,9 +130,16 @@ def _within(address: IPAddress, networks: Iterable[Any]) -> bool:
 
 
 def _literal(host: str) -> IPAddress | None:
+    """The address ``host`` spells, in any form the resolver reads as one: ``169.254.169.254``,
+    ``[::1]``, and the decimal, hex, octal and short IPv4 forms (``2852039166``,
+    ``0xa9fea9fe``, ``0251.0376.0251.0376``, ``127.1``) that delivery would connect to."""
     try:
         return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:  # not a numeric spelling: a name, resolved at every delivery
         return None
 
 

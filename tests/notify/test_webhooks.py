@@ -8,6 +8,7 @@ with the standardwebhooks library, webhook-ids across retries, and delivery rows
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +22,7 @@ from sqlalchemy import select
 
 from mirror.app import App, build_app
 from mirror.config import load_settings
+from mirror.errors import UsageError
 from mirror.notify import Dispatcher, EgressPolicy, HttpSender, SubscriptionSpec, add_subscription
 from mirror.store import (
     DeliveryStatus,
@@ -401,6 +403,10 @@ def test_response_body_is_read_up_to_the_cap(
         "ftp://example.org/hook",
         "http://user:pw@example.org/hook",
         "http://[/hook",
+        "http://2852039166/",
+        "http://0xa9fea9fe/",
+        "http://0251.0376.0251.0376/",
+        "http://169.254.43518/",
     ],
 )
 def test_metadata_link_local_and_odd_urls_are_refused(run: Any, url: str) -> None:
@@ -408,6 +414,20 @@ def test_metadata_link_local_and_odd_urls_are_refused(run: Any, url: str) -> Non
     result = run("webhooks", "add", url, expect=2)
     assert result.stderr.startswith("error: webhook URL")
     assert run("webhooks", "list", "--format", "json").stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [("http://2852039166/", "169.254.169.254"), ("http://0xa9fea9fe/", "169.254.169.254"),
+     ("http://0x7f.1/", "127.0.0.1"), ("http://10.1/", "10.0.0.1")],
+)  # fmt: skip
+def test_numeric_host_spellings_are_checked_as_the_address_they_spell(
+    url: str, address: str
+) -> None:
+    """Decimal, hex, octal and short IPv4 hosts are judged as the address delivery reaches."""
+    strict = EgressPolicy(allow_private=False, allow_loopback=False)
+    with pytest.raises(UsageError, match=f"refused: {re.escape(address)} is a"):
+        strict.check_url(url)
 
 
 def test_private_addresses_need_allow_private(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
