@@ -112,7 +112,7 @@ STATUSES = frozenset(
         "UNKNOWN",
     }
 )  # components.schemas.Status
-FAULT_KINDS = frozenset({"status", "slow", "truncate_body", "truncate_json", "reset"})
+FAULT_KINDS = frozenset({"status", "slow", "trickle", "truncate_body", "truncate_json", "reset"})
 
 Study = dict[str, Any]
 Query = dict[str, list[str]]
@@ -605,7 +605,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     # Writing responses, with or without a fault.
 
-    def send(self, response: _Response, fault: str | None = None) -> None:
+    def send(
+        self,
+        response: _Response,
+        fault: str | None = None,
+        opts: dict[str, Any] | None = None,
+        stopping: threading.Event | None = None,
+    ) -> None:
         body = response.body
         if fault == "truncate_json":
             body = _cut_utf8(body, len(body) // 2)
@@ -620,9 +626,23 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             body = body[: len(body) // 2]
         self.end_headers()
-        if self.command != "HEAD":
+        if self.command == "HEAD":
+            pass
+        elif fault == "trickle":
+            self._trickle(body, float((opts or {})["bytes_per_second"]), stopping)
+        else:
             self.wfile.write(body)
         self.wfile.flush()
+
+    def _trickle(self, body: bytes, rate: float, stopping: threading.Event | None) -> None:
+        """Send ``body`` at ``rate`` bytes a second, a tenth of a second's worth at a time."""
+        step = max(1, int(rate / 10))
+        for start in range(0, len(body), step):
+            if stopping is not None and stopping.wait(step / rate):
+                self.close_connection = True
+                return
+            self.wfile.write(body[start : start + step])
+            self.wfile.flush()
 
     def reset(self) -> None:
         """Abort the connection with a TCP RST, sending nothing."""
@@ -836,8 +856,10 @@ class FakeCtgov:
         """Queue a fault for the next ``count`` requests whose target contains ``path_contains``.
 
         kinds: ``status`` (opts ``status``, optional ``retry_after``), ``slow`` (opts
-        ``seconds``), ``truncate_body``, ``truncate_json``, ``reset``. ``path_contains`` is
-        matched against the raw request target (path and query string); default: any request.
+        ``seconds``: wait before answering), ``trickle`` (opts ``bytes_per_second``: the
+        headers at once, the body slowly), ``truncate_body``, ``truncate_json``, ``reset``.
+        ``path_contains`` is matched against the raw request target (path and query string);
+        default: any request.
         """
         _check_fault(kind, opts)
         if count < 1:
@@ -898,7 +920,7 @@ class FakeCtgov:
             response = _error(500, "fake_ctgov error:\n" + traceback.format_exc())
         record(response.status)
         try:
-            handler.send(response, kind)
+            handler.send(response, kind, opts, self._stopping)
         except OSError:
             handler.close_connection = True
 
@@ -1140,12 +1162,14 @@ def _history_change(version: int, before: Study, study: Study) -> dict[str, Any]
 def _check_fault(kind: str, opts: dict[str, Any]) -> None:
     if kind not in FAULT_KINDS:
         raise ValueError(f"unknown fault kind {kind!r}; one of {sorted(FAULT_KINDS)}")
-    allowed = {"path_contains"} | {"status": {"status", "retry_after"}, "slow": {"seconds"}}.get(
-        kind, set()
-    )
+    allowed = {"path_contains"} | {
+        "status": {"status", "retry_after"},
+        "slow": {"seconds"},
+        "trickle": {"bytes_per_second"},
+    }.get(kind, set())
     if unknown := set(opts) - allowed:
         raise TypeError(f"fault {kind!r} takes no option(s) {sorted(unknown)}")
-    required = {"status": "status", "slow": "seconds"}.get(kind)
+    required = {"status": "status", "slow": "seconds", "trickle": "bytes_per_second"}.get(kind)
     if required and required not in opts:
         raise TypeError(f"fault {kind!r} needs the option {required!r}")
 

@@ -10,6 +10,8 @@ responses) are retried, with exponential backoff and jitter, honouring
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from types import TracebackType
@@ -250,14 +252,22 @@ class ApiSource:
         base: str | None = None,
     ) -> tuple[httpx.Response, Any]:
         url = _url(base or self.settings.base_url, path)
+        deadline = self.settings.timeout_seconds
         async with self._slots, self._limiter:
             try:
-                response = await self._client.get(path if base is None else url, params=params)
-            except httpx.TimeoutException:
+                # One deadline for the whole request: connect, headers and the last byte of the
+                # body (httpx's own timeouts bound each step, not a body trickling in).
+                async with asyncio.timeout(deadline):
+                    response = await self._client.get(
+                        path if base is None else url, params=params
+                    )
+            except (TimeoutError, httpx.TimeoutException):
                 raise TransientSourceError(
-                    f"GET {url}: timed out after {self.settings.timeout_seconds}s"
+                    f"GET {url}: no complete answer within {deadline:g}s"
                 ) from None
             except httpx.TransportError as exc:
+                if (reason := _lasting(exc)) is not None:
+                    raise SourceError(f"GET {url}: {reason}") from None
                 raise TransientSourceError(f"GET {url}: {type(exc).__name__}: {exc}") from None
         status = response.status_code
         if status == 429 or status >= 500:
@@ -288,6 +298,25 @@ def _log_retry(state: RetryCallState) -> None:
         wait_s=round(state.next_action.sleep, 2) if state.next_action else None,
         error=str(exc),
     )
+
+
+# Name-resolution answers that will not change by retrying: the name does not exist.
+_NO_SUCH_NAME = frozenset(
+    {getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, name)}
+)
+
+
+def _lasting(exc: BaseException) -> str | None:
+    """Why a failed connection will fail again (a name that does not resolve, a certificate
+    that does not verify), or None when retrying may help (refused, reset, a DNS timeout)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, socket.gaierror) and seen.errno in _NO_SUCH_NAME:
+            return f"cannot resolve the host name ({seen.strerror}); check source.base_url"
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return f"the server's certificate was refused ({seen.verify_message})"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -3,13 +3,18 @@ an unreachable source, bad input, and a sync killed with SIGKILL half way."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +163,7 @@ def test_response_slower_than_the_timeout_is_retried(
     fake_api.fault_next("slow", seconds=1.5, path_contains="filter.ids")
     result = run("sync", STUDY)
     retries = [line for line in log_lines(result.stderr) if line["event"] == "source.retry"]
-    assert [r["error"].endswith("timed out after 0.3s") for r in retries] == [True]
+    assert [r["error"].endswith("no complete answer within 0.3s") for r in retries] == [True]
     deadline = time.monotonic() + 10
     while len(fake_api.requests) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)  # the slow answer is logged by the fake when it finally goes out
@@ -170,7 +175,73 @@ def test_response_slower_than_the_timeout_is_retried(
     assert version_numbers(app.db, STUDY) == [1]
 
 
+def test_a_body_trickling_in_is_cut_at_the_deadline_and_asked_again(
+    fake_api: FakeCtgov, run: Any, app: App
+) -> None:
+    """Headers at once, the body at 1,000 B/s: the whole request's deadline cuts it; retried."""
+    put_real(fake_api, [STUDY])
+    run.env["CTMIRROR_SOURCE__TIMEOUT_SECONDS"] = "0.5"
+    fake_api.fault_next("trickle", bytes_per_second=1000, path_contains="filter.ids")
+    result = run("sync", STUDY)
+    retries = [line for line in log_lines(result.stderr) if line["event"] == "source.retry"]
+    assert [r["error"] for r in retries] == [
+        f"GET {run.env['CTMIRROR_SOURCE__BASE_URL']}/studies: no complete answer within 0.5s"
+    ]
+    assert [r.fault for r in fake_api.requests] == ["trickle", None]
+    assert version_numbers(app.db, STUDY) == [1]
+
+
 # -- failures that are not transient --------------------------------------------------------
+
+
+def test_a_host_name_that_does_not_resolve_fails_at_once(run: Any, app: App) -> None:
+    """No such host: one clear error naming the setting, no retries, exit 1, nothing stored."""
+    run.env["CTMIRROR_SOURCE__BASE_URL"] = "http://no-such-host.invalid/api/v2"
+    result = run("sync", STUDY, expect=1)
+    assert [line for line in log_lines(result.stderr) if line["event"] == "source.retry"] == []
+    assert (
+        "error: no study could be read: GET http://no-such-host.invalid/api/v2/studies: "
+        "cannot resolve the host name (Name or service not known); check source.base_url"
+    ) in result.stderr.splitlines()
+    assert count(app.db, Study) == 0
+
+
+def test_a_certificate_that_does_not_verify_fails_at_once(
+    run: Any, app: App, tmp_path: Path
+) -> None:
+    """A self-signed HTTPS server: refused on the first attempt, not retried."""
+    with _self_signed_server(tmp_path) as port:
+        base = f"https://127.0.0.1:{port}/api/v2"
+        run.env["CTMIRROR_SOURCE__BASE_URL"] = base
+        result = run("sync", STUDY, expect=1)
+    assert [line for line in log_lines(result.stderr) if line["event"] == "source.retry"] == []
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert error.startswith(
+        f"error: no study could be read: GET {base}/studies: the server's certificate was refused"
+    )
+    assert count(app.db, Study) == 0
+
+
+@contextlib.contextmanager
+def _self_signed_server(folder: Path) -> Iterator[int]:
+    """An HTTPS server on loopback whose certificate nobody signed (made by openssl)."""
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def closed_port() -> int:
