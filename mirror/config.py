@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_origin
 from urllib.parse import urlsplit
 
+import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 from mirror.errors import ConfigError
 
@@ -201,6 +203,8 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         settings = Settings(**data)
     except ValidationError as exc:
         problems += [_describe(err) for err in exc.errors()]
+    except SettingsError as exc:  # an environment value pydantic-settings could not parse
+        problems += _unparsable_env_vars() or [str(exc)]
     if problems:
         raise ConfigError(problems, origin + " + environment")
     return settings
@@ -225,6 +229,31 @@ def _unknown_env_vars() -> list[str]:
         and not name.startswith(_NOT_SETTINGS)
         and _section_of(name) not in Settings.model_fields
     ]
+
+
+def _unparsable_env_vars() -> list[str]:
+    """Environment values of list settings that are not the JSON list they must be."""
+    problems = []
+    for name in sorted(os.environ):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, key = (part.lower() for part in name[len(ENV_PREFIX) :].split("__", 1))
+        field = Settings.model_fields.get(section)
+        model = field.annotation if field else None
+        inner = (
+            model.model_fields.get(key)
+            if isinstance(model, type) and issubclass(model, BaseModel)
+            else None
+        )
+        if inner is None or get_origin(inner.annotation) not in (list, tuple, set, frozenset):
+            continue
+        try:
+            orjson.loads(os.environ[name])
+        except orjson.JSONDecodeError:
+            problems.append(
+                f"{name}: expected a JSON list such as '[\"derived.*\"]' (got {os.environ[name]!r})"
+            )
+    return problems
 
 
 def _section_of(env_name: str) -> str:

@@ -104,3 +104,23 @@ def test_cli_bad_setting_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "source.timeout_seconds" in result.stderr
     assert not db.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("CTMIRROR_DIFF__IGNORE", "notjson"), ("CTMIRROR_PAGES__RECENT_FIELDS", "[1")],
+)
+def test_a_list_setting_that_is_not_json_is_named_without_a_traceback(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    """A list setting from the environment that is not JSON: its variable named, exit 2."""
+    db = tmp_path / "m.db"
+    env = {"CTMIRROR_DATABASE__URL": f"sqlite:///{db}", name: value}
+    result = CliRunner().invoke(cli, ["watch", "list"], env=env)
+    assert result.exit_code == 2
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert f"  - {name}: expected a JSON list such as '[\"derived.*\"]' (got {value!r})" in (
+        result.stderr.splitlines()
+    )
+    assert "Traceback" not in result.stderr
+    assert not db.exists()

@@ -258,9 +258,7 @@ class ApiSource:
                 # One deadline for the whole request: connect, headers and the last byte of the
                 # body (httpx's own timeouts bound each step, not a body trickling in).
                 async with asyncio.timeout(deadline):
-                    response = await self._client.get(
-                        path if base is None else url, params=params
-                    )
+                    response = await self._client.get(path if base is None else url, params=params)
             except (TimeoutError, httpx.TimeoutException):
                 raise TransientSourceError(
                     f"GET {url}: no complete answer within {deadline:g}s"
