@@ -36,7 +36,7 @@ from mirror.serve import metrics
 from mirror.serve import studies as api_studies
 from mirror.serve import watches as api_watches
 from mirror.serve import webhooks as api_webhooks
-from mirror.serve.common import AppDep, content, error_response, require_read
+from mirror.serve.common import AppDep, content, error_response, refuse_nul, require_read
 
 log = structlog.get_logger(__name__)
 
@@ -59,7 +59,12 @@ Reads are open unless the mirror sets `api.read_token`; writes need
 
 def create_app(app: App) -> FastAPI:
     """The ASGI application serving ``app`` (its settings and database)."""
-    api = FastAPI(title="ctmirror", version=version("ctmirror"), description=DESCRIPTION)
+    api = FastAPI(
+        title="ctmirror",
+        version=version("ctmirror"),
+        description=DESCRIPTION,
+        dependencies=[Depends(refuse_nul)],
+    )
     api.state.mirror = app
     api.state.metrics = metrics.Metrics(app.db)
     for router in [*ROUTERS, _operations]:

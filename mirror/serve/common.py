@@ -17,19 +17,17 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import unquote_plus
 
 import orjson
 from fastapi import Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BeforeValidator
+from pydantic import BaseModel, BeforeValidator, model_validator
 
 from mirror.app import App
 from mirror.errors import Forbidden, Unauthorized, UsageError
 from mirror.record import NCT_ID_PATTERN, parse_nct_id
-
-# Accepts what `parse_nct_id` accepts (any case), as an OpenAPI pattern clients can read.
-
 
 # The dependencies below do no I/O: ``async def`` keeps them out of the thread pool.
 
@@ -50,6 +48,37 @@ NctIdPath = Annotated[
         examples=["NCT03039062"],
     ),
 ]
+
+
+async def refuse_nul(request: Request) -> None:
+    """No path or query value may hold a NUL character: no stored value can hold one."""
+    query = unquote_plus(request.scope.get("query_string", b"").decode("latin-1"))
+    if "\x00" in request.scope.get("path", "") or "\x00" in query:
+        raise UsageError(_NUL)
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
+
+
+class RequestBody(BaseModel):
+    """A JSON request body; no text in it may hold a NUL character (a 422 says so)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        if _holds_nul(data):
+            raise ValueError(_NUL)
+        return data
+
+
+_NUL = "a value holds a NUL character (\\u0000), which ctmirror never stores"
 
 
 def nct_id_of(value: str) -> str:

@@ -10,7 +10,14 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from mirror.pipeline import WATCH_NAME, add_watch, describe, list_watches, remove_watch
-from mirror.serve.common import READ_ERRORS, AppDep, error_responses, require_read, require_write
+from mirror.serve.common import (
+    READ_ERRORS,
+    AppDep,
+    RequestBody,
+    error_responses,
+    require_read,
+    require_write,
+)
 from mirror.source import parse_query
 from mirror.store import WatchKind
 
@@ -18,7 +25,7 @@ router = APIRouter(tags=["watches"])
 WRITE_ERRORS = error_responses(401, 403, 422, 503)
 
 
-class WatchIn(BaseModel):
+class WatchIn(RequestBody):
     """A new watch: exactly one of ``nct_ids``, ``query`` or ``all``."""
 
     model_config = ConfigDict(extra="forbid")

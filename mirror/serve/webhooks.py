@@ -29,16 +29,16 @@ from mirror.notify import (
     resume_subscription,
 )
 from mirror.record import NCT_ID_PATTERN, ChangeKind
-from mirror.serve.common import AppDep, error_responses, require_write
+from mirror.serve.common import MAX_ID, AppDep, RequestBody, error_responses, require_write
 from mirror.store import DeliveryStatus, SubscriptionState
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], dependencies=[Depends(require_write)])
 ERRORS = error_responses(401, 403, 404, 422, 503)
 # Ids are 64-bit; larger numbers are a 422, not a database overflow.
-SubscriptionId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+SubscriptionId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
-class SubscriptionIn(BaseModel):
+class SubscriptionIn(RequestBody):
     """A new subscription; empty filters match everything, given filters must all match."""
 
     model_config = ConfigDict(extra="forbid")
@@ -146,7 +146,7 @@ def create_webhook(app: AppDep, body: SubscriptionIn) -> dict[str, Any]:
 def deliveries(
     app: AppDep,
     status: DeliveryStatus | None = None,
-    subscription_id: Annotated[int | None, Query(ge=1)] = None,
+    subscription_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """Recent deliveries, newest first."""

@@ -395,3 +395,47 @@ def test_an_unexpected_error_is_a_json_500(
     assert error_of(response) == (500, "internal_error", "internal error (logged on the server)")
     metrics = asyncio.run(get("/metrics")).text
     assert 'route="/v1/changes",status="500"} 1.0' in metrics
+
+
+# -- bad input that no backend can store -------------------------------------------------------
+
+NUL_REQUESTS = [
+    ("GET", "/v1/changes?field=status.%00", None),
+    ("GET", "/v1/changes?watch=a%00b", None),
+    ("GET", "/v1/changes?class=dates.%00", None),
+    ("GET", "/v1/changes.atom?watch=a%00b", None),
+    ("GET", "/v1/studies?watch=a%00b", None),
+    ("GET", f"/v1/studies/{STUDY}/changes?field=%00", None),
+    ("DELETE", "/v1/watches?name=a%00b", None),
+    ("DELETE", "/v1/watches/a%00b", None),
+    ("POST", "/v1/watches", {"name": "x", "nct_ids": [STUDY], "schedule": "every 1h\u0000"}),
+    ("POST", "/v1/watches", {"name": "a\u0000b", "nct_ids": [STUDY]}),
+    ("POST", "/v1/webhooks", {"url": "http://example.org/\u0000"}),
+    ("POST", "/v1/webhooks", {"url": "http://example.org/", "fields": ["status.\u0000"]}),
+]
+
+
+@pytest.mark.parametrize(("method", "url", "body"), NUL_REQUESTS)
+def test_a_nul_character_in_any_parameter_or_body_is_a_422(
+    secured: ApiClient, method: str, url: str, body: Any
+) -> None:
+    """NUL in a query, a path or a JSON body: 422 with the error body, on every backend."""
+    response = secured.request(method, url, json=body, headers=bearer("write-secret"))
+    status, _, message = error_of(response)
+    assert status == 422
+    assert "NUL character" in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/v1/webhooks/deliveries?subscription_id=9223372036854775808",
+        "/v1/webhooks/9223372036854775808",
+        "/v1/changes?after=9223372036854775808",
+        f"/v1/studies/{STUDY}/versions/2147483648",
+    ],
+)
+def test_integers_past_the_stored_range_are_a_422(secured: ApiClient, url: str) -> None:
+    """An id or number no column can hold is a usage error, not a 500."""
+    status, code, _ = error_of(secured.get(url, headers=bearer("write-secret")))
+    assert (status, code) == (422, "invalid_parameter")
