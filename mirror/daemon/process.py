@@ -34,7 +34,7 @@ from mirror.daemon.scheduler import Timing, WatchScheduler, default_timing, enqu
 from mirror.notify import HttpSender, WebhookSender, owner_name
 from mirror.pipeline import RunSummary, SyncRequest
 from mirror.source import ApiSource
-from mirror.store import RunStatus, Watch, prune_raw
+from mirror.store import Watch, prune_raw
 
 log = structlog.get_logger(__name__)
 
@@ -249,7 +249,7 @@ class Daemon:
             await self._db(finish_job, job.id, ok=False, run_id=None, error=str(error))
             return None
         summary = sync.result()
-        ok = summary.status is RunStatus.OK
+        ok = summary.status.completed
         if job.group_id is None:
             await self._db(finish_job, job.id, ok=ok, run_id=summary.run_id, error=summary.error)
         else:
@@ -260,7 +260,7 @@ class Daemon:
 
     async def _finish_part(self, job: ClaimedJob, watch: Watch, summary: RunSummary) -> None:
         """Finish a part; the last one of a run completes the run (mirror.daemon.jobs)."""
-        ok = summary.status is RunStatus.OK
+        ok = summary.status.completed
         try:
             queued_at = await asyncio.to_thread(
                 finish_part, self.app.db, job, self.owner,

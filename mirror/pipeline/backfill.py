@@ -39,7 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mirror.config import Settings
-from mirror.errors import MalformedRecord, MirrorError, UsageError
+from mirror.errors import MirrorError, NotFound, UsageError
 from mirror.pipeline.ingest import Ingestor, Prepared, Writes
 from mirror.record import (
     STUDY_FIELD,
@@ -97,10 +97,17 @@ class BackfillSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
+    @property
+    def status(self) -> str:
+        """``ok``, ``partial`` (some studies failed) or ``failed`` (every study failed)."""
+        if not self.failures:
+            return "ok"
+        return "partial" if self.counts["studies"] else "failed"
+
     def line(self) -> str:
         c = self.counts
         return (
-            f"backfill: {c['studies']} studies, {c['versions']} versions stored, "
+            f"backfill {self.status}: {c['studies']} studies, {c['versions']} versions stored, "
             f"{c['merged']} matched to observed ones, {c['present']} already stored, "
             f"{c['events']} events, {c['failed']} failed in {self.seconds:.1f}s"
         )
@@ -149,7 +156,7 @@ class Backfiller:
     async def _backfill(self, nct_id: str, max_versions: int | None) -> Counter[str]:
         entries = await self.source.history(nct_id)
         if entries is None:
-            raise MalformedRecord("not in the registry (404)", nct_id)
+            raise NotFound(f"{nct_id} has no record history in the registry (404)")
         if max_versions is not None:
             entries = entries[-max_versions:]
         stored, has_live = await asyncio.to_thread(self.writer.stored, nct_id)

@@ -100,11 +100,14 @@ class ImportSummary:
         return {"archive": self.archive, **{k: self.tally.counts[k] for k in COUNTS}}
 
     def settle(self) -> None:
-        """A run that read everything it could: failed when the archive was damaged."""
+        """A run that read everything it could: failed when the archive was damaged, partial
+        when records of it failed."""
         damage = self.tally.damage
         if damage:
             self.status = RunStatus.FAILED
             self.error = "; ".join(damage[:3]) + (" …" if len(damage) > 3 else "")
+        elif self.tally.counts["failed"]:
+            self.status = RunStatus.PARTIAL
 
 
 @dataclass

@@ -133,6 +133,8 @@ class Syncer:
                 # Nothing could be read (e.g. the source is unreachable): the run failed.
                 summary.status = RunStatus.FAILED
                 summary.error = f"no study could be read: {summary.failures[0][1]}"
+            elif summary.failures:
+                summary.status = RunStatus.PARTIAL
         return summary
 
     @contextmanager

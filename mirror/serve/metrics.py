@@ -81,11 +81,13 @@ def sync_runs(session: Session) -> Iterator[Metric]:
         session, SyncRun.status, RunStatus, "ctmirror_sync_runs", "Sync runs by status.", "status"
     )[0]
     finished = session.scalar(
-        select(func.max(SyncRun.finished_at)).where(SyncRun.status == RunStatus.OK)
+        select(func.max(SyncRun.finished_at)).where(
+            SyncRun.status.in_([s for s in RunStatus if s.completed])
+        )
     )
     yield GaugeMetricFamily(
         "ctmirror_last_successful_sync_timestamp_seconds",
-        "When the last successful sync run finished (Unix time; 0 = never).",
+        "When the last completed sync run (ok or partial) finished (Unix time; 0 = never).",
         value=finished.timestamp() if finished else 0,
     )
 

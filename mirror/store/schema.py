@@ -93,9 +93,15 @@ class StudyState(enum.StrEnum):
 
 class RunStatus(enum.StrEnum):
     RUNNING = "running"
-    OK = "ok"
+    OK = "ok"  # everything asked for was done
+    PARTIAL = "partial"  # done, but some studies or records failed (each named in the log)
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+
+    @property
+    def completed(self) -> bool:
+        """The run went through, even if some of its studies failed."""
+        return self in (RunStatus.OK, RunStatus.PARTIAL)
 
 
 class WatchKind(enum.StrEnum):

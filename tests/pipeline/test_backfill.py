@@ -316,3 +316,22 @@ def test_the_markdown_page_lists_the_versions_with_their_classes(
         "- **v2** 2020-01-15 — `enrollment.changed` (major)",
         "- **v1** 2019-03-01 — first version",
     ]
+
+
+def test_cli_backfill_of_a_study_without_history_fails_with_exit_1(run: Any) -> None:
+    """No history (404): the summary says failed, the study is named, the exit code is 1."""
+    result = run("backfill", "NCT09999999", expect=1)
+    assert result.stdout.startswith("backfill failed: 0 studies, 0 versions stored")
+    assert (
+        "  failed NCT09999999: NCT09999999 has no record history in the registry (404)"
+        in result.stderr.splitlines()
+    )
+
+
+def test_cli_backfill_summary_is_partial_when_some_studies_fail(
+    run: Any, fake_api: FakeCtgov, base: Study_
+) -> None:
+    """One study stored, one without history: ``backfill partial``, exit 1."""
+    fake_api.set_history(STUDY, versions_of(base, ENROLLMENT_STEPS))
+    result = run("backfill", STUDY, "NCT09999999", expect=1)
+    assert result.stdout.startswith("backfill partial: 1 studies, 3 versions stored")

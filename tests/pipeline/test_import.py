@@ -172,7 +172,7 @@ def test_corrupt_records_are_named_and_skipped(
     """Invalid JSON, a non-object and a record without nctId are named and skipped (exit 1)."""
     path = WRITERS[fmt](tmp_path, records(SAMPLE[:5]) | CORRUPT)
     result = run("import", str(path), expect=1)
-    assert result.stdout.startswith("import ok: 8 read, 5 new, 0 changed, 0 unchanged, 3 failed")
+    assert result.stdout.startswith("import partial: 8 read, 5 new, 0 changed, 0 unchanged, 3 fail")
     reasons = ["not valid JSON", "a JSON list, not a study object", "no valid protocolSection"]
     for label, reason in zip(labels, reasons, strict=True):
         assert f"failed {label}: malformed study record: {reason}" in result.stderr
@@ -323,7 +323,7 @@ def test_ndjson_from_standard_input(run: Any, app: App) -> None:
     """``ctmirror import -`` reads NDJSON from stdin and names bad lines by number."""
     lines = b"".join(real(n) + b"\n" for n in SAMPLE[:4]) + b"\n{not json\n"
     result = run("import", "-", input=lines, expect=1)
-    assert result.stdout.startswith("import ok: 5 read, 4 new, 0 changed, 0 unchanged, 1 failed")
+    assert result.stdout.startswith("import partial: 5 read, 4 new, 0 changed, 0 unchanged, 1 fail")
     assert "failed stdin line 6: malformed study record: not valid JSON" in result.stderr
     assert stored_ids(app.db) == SAMPLE[:4]
 

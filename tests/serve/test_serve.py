@@ -65,3 +65,22 @@ def test_serve_answers_over_loopback_and_stops_cleanly(
     assert process.returncode == 0, stderr.decode()
     assert f"serving on http://127.0.0.1:{port}" in stderr.decode()
     assert stderr.decode().rstrip().endswith("stopped")
+
+
+def test_serve_on_a_busy_port_is_one_clear_error(env: dict[str, str], app: App) -> None:
+    """Another process holds the port: one error line naming it, exit 1, nothing announced."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "mirror", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
