@@ -57,7 +57,9 @@ class App:
         self.db.dispose()
 
 
-def build_app(settings: Settings, *, migrate: bool = True) -> App:
+def build_app(settings: Settings, *, migrate: bool = True, create: bool = True) -> App:
+    """The App of ``settings``; without ``create`` a missing mirror is an error, not a new one."""
+    database = settings.database
     return App(
-        settings, open_database(settings.database.url, echo=settings.database.echo, migrate=migrate)
+        settings, open_database(database.url, echo=database.echo, migrate=migrate, create=create)
     )

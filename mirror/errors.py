@@ -106,3 +106,15 @@ class TransientSourceError(SourceError):
 
 class StorageError(MirrorError):
     code = "storage_error"
+
+
+class NoMirror(StorageError):
+    """A command that only reads found no mirror where the settings point (it creates none)."""
+
+    code = "no_mirror"
+
+    def __init__(self, where: str, why: str) -> None:
+        super().__init__(
+            f"no mirror at {where}: {why} (a sync or import creates one; --config or "
+            "CTMIRROR_DATABASE__URL points elsewhere)"
+        )

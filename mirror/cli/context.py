@@ -8,10 +8,12 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
+from sqlalchemy import select
 
 from mirror.app import App, build_app
 from mirror.config import Settings, load_settings
 from mirror.logging import configure_logging
+from mirror.store import Study
 
 F = TypeVar("F", bound=Callable[..., Any])
 FORMATS = ["table", "json", "ndjson", "csv"]
@@ -34,8 +36,20 @@ class Context:
 
     @property
     def app(self) -> App:
+        """The mirror, created (and migrated) on first use: for commands that write."""
         if self._app is None:
             self._app = build_app(self.settings)
+        return self._app
+
+    @property
+    def reader(self) -> App:
+        """The mirror as it is, for commands that only read: never creates a database, and
+        says which one it looked at when it is missing (an error) or holds no study (a note)."""
+        if self._app is None:
+            self._app = build_app(self.settings, create=False)
+            if not _holds_a_study(self._app):
+                where = self._app.db.url.render_as_string(hide_password=True)
+                click.echo(f"note: the mirror at {where} holds no study yet", err=True)
         return self._app
 
     def close(self) -> None:
@@ -57,3 +71,8 @@ def utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _holds_a_study(app: App) -> bool:
+    with app.db.session() as session:
+        return session.scalar(select(Study.id).limit(1)) is not None

@@ -58,7 +58,7 @@ def db_stats(c: Context, fmt: str) -> None:
     """Rows and bytes per table (bytes include indexes), largest first."""
     from mirror.store import table_stats
 
-    found = table_stats(c.app.db)
+    found = table_stats(c.reader.db)
     rows: list[dict[str, Any]] = [
         {"table": t.name, "rows": t.rows, "bytes": t.bytes, "size": _size(t.bytes)} for t in found
     ]

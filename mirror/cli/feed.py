@@ -48,7 +48,7 @@ def changes(
         since=utc(since), until=utc(until), after=after,
         initial=initial, watch=watch_name, classes=classes, limit=limit,
     )  # fmt: skip
-    events = [e.as_dict() for e in feed.changes(c.app.db, flt)]
+    events = [e.as_dict() for e in feed.changes(c.reader.db, flt)]
     if fmt == "table":
         for e in events:
             e["change"] = _change_text(e)
@@ -68,7 +68,7 @@ def _change_text(event: dict[str, Any]) -> str:
 @pass_ctx
 def history(c: Context, nct_id: str, fmt: str) -> None:
     """Every stored version of a study."""
-    study, versions = feed.history(c.app.db, nct_id)
+    study, versions = feed.history(c.reader.db, nct_id)
     rows = [
         {
             "nct_id": study.nct_id,
@@ -97,7 +97,7 @@ def _field_summary(fields: list[str]) -> str:
 @pass_ctx
 def diff(c: Context, nct_id: str, old: int, new: int, fmt: str) -> None:
     """Field changes between versions OLD and NEW of a study."""
-    found = feed.diff_versions(c.app.db, nct_id, old, new)
+    found = feed.diff_versions(c.reader.db, nct_id, old, new)
     rows = [
         {"field": ch.field, "kind": ch.kind.value, "old": ch.old, "new": ch.new} for ch in found
     ]
@@ -114,10 +114,10 @@ def diff(c: Context, nct_id: str, old: int, new: int, fmt: str) -> None:
 def show(c: Context, nct_id: str, fmt: str, version: int | None) -> None:
     """A study's page (Markdown, as the seed page) or its canonical record (JSON)."""
     if fmt == "json":
-        detail = feed.study_detail(c.app.db, nct_id, version)
+        detail = feed.study_detail(c.reader.db, nct_id, version)
         click.echo(orjson.dumps(detail, option=orjson.OPT_INDENT_2))
         return
-    page = feed.page_input(c.app.db, nct_id, version, c.settings.pages)
+    page = feed.page_input(c.reader.db, nct_id, version, c.settings.pages)
     click.echo(render_markdown(page, c.settings.pages), nl=False)
 
 

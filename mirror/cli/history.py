@@ -61,7 +61,7 @@ async def _run(app: App, request: BackfillRequest) -> BackfillSummary:
 @pass_ctx
 def timeline(c: Context, nct_id: str, fmt: str) -> None:
     """One line per version of a study: its dates and what kind of change it was."""
-    entries = feed.timeline(c.app.db, parse_nct_id(nct_id))
+    entries = feed.timeline(c.reader.db, parse_nct_id(nct_id))
     if fmt == "table":
         rows = [
             e | {"classes": ", ".join(class_label(k) for k in e["classes"]) or "-"} for e in entries

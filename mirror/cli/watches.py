@@ -39,7 +39,7 @@ def watch_add(
 @pass_ctx
 def watch_list(c: Context, fmt: str) -> None:
     """List watches."""
-    rows = [describe(w) | {"studies": n} for w, n in list_watches(c.app.db)]
+    rows = [describe(w) | {"studies": n} for w, n in list_watches(c.reader.db)]
     for row in rows:
         row["what"] = ",".join(row["nct_ids"]) or output.query_text(row["query"]) or "everything"
     output.emit(rows, fmt, ["name", "kind", "what", "schedule", "studies", "last_run_at"])

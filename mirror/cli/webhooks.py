@@ -67,7 +67,7 @@ def webhooks_add(
 @pass_ctx
 def webhooks_list(c: Context, fmt: str) -> None:
     """Subscriptions (secrets are never shown; a hint tells them apart)."""
-    rows = [describe_subscription(s) for s in list_subscriptions(c.app.db)]
+    rows = [describe_subscription(s) for s in list_subscriptions(c.reader.db)]
     if fmt == "table":
         for row in rows:
             filters = [*row["nct_ids"], *(f"watch:{w}" for w in row["watches"]), *row["fields"]]
@@ -101,7 +101,7 @@ def webhooks_resume(c: Context, subscription_id: int) -> None:
 @pass_ctx
 def webhooks_test(c: Context, subscription_id: int) -> None:
     """Send a signed webhook.test message to subscription ID and show the answer."""
-    sub = get_subscription(c.app.db, subscription_id)
+    sub = get_subscription(c.reader.db, subscription_id)
 
     async def go() -> tuple[str, SendResult]:
         async with c.app.sender() as sender:
@@ -129,7 +129,7 @@ def webhooks_deliveries(
         _replay(c, replay_id)
         return
     found = list_deliveries(
-        c.app.db,
+        c.reader.db,
         status=DeliveryStatus(status) if status else None,
         subscription_id=subscription_id,
         limit=limit,

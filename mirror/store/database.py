@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mirror.errors import StorageError, UsageError
+from mirror.errors import NoMirror, StorageError, UsageError
 from mirror.store.schema import Base
 
 log = structlog.get_logger(__name__)
@@ -110,6 +110,23 @@ class Database:
             ctx = MigrationContext.configure(conn, opts={"compare_type": True})
             return list(compare_metadata(ctx, Base.metadata))
 
+    def require_mirror(self) -> None:
+        """NoMirror unless the database exists and holds a ctmirror schema (creates nothing:
+        on SQLite, connecting to a missing file would create it)."""
+        where = self.url.render_as_string(hide_password=True)
+        path = self.url.database
+        if self.is_sqlite and path and path != ":memory:" and not Path(path).is_file():
+            self.dispose()
+            raise NoMirror(where, f"{Path(path).resolve()} does not exist")
+        try:
+            current = self.current_revision()
+        except OperationalError as exc:
+            self.dispose()
+            raise StorageError(f"cannot open database {where}: {exc.orig}") from None
+        if current is None:
+            self.dispose()
+            raise NoMirror(where, "the database holds no ctmirror schema")
+
     def ensure_schema(self) -> None:
         """Migrate a fresh SQLite database; refuse to run on a schema behind the code."""
         try:
@@ -163,9 +180,14 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def open_database(url: str, *, echo: bool = False, migrate: bool = True) -> Database:
-    """Open ``url``; with ``migrate``, a fresh SQLite file is created and migrated."""
+def open_database(
+    url: str, *, echo: bool = False, migrate: bool = True, create: bool = True
+) -> Database:
+    """Open ``url``; with ``migrate``, a fresh SQLite file is created and migrated. Without
+    ``create`` nothing is created: a missing or schema-less database is :class:`NoMirror`."""
     db = Database(url, echo=echo)
+    if not create:
+        db.require_mirror()
     if migrate:
         db.ensure_schema()
     return db

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+from click.testing import CliRunner
 from conftest import Cli
 from fake_ctgov import FakeCtgov, load_study
 from sqlalchemy import func, select
 
+from mirror.cli import cli
 from mirror.store import Database, StudyVersion
 
 IDS = ["NCT00000410", "NCT00007696", "NCT00033839"]
@@ -199,3 +201,38 @@ def test_db_check_passes_on_a_migrated_database(run: Cli) -> None:
     """`db check` confirms the migrated schema matches the models."""
     run("db", "upgrade")
     assert "schema matches the models" in run("db", "check").stdout
+
+
+READ_COMMANDS = [
+    ["changes"],
+    ["show", "NCT03039062"],
+    ["history", "NCT03039062"],
+    ["diff", "NCT03039062", "1", "2"],
+    ["timeline", "NCT03039062"],
+    ["watch", "list"],
+    ["webhooks", "list"],
+    ["webhooks", "deliveries"],
+    ["db", "stats"],
+]
+
+
+@pytest.mark.parametrize("args", READ_COMMANDS, ids=" ".join)
+def test_read_commands_never_create_a_database(tmp_path: Path, args: list[str]) -> None:
+    """Where there is no mirror, a read command says which file it looked for and makes none."""
+    missing = tmp_path / "nothing-here.db"
+    result = CliRunner().invoke(cli, args, env={"CTMIRROR_DATABASE__URL": f"sqlite:///{missing}"})
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"error: no mirror at sqlite:///{missing}: {missing} does not exist (a sync or import"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_commands_say_when_the_mirror_holds_no_study(run: Cli) -> None:
+    """On a migrated but empty mirror, a listing is empty and a note names the database."""
+    run("db", "upgrade")
+    result = run("changes", "--format", "json")
+    assert orjson.loads(result.stdout) == []
+    url = run.env["CTMIRROR_DATABASE__URL"]
+    shown = url.split("@")[-1] if "postgresql" in url else url
+    assert "note: the mirror at " in result.stderr and shown in result.stderr
