@@ -134,9 +134,11 @@ class Importer:
         *,
         lease: timedelta | None = None,
         owner: str | None = None,
+        stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.db = db
         self.settings = settings
+        self._stop = stop  # asked before each batch is claimed: True ends the work there
         self.batch_size = settings.sync.batch_size
         self.lease = lease or timedelta(seconds=settings.daemon.lease_seconds)
         self.owner = owner or _worker_name()
@@ -207,7 +209,7 @@ class Importer:
     # -- reading (in the background thread) ------------------------------------------------
 
     def _claimed(self, source: RecordSource, rnd: ImportRound) -> Iterator[Loaded]:
-        while True:
+        while not self._stop():
             batch = claim_batch(self.db, rnd, self.owner, self.lease)
             if batch is None:
                 pause = wait_time(self.db, rnd, self.owner)
@@ -362,6 +364,7 @@ class WorkerJob:
     path: str
     round: ImportRound
     run_id: int
+    parent_pid: int  # the supervising process: a worker stops taking batches once it is gone
 
 
 def run_workers(
@@ -388,7 +391,7 @@ def run_workers(
         )
     rnd = open_round(db, source, settings.sync.batch_size, observed_at)
     with _recorded(db, source.name) as summary:
-        job = WorkerJob(settings, path, rnd, summary.run_id)
+        job = WorkerJob(settings, path, rnd, summary.run_id, os.getpid())
         crashed = _supervise(db, job, workers, progress or _quiet)
         summary.tally = round_tally(db, rnd, summary.run_id)
         summary.tally.damage += crashed
@@ -435,6 +438,21 @@ def _supervise(db: Database, job: WorkerJob, workers: int, progress: Progress) -
     return [f"{p.name} exited with code {p.exitcode}" for p in processes if p.exitcode]
 
 
+def _orphaned(parent: int) -> Callable[[], bool]:
+    """Whether ``parent``, the process that started this one, is gone (killed, even by
+    SIGKILL): a worker then takes no further batch, so it never outlives its import by more
+    than a batch or two. (The pid comes from the parent: one read here could already be that
+    of the process this one was handed to.)"""
+
+    def gone() -> bool:
+        if os.getppid() == parent:
+            return False
+        log.warning("import.parent_gone", parent_pid=parent)
+        return True
+
+    return gone
+
+
 def _work_in_process(job: WorkerJob) -> None:
     """A worker process of :func:`run_workers`, with its own engine, logging and lease owner."""
     configure_logging(job.settings.log)
@@ -445,7 +463,8 @@ def _work_in_process(job: WorkerJob) -> None:
         if source.key != job.round.archive:
             raise UsageError(f"{job.path} changed while it was being imported")
         with relaxed_gc():
-            Importer(db, job.settings).work(source, job.round, job.run_id)
+            importer = Importer(db, job.settings, stop=_orphaned(job.parent_pid))
+            importer.work(source, job.round, job.run_id)
     except KeyboardInterrupt:
         pass  # its batches are back in the queue; the parent reports the interruption
     finally:

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import io
 import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 import zipfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -428,3 +432,57 @@ def test_workers_option_imports_with_several_processes(tmp_path: Path, run: Any,
     with app.db.session() as session:
         batches = session.execute(select(ImportBatch.status, ImportBatch.run_id)).all()
     assert set(batches) == {(JobStatus.DONE, row.id)} and len(batches) == 10
+
+
+def _batches_done(db: Database) -> tuple[int, int]:
+    with db.session() as session:
+        statuses = list(session.scalars(select(ImportBatch.status)))
+    return sum(s is JobStatus.DONE for s in statuses), len(statuses)
+
+
+def _worker_pids(parent: int) -> list[int]:
+    """The multiprocessing workers ``parent`` started (its other children are not workers)."""
+    found = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout
+    pids = [int(pid) for pid in found.split()]
+    return [p for p in pids if b"--multiprocessing-fork" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an exited child nobody has reaped yet counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_workers_stop_when_their_import_is_killed(
+    tmp_path: Path, env: dict[str, str], app: App
+) -> None:
+    """kill -9 of ``ctmirror import --workers 2``: its workers take no further batch and exit;
+    a second import finishes the rest, every study stored once."""
+    everything = all_study_ids()
+    path = write_zip(tmp_path / "ctg-studies.json.zip", records(everything))
+    command = [sys.executable, "-m", "mirror", "import", str(path), "--workers", "2"]
+    child_env = {**os.environ, **env, "CTMIRROR_SYNC__BATCH_SIZE": "5"}
+    parent = subprocess.Popen(command, env=child_env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while _batches_done(app.db)[0] == 0:
+        assert parent.poll() is None and time.monotonic() < deadline, "no batch was written"
+        time.sleep(0.05)
+    workers = _worker_pids(parent.pid)
+    assert len(workers) == 2
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 60
+    while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [pid for pid in workers if _running(pid)] == []
+    done, total = _batches_done(app.db)
+    assert 0 < done < total  # they stopped at a batch boundary, long before the end
+    subprocess.run(command, env=child_env, check=True, capture_output=True, timeout=300)
+    assert stored_ids(app.db) == sorted(everything)
+    with app.db.session() as session:
+        assert set(session.scalars(select(StudyVersion.version))) == {1}
+        assert count(app.db, StudyVersion) == len(everything)
