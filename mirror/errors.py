@@ -84,7 +84,7 @@ class MalformedRecord(MirrorError):
     code = "malformed_record"
 
     def __init__(self, reason: str, nct_id: str | None = None) -> None:
-        self.nct_id = nct_id
+        self.reason, self.nct_id = reason, nct_id
         where = f" {nct_id}" if nct_id else ""
         super().__init__(f"malformed study record{where}: {reason}")
 

@@ -692,6 +692,7 @@ class FakeCtgov:
         self._aliases: dict[str, str] = {}
         self._sorted_ids: list[str] | None = None
         self._faults: list[_Fault] = []
+        self._junk: list[bytes] = []
         self._random: tuple[float, tuple[int, ...], float, random.Random] | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -814,6 +815,16 @@ class FakeCtgov:
             if nct_id not in self._bytes:
                 self._bytes[nct_id] = orjson.dumps(self._studies[nct_id])
             return self._bytes[nct_id]
+
+    def add_junk(self, raw: bytes) -> None:
+        """Serve ``raw`` (any JSON text, valid or not as a study) first in the first page of
+        every /studies listing, as a registry answering with one bad record would."""
+        with self._lock:
+            self._junk.append(raw)
+
+    def clear_junk(self) -> None:
+        with self._lock:
+            self._junk.clear()
 
     def ids(self) -> list[str]:
         """NCT ids currently served, ascending."""
@@ -1005,6 +1016,8 @@ class FakeCtgov:
         with self._lock:
             matched = [i for i in self.ids() if predicate(self._doc(i))]
             page = [self.served_bytes(i) for i in matched[offset : offset + size]]
+            if token is None:
+                page = [*self._junk, *page]
         parts = []
         if count_total and token is None:
             parts.append(b'"totalCount":%d' % len(matched))

@@ -14,7 +14,7 @@ from standardwebhooks import Webhook
 
 from mirror.config import WebhookSettings
 from mirror.notify.egress import EgressPolicy, GuardedTransport, Resolver, resolve
-from mirror.record import utcnow
+from mirror.record import NUL_REPLACEMENT, utcnow
 
 USER_AGENT = "ctmirror-webhooks/0.1"
 POOL_SIZE = 4
@@ -34,9 +34,13 @@ class SendResult:
         return self.status_code is not None and 200 <= self.status_code < 300
 
     def describe(self) -> str:
+        """The outcome in words, as stored with the delivery (a receiver's NUL characters
+        replaced: the database keeps no NUL)."""
         if self.status_code is None:
-            return self.error or "no response"
-        return f"HTTP {self.status_code}" + (f": {self.body[:200]}" if self.body else "")
+            text = self.error or "no response"
+        else:
+            text = f"HTTP {self.status_code}" + (f": {self.body[:200]}" if self.body else "")
+        return text.replace("\x00", NUL_REPLACEMENT)
 
 
 class WebhookSender(Protocol):

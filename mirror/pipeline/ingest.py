@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 import structlog
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
@@ -37,6 +38,7 @@ from mirror.record import (
     fingerprint,
     initial_changes,
     normalize,
+    without_nul,
 )
 from mirror.source import Disappearance, Observation
 from mirror.store import (
@@ -66,6 +68,9 @@ from mirror.store import (
 )
 
 log = structlog.get_logger(__name__)
+
+# A NUL character in a record's raw JSON (it can only be written escaped).
+_NUL_ESCAPE = b"\\u0000"
 
 
 class Outcome(enum.StrEnum):
@@ -182,12 +187,21 @@ class Ingestor:
     # -- preparation (no database) ------------------------------------------------------
 
     def prepare(self, obs: Observation, fingerprint: str | None = None) -> Prepared:
-        """Normalize and hash ``obs`` (``fingerprint``: its own, kept with the study)."""
-        record = normalize(obs.study, self.ignore)
+        """Normalize and hash ``obs`` (``fingerprint``: its own, kept with the study).
+
+        MalformedRecord when the record cannot be stored: it fails alone, its batch goes on.
+        NUL characters of its text become U+FFFD in the canonical record (the raw JSON keeps
+        them): no PostgreSQL text can hold one, and both backends keep the same data.
+        """
+        study = without_nul(obs.study) if _NUL_ESCAPE in obs.raw else obs.study
+        try:
+            record = normalize(study, self.ignore)
+            encoded, parts = encode(record)
+        except (orjson.JSONEncodeError, RecursionError) as exc:
+            raise MalformedRecord(f"cannot be stored as JSON ({exc})", obs.nct_id) from None
         if record.get("identification.nctId") not in (None, obs.nct_id):
             raise MalformedRecord("record carries a different nctId", obs.nct_id)
-        encoded, parts = encode(record)
-        source_date = obs.source_date or record.get("status.lastUpdatePostDate")
+        source_date = obs.source_date or _text(record.get("status.lastUpdatePostDate"))
         return Prepared(obs, record, encoded, parts, content_hash(parts), source_date, fingerprint)
 
     def _item(self, obs: Observation, head: StudyHead | None) -> Item:
@@ -485,15 +499,22 @@ def _content_columns(item: Prepared | None) -> dict[str, Any]:
         "content_hash": item.hash,
         "part_hashes": parts,
         "source_date": item.source_date,
-        "title": _title(item.obs.study),
-        "overall_status": item.record.get("status.overallStatus"),
+        "title": _title(item.record),
+        "overall_status": _text(item.record.get("status.overallStatus")),
     }
 
 
-def _title(study: Mapping[str, Any]) -> str | None:
-    ident = study.get("protocolSection", {}).get("identificationModule", {})
-    title = ident.get("briefTitle") or ident.get("officialTitle")
-    return str(title)[:1000] if title else None
+def _title(record: Canonical) -> str | None:
+    title = _text(
+        record.get("identification.briefTitle") or record.get("identification.officialTitle")
+    )
+    return title[:1000] if title else None
+
+
+def _text(value: Any) -> str | None:
+    """A text column's value: strings as they are; anything else (a record with a field of the
+    wrong type) is not guessed at."""
+    return value if isinstance(value, str) else None
 
 
 def _unchanged_by_fingerprint(print_: str, head: StudyHead | None) -> bool:

@@ -17,7 +17,7 @@ from mirror.record.hashes import (
 )
 from mirror.record.nct import NCT_ID, NCT_ID_PATTERN, nct_id_of, parse_nct_id
 from mirror.record.normalize import DEFAULT_IGNORE, Canonical, identity_of, normalize
-from mirror.record.text import clean_text, text_key
+from mirror.record.text import NUL_REPLACEMENT, clean_text, text_key, without_nul
 
 __all__ = [
     "CATALOG",
@@ -30,6 +30,7 @@ __all__ = [
     "NCT_ID",
     "NCT_ID_PATTERN",
     "NORMALIZE_REVISION",
+    "NUL_REPLACEMENT",
     "SITE_PATTERN",
     "STUDY_FIELD",
     "VersionClass",
@@ -52,4 +53,5 @@ __all__ = [
     "part_hashes",
     "text_key",
     "utcnow",
+    "without_nul",
 ]

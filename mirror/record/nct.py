@@ -11,6 +11,14 @@ from mirror.errors import InvalidNctId, MalformedRecord
 NCT_ID: Final = re.compile(r"NCT[0-9]{8}")
 # The same, as an OpenAPI parameter pattern: any case, as parse_nct_id accepts it.
 NCT_ID_PATTERN: Final = r"^[Nn][Cc][Tt][0-9]{8}$"
+_JSON_TYPES: Final = {
+    list: "list",
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
 
 
 def parse_nct_id(value: str) -> str:
@@ -24,7 +32,7 @@ def parse_nct_id(value: str) -> str:
 def nct_id_of(study: Mapping[str, Any]) -> str:
     """The study's NCT id; MalformedRecord if it is not a study object with a valid one."""
     if not isinstance(study, Mapping):
-        raise MalformedRecord(f"expected a JSON object, got {type(study).__name__}")
+        raise MalformedRecord(f"a JSON {_JSON_TYPES.get(type(study), 'value')}, not a study object")
     protocol = study.get("protocolSection")
     if not isinstance(protocol, dict):
         raise MalformedRecord("no protocolSection object")

@@ -41,6 +41,9 @@ from mirror.record.text import clean_text
 Canonical = dict[str, Any]
 
 DEFAULT_IGNORE: tuple[str, ...] = ("derived.*",)
+# How deep a record may nest: real ones reach about 10 levels; every output (an event inside a
+# feed page inside a response) must still serialize what is stored, and orjson stops at 255.
+MAX_DEPTH: Final = 64
 _RENAMED_GET: Final = dict(RENAMED).get  # a plain dict's get: the hot loop looks up every path
 _IDENTITY_GET: Final = dict(IDENTITY_KEYS).get
 _SCALAR_TYPES: Final = frozenset({str, int, float, bool})
@@ -56,7 +59,7 @@ def normalize(study: Mapping[str, Any], ignore: Sequence[str] = ()) -> Canonical
 
     Paths matching any fnmatch-style glob in ``ignore`` are dropped. Raises MalformedRecord if
     the object is not a dict or has no protocolSection.identificationModule.nctId matching
-    NCT\\d{8}, or holds a value JSON cannot represent.
+    NCT\\d{8}, nests deeper than MAX_DEPTH, or holds a value JSON cannot represent.
     """
     nct_id = nct_id_of(study)
     # A lone string is one pattern, not a sequence of one-character globs ("*" would drop all).
@@ -69,6 +72,10 @@ def normalize(study: Mapping[str, Any], ignore: Sequence[str] = ()) -> Canonical
                 _top_level(key, value, out)
     except orjson.JSONEncodeError as exc:
         raise MalformedRecord(f"value not representable as JSON ({exc})", nct_id) from exc
+    except MalformedRecord as exc:
+        raise MalformedRecord(exc.reason, nct_id) from None
+    except RecursionError:
+        raise MalformedRecord(f"nests more than {MAX_DEPTH} levels deep", nct_id) from None
     return dict(_kept(sorted(out.items()), patterns))
 
 
@@ -110,6 +117,8 @@ def _top_level(key: str, value: Any, out: Canonical) -> None:
 
 
 def _flatten(obj: dict[str, Any], prefix: str, out: Canonical) -> None:
+    if prefix.count(".") > MAX_DEPTH:
+        raise MalformedRecord(f"nests more than {MAX_DEPTH} objects deep ({prefix[:80]}…)")
     for key, value in obj.items():
         path = prefix + key
         if type(value) is str:  # the common case, inlined
@@ -201,30 +210,42 @@ def _key_part(value: Any) -> str:
     return " ".join(text.split()).lower()
 
 
-def _canon(value: Any) -> Any:
-    """A new copy of ``value`` with text cleaned and every list sorted; the input is untouched."""
+def _canon(value: Any, depth: int = 0) -> Any:
+    """A new copy of ``value`` with text cleaned and every list sorted; the input is untouched.
+
+    ``depth``: how many lists and objects hold ``value`` within its field; past MAX_DEPTH the
+    record is malformed (no real one comes near, and every output must still serialize it).
+    """
     # Exact types first: the hot path (what orjson.loads makes); subclasses take the slow one.
     kind = type(value)
     if kind is str:
         # clean_text's own first test, inlined: it holds for nearly every string of a record.
         return value if "<" not in value and "&" not in value else clean_text(value)
     if kind is dict:
-        return _canon_dict(value)
+        return _canon_dict(value, depth)
     if kind is list:
-        return _sorted_items([_canon(item) for item in value])
+        return _canon_list(value, depth)
     if kind in _LEAF_TYPES:
         return value
     if isinstance(value, str):
         return value if "<" not in value and "&" not in value else clean_text(value)
     if isinstance(value, dict):
-        return _canon_dict(value)
+        return _canon_dict(value, depth)
     if isinstance(value, list):
-        return _sorted_items([_canon(item) for item in value])
+        return _canon_list(value, depth)
     return value
 
 
-def _canon_dict(obj: dict[str, Any]) -> dict[str, Any]:
+def _canon_list(items: list[Any], depth: int) -> list[Any]:
+    if depth > MAX_DEPTH:
+        raise MalformedRecord(f"a field value nests more than {MAX_DEPTH} lists or objects deep")
+    return _sorted_items([_canon(item, depth + 1) for item in items])
+
+
+def _canon_dict(obj: dict[str, Any], depth: int = 0) -> dict[str, Any]:
     # _canon inlined for the common leaves: a record is mostly small dicts of strings and numbers.
+    if depth > MAX_DEPTH:
+        raise MalformedRecord(f"a field value nests more than {MAX_DEPTH} lists or objects deep")
     out = dict(obj)
     for key, item in obj.items():
         kind = type(item)
@@ -232,9 +253,9 @@ def _canon_dict(obj: dict[str, Any]) -> dict[str, Any]:
             if "<" in item or "&" in item:
                 out[key] = clean_text(item)
         elif kind is dict:
-            out[key] = _canon_dict(item)
+            out[key] = _canon_dict(item, depth + 1)
         elif kind not in _LEAF_TYPES:
-            out[key] = _canon(item)
+            out[key] = _canon(item, depth + 1)
     return out
 
 

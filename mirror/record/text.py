@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 import re
-from typing import Final
+from typing import Any, Final
 
 # Old registry versions carry HTML where today's records have plain text with markdown.
 _BREAK_TAGS: Final = (
@@ -46,6 +46,23 @@ def clean_text(text: str) -> str:
     if "<" in text and _TAG.search(text) is not None:
         return _tidy(_unescape(_render_html(text)))
     return _unescape(text) if _ENTITY.search(text) is not None else text
+
+
+# What a NUL character of registry text is stored as (no PostgreSQL text can hold NUL; SQLite
+# would): U+FFFD REPLACEMENT CHARACTER, on every backend alike (docs/fields.md).
+NUL_REPLACEMENT: Final = "\ufffd"
+
+
+def without_nul(value: Any) -> Any:
+    """``value`` (a parsed JSON value) with every NUL character of its strings, keys included,
+    replaced by :data:`NUL_REPLACEMENT`."""
+    if isinstance(value, str):
+        return value.replace("\x00", NUL_REPLACEMENT)
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(item) for item in value]
+    return value
 
 
 def text_key(text: str) -> str:

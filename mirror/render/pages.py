@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import jinja2
+import orjson
 
 from mirror.config import PagesSettings
 from mirror.feed import PageInput
@@ -67,20 +68,23 @@ class StudyView:
 
 def _study_view(page: PageInput, settings: PagesSettings) -> StudyView:
     """What the page of ``page`` shows, shared by the Markdown and the HTML renderers."""
-    protocol: Mapping[str, Any] = page.study.get("protocolSection", {})
-    ident, desc = protocol.get("identificationModule", {}), protocol.get("descriptionModule", {})
-    status, design = protocol.get("statusModule", {}), protocol.get("designModule", {})
-    conditions = list(protocol.get("conditionsModule", {}).get("conditions", []))
-    sponsor = protocol.get("sponsorCollaboratorsModule", {}).get("leadSponsor", {}).get("name")
-    locations = list(protocol.get("contactsLocationsModule", {}).get("locations", []))
-    countries = dict.fromkeys(s["country"] for s in locations if s.get("country"))
-    title = one_line(ident.get("briefTitle") or ident.get("officialTitle") or page.nct_id)
+    protocol = _obj(page.study.get("protocolSection"))
+    ident = _obj(protocol.get("identificationModule"))
+    desc = _obj(protocol.get("descriptionModule"))
+    status, design = _obj(protocol.get("statusModule")), _obj(protocol.get("designModule"))
+    eligibility = _obj(protocol.get("eligibilityModule"))
+    conditions = _texts(_obj(protocol.get("conditionsModule")).get("conditions"))
+    lead = _obj(_obj(protocol.get("sponsorCollaboratorsModule")).get("leadSponsor"))
+    locations = _objs(_obj(protocol.get("contactsLocationsModule")).get("locations"))
+    countries = dict.fromkeys(_text(s.get("country")) for s in locations if s.get("country"))
+    title = one_line(_text(ident.get("briefTitle")) or _text(ident.get("officialTitle")))
+    title = title or page.nct_id
     front = {
         "title": title,
         "nct_id": page.nct_id,
-        "overall_status": one_line(status.get("overallStatus", "")),
-        "sponsor": one_line(sponsor or ""),
-        "study_type": one_line(design.get("studyType", "")),
+        "overall_status": one_line(_text(status.get("overallStatus"))),
+        "sponsor": one_line(_text(lead.get("name"))),
+        "study_type": one_line(_text(design.get("studyType"))),
         "primary_condition": one_line(conditions[0]) if conditions else "",
         "countries": ", ".join(one_line(c) for c in countries),
         "canonical_url": canonical_url(page.nct_id, settings),
@@ -90,28 +94,53 @@ def _study_view(page: PageInput, settings: PagesSettings) -> StudyView:
         "source": SOURCE_LABEL,
     }
     facts = _study_facts(status, design, front["sponsor"], conditions, page.study)
+    arms = _objs(_obj(protocol.get("armsInterventionsModule")).get("armGroups"))
     return StudyView(
-        page.nct_id, page.version, front, title, one_line(ident.get("officialTitle", "")), facts,
-        desc.get("briefSummary", ""), desc.get("detailedDescription", ""),
-        _eligibility_facts(protocol.get("eligibilityModule", {})),
-        protocol.get("eligibilityModule", {}).get("eligibilityCriteria", ""),
-        [_arm(a) for a in protocol.get("armsInterventionsModule", {}).get("armGroups", [])],
-        _outcome_sections(protocol.get("outcomesModule", {})),
+        page.nct_id, page.version, front, title, one_line(_text(ident.get("officialTitle"))),
+        facts, _text(desc.get("briefSummary")), _text(desc.get("detailedDescription")),
+        _eligibility_facts(eligibility), _text(eligibility.get("eligibilityCriteria")),
+        [_arm(a) for a in arms], _outcome_sections(_obj(protocol.get("outcomesModule"))),
         [_site(s) for s in locations], recent_changes(page.events, settings),
         sorted(page.classes, key=lambda c: -int(c["version"])),
     )  # fmt: skip
 
 
+# A stored record is shown as the registry sent it, even when a field has an unexpected type
+# (docs/fields.md, "Records that are not as expected"): these read any JSON value without
+# raising; a part that is not the object or list it should be shows as missing.
+
+
+def _obj(value: Any) -> Module:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _objs(value: Any) -> list[Module]:
+    return [item for item in value if isinstance(item, Mapping)] if isinstance(value, list) else []
+
+
+def _text(value: Any) -> str:
+    """A value as text: strings as they are, None as nothing, anything else as its JSON."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def _texts(value: Any) -> list[str]:
+    """A list of texts; a single value stands for a list of one."""
+    items = value if isinstance(value, list) else [value] if value else []
+    return [_text(item) for item in items]
+
+
 def _study_facts(
     status: Module, design: Module, sponsor: str, conditions: list[str], study: Module
 ) -> list[tuple[str, str]]:
-    enrollment = design.get("enrollmentInfo", {})
-    kind = {"ESTIMATED": "Target ", "ACTUAL": "Actual "}.get(enrollment.get("type", ""), "")
+    enrollment = _obj(design.get("enrollmentInfo"))
+    kind = {"ESTIMATED": "Target ", "ACTUAL": "Actual "}.get(_text(enrollment.get("type")), "")
     results = (_date(status, "resultsFirstPost") or "Yes") if study.get("hasResults") else ""
     facts = [
         ("Status", status.get("overallStatus")),
         ("Study Type", design.get("studyType")),
-        ("Phase", ", ".join(design.get("phases", []))),
+        ("Phase", ", ".join(_texts(design.get("phases")))),
         (f"{kind}Enrollment", enrollment.get("count")),
         ("Lead Sponsor", sponsor),
         ("Conditions", ", ".join(conditions)),
@@ -120,7 +149,7 @@ def _study_facts(
         ("Results First Posted", results),
         ("CT.gov Last Update", _date(status, "lastUpdatePost")),
     ]
-    return [(name, one_line(str(value))) for name, value in facts if value not in (None, "")]
+    return [(name, one_line(_text(value))) for name, value in facts if value not in (None, "")]
 
 
 def _eligibility_facts(e: Module) -> list[tuple[str, str]]:
@@ -131,35 +160,37 @@ def _eligibility_facts(e: Module) -> list[tuple[str, str]]:
         ("Sex", e.get("sex")),
         ("Healthy Volunteers", None if healthy is None else ("Yes" if healthy else "No")),
     ]
-    return [(name, one_line(str(value))) for name, value in facts if value]
+    return [(name, one_line(_text(value))) for name, value in facts if value]
 
 
 def _arm(arm: Module) -> tuple[str, str]:
-    return one_line(arm.get("label", "")), arm.get("description", "")
+    return one_line(_text(arm.get("label"))), _text(arm.get("description"))
 
 
 def _outcome_sections(module: Module) -> list[tuple[str, list[Outcome]]]:
     # Other Outcomes is not in the seed: shown only when the record has some.
     kinds = ["Primary", "Secondary", *(["Other"] if module.get("otherOutcomes") else [])]
     return [
-        (f"{k} Outcomes", [_outcome(o) for o in module.get(f"{k.lower()}Outcomes", [])])
+        (f"{k} Outcomes", [_outcome(o) for o in _objs(module.get(f"{k.lower()}Outcomes"))])
         for k in kinds
     ]
 
 
 def _outcome(o: Module) -> Outcome:
     return Outcome(
-        one_line(o.get("measure", "")), one_line(o.get("timeFrame", "")), o.get("description", "")
+        one_line(_text(o.get("measure"))),
+        one_line(_text(o.get("timeFrame"))),
+        _text(o.get("description")),
     )
 
 
 def _site(site: Module) -> tuple[str, str]:
     parts = (site.get(k) for k in ("facility", "city", "state", "country"))
-    return ", ".join(one_line(str(p)) for p in parts if p), one_line(site.get("status", ""))
+    return ", ".join(one_line(_text(p)) for p in parts if p), one_line(_text(site.get("status")))
 
 
 def _date(status: Module, name: str) -> str:
-    return one_line(str(status.get(f"{name}DateStruct", {}).get("date", "")))
+    return one_line(_text(_obj(status.get(f"{name}DateStruct")).get("date")))
 
 
 # -- Markdown -------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ responses) are retried, with exponential backoff and jitter, honouring
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -30,8 +31,8 @@ from tenacity import (
 )
 
 from mirror.config import SourceSettings
-from mirror.errors import SourceError, TransientSourceError
-from mirror.record import NCT_ID, utcnow
+from mirror.errors import MalformedRecord, SourceError, TransientSourceError
+from mirror.record import NCT_ID, nct_id_of, utcnow
 from mirror.source.base import (
     Disappearance,
     FetchFailure,
@@ -118,12 +119,20 @@ class ApiSource:
         items: list[FetchItem] = []
         found: set[str] = set()
         for study in studies:
-            nct_id, aliases = _ids_of(study)
-            found.add(nct_id)
-            items.append(Observation(nct_id, orjson.dumps(study), study, now))
-            for alias in aliases & set(ids):
+            try:
+                obs = _observed(study, now)
+            except MalformedRecord as exc:
+                # Named by its id when it has one; else asked for alone below, and named then.
+                if exc.nct_id in ids:
+                    found.add(exc.nct_id)
+                    items.append(FetchFailure(exc.nct_id, exc.message))
+                log.warning("source.malformed_record", error=exc.message)
+                continue
+            found.add(obs.nct_id)
+            items.append(obs)
+            for alias in _aliases(study) & set(ids):
                 found.add(alias)
-                items.append(Disappearance(alias, now, alias_of=nct_id))
+                items.append(Disappearance(alias, now, alias_of=obs.nct_id))
         for missing in (i for i in ids if i not in found):
             items.extend(await self.study(missing))
         return items
@@ -147,7 +156,13 @@ class ApiSource:
                     )
                 ]
             return [Disappearance(nct_id, now, alias_of=target), *await self.study(target)]
-        return [Observation(nct_id, response.content, body, now)]
+        try:
+            obs = _observed(body, now, response.content)
+        except MalformedRecord as exc:
+            return [FetchFailure(nct_id, exc.message)]
+        if obs.nct_id != nct_id:
+            return [FetchFailure(nct_id, f"GET /studies/{nct_id} answered study {obs.nct_id}")]
+        return [obs]
 
     # -- by search -----------------------------------------------------------------------
 
@@ -157,9 +172,12 @@ class ApiSource:
         query = dict(params) if since is None else updated_between(params, since.isoformat(), "MAX")
         total: list[int] = []
         batch: list[FetchItem] = []
-        async for study in self._pages(query, self.settings.page_size, total):
-            nct_id, _ = _ids_of(study)
-            batch.append(Observation(nct_id, orjson.dumps(study), study, utcnow()))
+        async for number, study in _numbered(self._pages(query, self.settings.page_size, total)):
+            try:
+                batch.append(_observed(study, utcnow()))
+            except MalformedRecord as exc:
+                log.warning("source.malformed_record", record=number, error=exc.message)
+                batch.append(FetchFailure(exc.nct_id or f"search record {number}", exc.message))
             if len(batch) >= self.settings.page_size:
                 yield Page(batch, total[0] if total else None)
                 batch = []
@@ -279,7 +297,12 @@ class ApiSource:
         try:
             return response, orjson.loads(response.content)
         except orjson.JSONDecodeError as exc:
-            raise TransientSourceError(f"GET {url}: truncated or invalid JSON ({exc})") from None
+            try:  # valid JSON orjson refuses (1e400, a lone surrogate): its record fails alone
+                return response, json.loads(response.content)
+            except ValueError:
+                raise TransientSourceError(
+                    f"GET {url}: truncated or invalid JSON ({exc})"
+                ) from None
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -363,15 +386,40 @@ def _day(text: str) -> str | None:
         return None
 
 
-def _check_nct_id(url: str, study: Mapping[str, Any], nct_id: str, required: bool = True) -> None:
-    found, _ = _ids_of(study)
-    if found != nct_id and (found or required):
-        raise SourceError(f"GET {url}: expected study {nct_id}, got {found or 'no nctId'}")
+def _observed(study: Any, now: datetime, raw: bytes | None = None) -> Observation:
+    """One record of an answer as an Observation; MalformedRecord saying what is wrong with it
+    (not a study object, no valid nctId, nested deeper than JSON can be stored)."""
+    nct_id = nct_id_of(study)
+    if raw is None:
+        try:
+            raw = orjson.dumps(study)
+        except orjson.JSONEncodeError as exc:
+            raise MalformedRecord(f"cannot be stored as JSON ({exc})", nct_id) from None
+    return Observation(nct_id, raw, study, now)
 
 
-def _ids_of(study: Mapping[str, Any]) -> tuple[str, set[str]]:
-    ident = study.get("protocolSection", {}).get("identificationModule", {})
-    return str(ident.get("nctId", "")), set(ident.get("nctIdAliases") or ())
+async def _numbered(items: AsyncIterator[Any]) -> AsyncIterator[tuple[int, Any]]:
+    number = 0
+    async for item in items:
+        number += 1
+        yield number, item
+
+
+def _aliases(study: Mapping[str, Any]) -> set[str]:
+    """The ids merged into this study (``nctIdAliases``), when the record lists them."""
+    aliases = study["protocolSection"]["identificationModule"].get("nctIdAliases")
+    return {a for a in aliases if isinstance(a, str)} if isinstance(aliases, list) else set()
+
+
+def _check_nct_id(url: str, study: Any, nct_id: str, required: bool = True) -> None:
+    try:
+        found = nct_id_of(study)
+    except MalformedRecord as exc:
+        if not required:
+            return
+        raise SourceError(f"GET {url}: expected study {nct_id}: {exc.message}") from None
+    if found != nct_id:
+        raise SourceError(f"GET {url}: expected study {nct_id}, got {found}")
 
 
 def _alias_target(response: httpx.Response) -> str | None:

@@ -30,7 +30,7 @@ import orjson
 from stream_unzip import TruncatedDataError, UnzipError, stream_unzip
 
 from mirror.errors import MalformedRecord, UsageError
-from mirror.record import NCT_ID
+from mirror.record import nct_id_of
 from mirror.source.base import ArchiveDamaged, Observation, Record, RecordSource, Span
 
 CHUNK = 1 << 16
@@ -61,16 +61,7 @@ def to_observation(record: Record, observed_at: datetime) -> Observation:
         study = orjson.loads(record.data)
     except orjson.JSONDecodeError as exc:
         raise MalformedRecord(f"not valid JSON ({exc})") from None
-    if not isinstance(study, dict):
-        raise MalformedRecord(f"a JSON {type(study).__name__}, not a study object")
-    ident = study.get("protocolSection", {})
-    ident = ident.get("identificationModule", {}) if isinstance(ident, dict) else {}
-    nct_id = ident.get("nctId") if isinstance(ident, dict) else None
-    if not isinstance(nct_id, str) or not NCT_ID.fullmatch(nct_id):
-        raise MalformedRecord(
-            f"no valid protocolSection.identificationModule.nctId (found {nct_id!r})"
-        )
-    return Observation(nct_id, record.data, study, observed_at, origin="archive")
+    return Observation(nct_id_of(study), record.data, study, observed_at, origin="archive")
 
 
 def _batched(records: Iterable[Record], size: int) -> Iterator[list[Record]]:

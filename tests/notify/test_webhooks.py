@@ -390,6 +390,21 @@ def test_response_body_is_read_up_to_the_cap(
     app.close()
 
 
+def test_an_answer_holding_nul_characters_is_recorded(
+    fake: FakeCtgov, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A receiver's error body with NUL characters: the attempt is recorded (NUL as U+FFFD)."""
+    receiver.behaviour.status = 500
+    receiver.behaviour.body = b"bad\x00answer"
+    app = app_with(monkeypatch, max_attempts=1)
+    subscribe(app, receiver.url, include_initial=True, fields=["status.overallStatus"])
+    sync_ids(app, STUDY)
+    dispatch(app)
+    (row,) = deliveries(app.db)
+    assert (row.status, row.last_error) == (DeliveryStatus.DEAD, "HTTP 500: bad\ufffdanswer")
+    app.close()
+
+
 # -- safety -------------------------------------------------------------------------------
 
 

@@ -177,7 +177,11 @@ def test_corrupt_records_are_named_and_skipped(
     path = WRITERS[fmt](tmp_path, records(SAMPLE[:5]) | CORRUPT)
     result = run("import", str(path), expect=1)
     assert result.stdout.startswith("import partial: 8 read, 5 new, 0 changed, 0 unchanged, 3 fail")
-    reasons = ["not valid JSON", "a JSON list, not a study object", "no valid protocolSection"]
+    reasons = [
+        "not valid JSON",
+        "a JSON list, not a study object",
+        "no protocolSection.identificationModule object",
+    ]
     for label, reason in zip(labels, reasons, strict=True):
         assert f"failed {label}: malformed study record: {reason}" in result.stderr
     assert stored_ids(app.db) == SAMPLE[:5]

@@ -37,6 +37,7 @@ from helpers import (
 )
 from sqlalchemy import select
 
+from mirror import feed
 from mirror.app import App
 from mirror.pipeline import Ingestor, Outcome, SyncRequest
 from mirror.record import normalize
@@ -537,3 +538,41 @@ def test_sync_of_a_search_without_a_watch(fake: FakeCtgov, app: App) -> None:
     assert (summary.counts["fetched"], summary.counts["new"]) == (1, 1)
     assert version_numbers(app.db, THIRD) == [1]
     assert count(app.db, Study) == 1
+
+
+# -- records no backend stores as they are --------------------------------------------------
+
+
+def test_nul_characters_are_stored_as_replacement_characters_on_every_backend(
+    fake: FakeCtgov, app: App
+) -> None:
+    """A NUL in a title and a summary: stored (as U+FFFD in the record, the events and the
+    title), the raw JSON served back byte for byte; an edit with a NUL is a change like any."""
+    fake.edit(STUDY, lambda s: module(s, "identificationModule").update(briefTitle="A\x00B"))
+    assert sync_ids(app, STUDY, OTHER).counts["new"] == 2
+    fake.edit(STUDY, lambda s: module(s, "descriptionModule").update(briefSummary="x\x00y"))
+    assert sync_ids(app, STUDY).counts["changed"] == 1
+    with app.db.session() as session:
+        title = session.scalar(select(Study.title).where(Study.nct_id == STUDY))
+    assert title == "A\ufffdB"
+    assert changes(app.db, STUDY, 2) == [
+        ("description.briefSummary", "changed", load_study(STUDY)["protocolSection"][
+            "descriptionModule"]["briefSummary"], "x\ufffdy"),
+    ]  # fmt: skip
+    assert orjson.loads(feed.raw_version(app.db, STUDY, 2)) == fake.get(STUDY)
+
+
+def test_a_page_with_a_bad_record_stores_the_rest_and_says_partial(
+    fake: FakeCtgov, run: Any, app: App
+) -> None:
+    """An API page holding one record that is not a study: the others are stored, the summary
+    says ``partial`` and names it, the exit code is 1."""
+    fake.add_junk(b'{"protocolSection": "oops"}')
+    result = run("sync", "--query", f"filter.ids={STUDY},{OTHER}", expect=1)
+    assert result.stdout.startswith(
+        "sync partial: 2 fetched, 2 new, 0 changed, 0 unchanged, 0 gone, 1 failed"
+    )
+    assert "  failed search record 1: malformed study record: no protocolSection object" in (
+        result.stderr.splitlines()
+    )
+    assert sorted(study_row(app.db, i).nct_id for i in (STUDY, OTHER)) == sorted([STUDY, OTHER])

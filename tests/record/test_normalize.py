@@ -490,7 +490,7 @@ def test_area_of() -> None:
 @pytest.mark.parametrize("value", [[], "NCT01234567", None, 3])
 def test_not_an_object_is_malformed(value: Any) -> None:
     """A study that is not a JSON object is a MalformedRecord."""
-    with pytest.raises(MalformedRecord, match="expected a JSON object"):
+    with pytest.raises(MalformedRecord, match="not a study object"):
         normalize(value)
 
 
