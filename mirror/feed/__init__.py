@@ -4,6 +4,7 @@ studies, versions, diffs and page inputs (``reads``).
 
 from mirror.feed.query import MAX_LIMIT, ChangeFilter, event_dict, glob_regex
 from mirror.feed.reads import (
+    Departure,
     PageInput,
     StudyFilter,
     change_dicts,
@@ -21,6 +22,7 @@ from mirror.feed.reads import (
 )
 
 __all__ = [
+    "Departure",
     "ChangeFilter",
     "MAX_LIMIT",
     "PageInput",

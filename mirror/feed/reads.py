@@ -19,6 +19,7 @@ from mirror.store import (
     ChangeEvent,
     Database,
     Study,
+    StudyState,
     StudyVersion,
     SyncRun,
     VersionClassRow,
@@ -289,6 +290,30 @@ def _recent_events(
 
 
 @dataclass(frozen=True)
+class Departure:
+    """How a study left the registry: ``gone`` (404) or ``moved`` (merged into ``alias_of``),
+    observed at ``since``."""
+
+    state: str
+    since: datetime
+    alias_of: str | None = None
+
+
+def departure(session: Session, study: Study) -> Departure | None:
+    """None while the registry lists the study; else when and how it left (its newest
+    tombstone: the version that records the departure)."""
+    if study.state is StudyState.ACTIVE:
+        return None
+    since = session.scalar(
+        select(StudyVersion.observed_at)
+        .where(StudyVersion.study_id == study.id, StudyVersion.canonical.is_(None))
+        .order_by(StudyVersion.version.desc())
+        .limit(1)
+    )
+    return Departure(study.state.value, since or study.last_seen_at, study.alias_of)
+
+
+@dataclass(frozen=True)
 class PageInput:
     """What a study page shows: one version's raw record and the study's recent events."""
 
@@ -301,6 +326,7 @@ class PageInput:
     # {"version", "observed_at" (datetime), "name", **params}.
     classes: Sequence[dict[str, Any]] = ()
     timeline: Sequence[dict[str, Any]] = ()  # _study_timeline() up to that version
+    departure: Departure | None = None  # the study left the registry (the page says so)
 
 
 def page_input(
@@ -319,6 +345,7 @@ def page_input(
         return PageInput(
             orjson.loads(raw), study.nct_id, stored.version, study.last_seen_at, events,
             classes, _study_timeline(session, study, stored.version, by_version),
+            departure(session, study),
         )  # fmt: skip
 
 
@@ -350,12 +377,14 @@ def study_detail(db: Database, nct_id: str, version: int | None = None) -> dict[
     with db.session() as session:
         study = get_study(session, nct_id)
         stored = _load_version(session, study, version)
+        left = departure(session, study)
         return {
             "nct_id": study.nct_id,
             "title": study.title,
             "overall_status": study.overall_status,
             "state": study.state.value,
             "alias_of": study.alias_of,
+            "left_registry_at": format_instant(left.since) if left else None,
             "version": stored.version,
             "latest_version": study.latest_version,
             "first_seen_at": study.first_seen_at.isoformat(),

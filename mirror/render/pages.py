@@ -64,6 +64,29 @@ class StudyView:
     locations: list[tuple[str, str]]  # (facility, city, state, country; status)
     changes: list[ChangeEvent]
     classes: list[dict[str, Any]]  # recent change classes, newest version first
+    notice: Notice | None = None  # the study left the registry
+
+
+@dataclass(frozen=True)
+class Notice:
+    """What a page of a study that left the registry says first."""
+
+    headline: str  # "No longer in the registry" / "Merged into NCT…"
+    date: str  # YYYY-MM-DD
+    text: str
+    merged_into: str | None = None
+
+
+def _notice(page: PageInput) -> Notice | None:
+    left = page.departure
+    if left is None:
+        return None
+    shown = f"This page shows the last version the mirror stored (version {page.version})."
+    if left.state == "moved" and left.alias_of:
+        text = f"this id is now an alias of {left.alias_of}. {shown}"
+        return Notice(f"Merged into {left.alias_of}", day(left.since), text, left.alias_of)
+    text = f"ClinicalTrials.gov no longer has this study (it answers 404). {shown}"
+    return Notice("No longer in the registry", day(left.since), text)
 
 
 def _study_view(page: PageInput, settings: PagesSettings) -> StudyView:
@@ -93,6 +116,12 @@ def _study_view(page: PageInput, settings: PagesSettings) -> StudyView:
         "last_seen_at": _millis(page.last_seen_at),
         "source": SOURCE_LABEL,
     }
+    notice = _notice(page)
+    if notice is not None:  # only then: the page of a listed study keeps the seed's keys
+        front["registry_state"] = "merged" if notice.merged_into else "removed"
+        front["left_registry_on"] = notice.date
+        if notice.merged_into:
+            front["merged_into"] = notice.merged_into
     facts = _study_facts(status, design, front["sponsor"], conditions, page.study)
     arms = _objs(_obj(protocol.get("armsInterventionsModule")).get("armGroups"))
     return StudyView(
@@ -101,7 +130,7 @@ def _study_view(page: PageInput, settings: PagesSettings) -> StudyView:
         _eligibility_facts(eligibility), _text(eligibility.get("eligibilityCriteria")),
         [_arm(a) for a in arms], _outcome_sections(_obj(protocol.get("outcomesModule"))),
         [_site(s) for s in locations], recent_changes(page.events, settings),
-        sorted(page.classes, key=lambda c: -int(c["version"])),
+        sorted(page.classes, key=lambda c: -int(c["version"])), notice,
     )  # fmt: skip
 
 
@@ -203,6 +232,7 @@ def render_markdown(page: PageInput, settings: PagesSettings) -> str:
         f"# {_heading(v.title)}",
         *([f"**Official Title:** {v.official_title}"] if v.official_title else []),
         f"**NCT ID:** [{v.nct_id}]({v.front_matter['clinicaltrials_gov']})",
+        *_notice_md(v.notice),
         _section("Key Facts", _facts(v.key_facts)),
         _section("Brief Summary", _block(v.brief_summary) or NOT_PROVIDED),
         _section("Detailed Description", _block(v.detailed_description) or NOT_PROVIDED),
@@ -223,6 +253,17 @@ def render_markdown(page: PageInput, settings: PagesSettings) -> str:
         _footer(v, settings),
     ]
     return _front_matter(v.front_matter) + "\n" + "\n\n".join(sections) + "\n"
+
+
+def _notice_md(notice: Notice | None) -> list[str]:
+    if notice is None:
+        return []
+    head = notice.headline
+    if notice.merged_into:
+        head = head.replace(
+            notice.merged_into, f"[{notice.merged_into}]({CTGOV_STUDY_URL}{notice.merged_into})"
+        )
+    return [f"> **{head}** since {notice.date}: {notice.text}"]
 
 
 def _section(title: str, body: str | Iterable[str], empty: str = NONE_LISTED) -> str:

@@ -51,6 +51,9 @@ class StudyPage(BaseModel):
 
 class StudyDetail(StudySummary):
     alias_of: str | None = Field(description="For a merged id: the study it became.")
+    left_registry_at: datetime | None = Field(
+        description="When the mirror saw the study leave the registry (state gone or moved)."
+    )
     version: int = Field(description="The version whose record this is (the newest).")
     version_count: int
     observed_at: datetime

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
+from api_client import api_client
 from fake_ctgov import FakeCtgov, load_study
 from helpers import (
     POSTED,
@@ -576,3 +577,41 @@ def test_a_page_with_a_bad_record_stores_the_rest_and_says_partial(
         result.stderr.splitlines()
     )
     assert sorted(study_row(app.db, i).nct_id for i in (STUDY, OTHER)) == sorted([STUDY, OTHER])
+
+
+def test_a_gone_study_says_so_on_show_its_pages_and_the_api(
+    fake: FakeCtgov, run: Any, app: App
+) -> None:
+    """After its `removed` event a study's page opens with a notice and the date; the API's
+    study object carries the state and when it left."""
+    run("sync", STUDY)
+    fake.remove(STUDY)
+    run("sync", STUDY)
+    left = study_row(app.db, STUDY).last_seen_at.date().isoformat()
+    page = run("show", STUDY).stdout
+    assert (
+        f"> **No longer in the registry** since {left}: ClinicalTrials.gov no longer has this "
+        "study (it answers 404). This page shows the last version the mirror stored (version 1)."
+    ) in page.splitlines()
+    assert "registry_state: removed" in page.split("---")[1]
+    with api_client(app) as api:
+        html = api.get(f"/trials/{STUDY}.html").text
+        detail = api.json(f"/v1/studies/{STUDY}")
+    assert '<p class="notice" role="status"><strong>No longer in the registry</strong>' in html
+    assert (detail["state"], detail["alias_of"]) == ("gone", None)
+    assert detail["left_registry_at"].startswith(left)
+
+
+def test_a_merged_study_names_the_study_it_became(fake: FakeCtgov, run: Any, app: App) -> None:
+    """A merged id's page names and links the id it was merged into."""
+    run("sync", STUDY)
+    fake.alias(STUDY, OTHER)
+    run("sync", STUDY)
+    page = run("show", STUDY).stdout
+    assert f"> **Merged into [{OTHER}](https://clinicaltrials.gov/study/{OTHER})** since " in page
+    assert f"merged_into: {OTHER}" in page.split("---")[1]
+    with api_client(app) as api:
+        html = api.get(f"/trials/{STUDY}.html").text
+        detail = api.json(f"/v1/studies/{STUDY}")
+    assert f'Merged into <a href="{OTHER}.html">{OTHER}</a>' in html
+    assert (detail["state"], detail["alias_of"]) == ("moved", OTHER)
