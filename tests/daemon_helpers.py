@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from mirror.app import App
 from mirror.daemon import Daemon
-from mirror.store import Database, SyncJob, WebhookDelivery
+from mirror.store import Database, NotificationDelivery, SyncJob, WebhookDelivery
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,6 +27,9 @@ FAST = {
     "CTMIRROR_WEBHOOKS__RETRY_BASE_SECONDS": "0.02",
     "CTMIRROR_WEBHOOKS__POLL_SECONDS": "0.05",
     "CTMIRROR_WEBHOOKS__TIMEOUT_SECONDS": "2",
+    "CTMIRROR_NOTIFICATIONS__RETRY_BASE_SECONDS": "0.02",
+    "CTMIRROR_NOTIFICATIONS__POLL_SECONDS": "0.05",
+    "CTMIRROR_NOTIFICATIONS__TIMEOUT_SECONDS": "5",
     "CTMIRROR_DAEMON__JITTER_SECONDS": "0",
     "CTMIRROR_DAEMON__CHECK_SECONDS": "0.2",
     "CTMIRROR_LOG__LEVEL": "info",
@@ -113,3 +116,9 @@ def deliveries(db: Database) -> list[WebhookDelivery]:
 def jobs(db: Database) -> list[SyncJob]:
     with db.session() as session:
         return list(session.scalars(select(SyncJob).order_by(SyncJob.id)))
+
+
+def notifications(db: Database) -> list[NotificationDelivery]:
+    with db.session() as session:
+        query = select(NotificationDelivery).order_by(NotificationDelivery.id)
+        return list(session.scalars(query))

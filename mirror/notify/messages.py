@@ -35,7 +35,7 @@ _LABELS = {
     "results.posted": "results", "study.removed": "study", "sponsor.changed": "sponsor",
     "design.phases_changed": "phases",
 }  # fmt: skip
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]#|])")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]#])")
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def version_message(summary: VersionSummary, base_url: str) -> Message:
     text += ["Changed fields:", *_text_lines(summary.changes), ""]
     markdown += ["Changed fields:", "", *_markdown_lines(summary.changes), ""]
     text += [f"{label}: {url}" for label, url in links]
-    markdown.append(" · ".join(f"[{label}]({url})" for label, url in links))
+    markdown += [f"{label}: <{url}>" for label, url in links]
     return Message(elide(title, TITLE_MAX), "\n".join(text), "\n".join(markdown))
 
 
@@ -144,7 +144,9 @@ def _text_lines(changes: Iterable[tuple[str, str]]) -> list[str]:
 
 
 def _markdown_lines(changes: Iterable[tuple[str, str]]) -> list[str]:
-    return [f"- `{field}` — {_md(text)}" for field, text in changes]
+    # Field names as plain text: services that take HTML derive their plain-text part from
+    # it, and code spans break those lines apart.
+    return [f"- {_md(field)} — {_md(text)}" for field, text in changes]
 
 
 def _md(text: str) -> str:
@@ -187,7 +189,7 @@ def digest_message(summaries: Sequence[VersionSummary], period: Period, base_url
         query = urlencode({"since": period.start.isoformat(timespec="seconds")})
         url = f"{base_url.rstrip('/')}/?{query}"
         text.append(f"… and {rest}: {url}")
-        markdown.append(f"… and [{rest}]({url})")
+        markdown.append(f"… and {rest}: <{url}>")
     return Message(elide(title, TITLE_MAX), "\n".join(text), "\n".join(markdown))
 
 
@@ -203,7 +205,7 @@ def _digest_study(versions: Sequence[VersionSummary], base_url: str) -> tuple[li
         markdown += [lead + _md(summary.headline), "", *_markdown_lines(shown), *rest, ""]
     links = _links(first.nct_id, first.version - 1, last.version, base_url)
     text += [f"{label}: {url}" for label, url in links]
-    markdown.append(" · ".join(f"[{label}]({url})" for label, url in links))
+    markdown += [f"{label}: <{url}>" for label, url in links]
     return text, markdown
 
 

@@ -276,6 +276,16 @@ def _resolve(host: str) -> None:
         raise OSError(f"cannot resolve {host}: {exc}") from None
 
 
+def with_message_id(url: str, message_id: str) -> str:
+    """A generic HTTP target's URL sending the message id as a header (``Ctmirror-Message-Id``),
+    the same on every attempt, so receivers can de-duplicate; other URLs as they are."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in _GENERIC:
+        return url
+    header = f"+Ctmirror-Message-Id={message_id}"
+    return urlunsplit(parts._replace(query=f"{parts.query}&{header}" if parts.query else header))
+
+
 @dataclass
 class NotificationChannel:
     """Notifications for people, sent by an :class:`AppriseNotifier`."""
@@ -285,5 +295,6 @@ class NotificationChannel:
 
     async def send(self, item: Claimed) -> SendResult:
         data = item.data
-        return await self.notifier.send(data["url"], data["title"], data["body_text"],
+        url = with_message_id(data["url"], item.message_id)
+        return await self.notifier.send(url, data["title"], data["body_text"],
                                         data["body_markdown"])  # fmt: skip

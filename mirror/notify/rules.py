@@ -162,9 +162,11 @@ def _condition(text: str, tokens: list[tuple[str, str]]) -> tuple[Condition, lis
         return Condition("major", "=", True), tokens[1:]
     if kind not in ("word", "abs") or not re.fullmatch(r"\|?[A-Za-z_]\w*\|?", word):
         raise RuleError(text, f"expected a parameter name, found {word!r}")
-    if len(tokens) < 3 or tokens[1][0] != "op":
+    if len(tokens) < 2 or tokens[1][0] != "op":
         raise RuleError(text, f"{word} must be followed by an operator (>=, <=, >, <, =, !=)")
     param, absolute = word.strip("|"), kind == "abs"
+    if len(tokens) < 3:
+        raise RuleError(text, f"{param} needs a value after its operator")
     value, rest = _value(text, param, tokens[2:])
     op = tokens[1][1]
     if op not in ("=", "==", "!=") and not (_is_number(value) or _DATE.fullmatch(str(value))):

@@ -1,0 +1,371 @@
+"""Notifications for people end to end: the fake API as the source, a real SMTP server
+(aiosmtpd) and a real HTTP receiver (json://) as the services, Apprise in between.
+
+Every test syncs real records over loopback into a real database (SQLite and PostgreSQL), lets
+the notification dispatcher send, and checks what the mailbox or the receiver got and what the
+delivery rows say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from daemon_helpers import RunningDaemon, notifications, wait_until
+from fake_ctgov import FakeCtgov
+from helpers import STUDY, module, put_real, sponsor_update, study_row, sync_ids
+from mailbox import Mailbox
+from receiver import Receiver
+from sqlalchemy import select
+
+from mirror.app import App, build_app
+from mirror.config import load_settings
+from mirror.notify import Links, TargetSpec, add_target, build_due_digests, fan_out
+from mirror.store import DeliveryStatus, DigestItem, NotificationTarget
+
+OTHER = "NCT05305430"
+RETRYING = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
+
+pytestmark = pytest.mark.usefixtures("fast_daemon")
+
+
+@pytest.fixture
+def fake(fake_api: FakeCtgov) -> FakeCtgov:
+    put_real(fake_api, [STUDY, OTHER])
+    return fake_api
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as rec:
+        yield rec
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    with Mailbox() as box:
+        yield box
+
+
+def json_url(receiver: Receiver) -> str:
+    return f"json://127.0.0.1:{receiver.port}/hook"
+
+
+def add(app: App, url: str, **spec: Any) -> NotificationTarget:
+    """A target made through the library, as the CLI makes it."""
+    return add_target(app.db, TargetSpec(url, **spec), app.settings.notifications)
+
+
+def notify(app: App, clock: Callable[[], datetime] | None = None) -> int:
+    """Send with the real notifier until nothing is pending or retrying; attempts made."""
+
+    async def go() -> int:
+        dispatcher = app.notification_dispatcher(app.notifier(), "test", clock)
+        attempts = 0
+        while True:
+            attempts += await dispatcher.drain()
+            if not any(d.status in RETRYING for d in notifications(app.db)):
+                return attempts
+            await asyncio.sleep(0.01)
+
+    return asyncio.run(go())
+
+
+def set_status(fake: FakeCtgov, nct_id: str, status: str) -> None:
+    sponsor_update(fake, nct_id, lambda s: module(s, "statusModule").update(overallStatus=status))
+
+
+def set_enrollment(fake: FakeCtgov, nct_id: str, factor: float) -> None:
+    def edit(study: dict[str, Any]) -> None:
+        info = module(study, "designModule")["enrollmentInfo"]
+        info["count"] = round(info["count"] * factor)
+
+    sponsor_update(fake, nct_id, edit)
+
+
+def titles(receiver: Receiver) -> list[str]:
+    return [r.json()["title"] for r in receiver.delivered()]
+
+
+def app_with(monkeypatch: pytest.MonkeyPatch, **notifications: Any) -> App:
+    """An App whose [notifications] settings differ (set in the environment, which wins)."""
+    for key, value in notifications.items():
+        monkeypatch.setenv(f"CTMIRROR_NOTIFICATIONS__{key.upper()}", str(value).lower())
+    return build_app(load_settings())
+
+
+# -- what people receive ------------------------------------------------------------------------
+
+
+def test_email_about_a_watched_trial_reads_well(
+    fake: FakeCtgov, app: App, mailbox: Mailbox, run: Any
+) -> None:
+    """`notify add mailto://… --watch mine`: a status change arrives as a readable email."""
+    run("watch", "add", "mine", STUDY, "--schedule", "every 1s")
+    added = run("notify", "add", mailbox.url(), "--watch", "mine")
+    assert added.stdout.startswith("added notification target 1 (mailto-1) -> mailto://")
+    run("daemon", "--once")
+    assert mailbox.messages == []  # a study's first sight is not news
+    set_status(fake, STUDY, "COMPLETED")
+    time.sleep(1.05)
+    result = run("daemon", "--once")
+    assert result.stdout.endswith("0 webhook attempts, 1 notification attempts\n")
+    (mail,) = mailbox.wait_for(1)
+    assert mail["Subject"] == f"{STUDY}: status RECRUITING → COMPLETED (+2 more)"
+    assert (mail["From"], mail["To"]) == ("ctmirror@example.org", "person@example.org")
+    text = mail.get_body(("plain",)).get_content()
+    html = mail.get_body(("html",)).get_content()
+    title = study_row(app.db, STUDY).title
+    assert title and title in text
+    assert "status.overallStatus — changed: RECRUITING → COMPLETED" in text
+    assert "status.lastUpdatePostDate — changed:" in text
+    page = f"http://127.0.0.1:8000/trials/{STUDY}.html"
+    compare = f"http://127.0.0.1:8000/trials/{STUDY}/compare?from=1&to=2"
+    assert f"Study page: {page}" in text and f"Compare versions 1 and 2: {compare}" in text
+    assert f'Study page: <a href="{page}">' in html
+    assert f'<a href="{compare.replace("&", "&amp;")}">' in html
+    assert "<li>status.overallStatus — changed: RECRUITING → COMPLETED</li>" in html
+
+
+def test_json_target_gets_title_and_plain_text_with_a_stable_message_id(
+    fake: FakeCtgov, app: App, receiver: Receiver
+) -> None:
+    """A json:// service gets the title and the plain-text body; the id header is stored."""
+    sync_ids(app, STUDY)
+    add(app, json_url(receiver))
+    set_status(fake, STUDY, "SUSPENDED")
+    sync_ids(app, STUDY)
+    assert notify(app) == 1
+    (got,) = receiver.delivered()
+    (row,) = notifications(app.db)
+    body = got.json()
+    assert body["title"] == row.title == f"{STUDY}: status RECRUITING → SUSPENDED (+2 more)"
+    assert body["message"] == row.body_text
+    assert body["message"].splitlines()[:2] == [
+        study_row(app.db, STUDY).title,
+        f"{STUDY} · version 2 · recorded {row.created_at:%Y-%m-%d}",
+    ]
+    assert "- status RECRUITING → SUSPENDED" in body["message"]
+    assert got.headers["ctmirror-message-id"] == row.message_id
+    assert (row.status, row.attempts, row.nct_id, row.version) == (
+        DeliveryStatus.DELIVERED, 1, STUDY, 2,
+    )  # fmt: skip
+
+
+# -- filters and rules --------------------------------------------------------------------------
+
+
+def test_field_nct_and_class_filters_choose_versions(
+    fake: FakeCtgov, app: App, receiver: Receiver
+) -> None:
+    """--field keeps its fields, --nct its study, --class versions of that class."""
+    sync_ids(app, STUDY, OTHER)
+    add(app, json_url(receiver), name="fields", fields=["status.overallStatus"])
+    add(app, json_url(receiver), name="other", nct_ids=[OTHER])
+    add(app, json_url(receiver), name="stopped", classes=["status.stopped"])
+    set_status(fake, STUDY, "SUSPENDED")
+    set_enrollment(fake, OTHER, 2)
+    sync_ids(app, STUDY, OTHER)
+    notify(app)
+    got = {(r.json()["title"].split(":")[0], r.json()["message"].count("\n- ")) for r in
+           receiver.delivered()}  # fmt: skip
+    by_target = {d.target_id: d for d in notifications(app.db)}
+    assert sorted(by_target) == [1, 2, 3] and len(got) == 3
+    assert by_target[1].title == f"{STUDY}: status RECRUITING → SUSPENDED"  # one field: no "more"
+    assert by_target[2].nct_id == OTHER and by_target[2].title.startswith(f"{OTHER}: enrollment")
+    assert by_target[3].nct_id == STUDY
+
+
+def test_rule_threshold_on_enrollment_percent(
+    fake: FakeCtgov, app: App, receiver: Receiver
+) -> None:
+    """`enrollment.* |percent| >= 20`: a 10% change sends nothing, a 50% cut sends a message."""
+    sync_ids(app, STUDY, OTHER)
+    add(app, json_url(receiver), rules=["enrollment.* |percent| >= 20%"])
+    set_enrollment(fake, STUDY, 1.1)
+    set_enrollment(fake, OTHER, 0.5)
+    sync_ids(app, STUDY, OTHER)
+    notify(app)
+    (title,) = titles(receiver)
+    assert title.startswith(f"{OTHER}: enrollment ") and "(-50.0%), major" in title
+
+
+def test_rules_are_alternatives_and_combine_with_fields(
+    fake: FakeCtgov, app: App, receiver: Receiver
+) -> None:
+    """Two rules: either may match; --field still limits the lines of the message."""
+    sync_ids(app, STUDY, OTHER)
+    rules = ["status.stopped", "enrollment.changed major"]
+    add(app, json_url(receiver), rules=rules, fields=["design.*"])
+    set_status(fake, STUDY, "WITHDRAWN")  # passes a rule, but has no design.* field
+    set_enrollment(fake, OTHER, 3)
+    sync_ids(app, STUDY, OTHER)
+    notify(app)
+    (got,) = receiver.delivered()
+    lines = [line for line in got.json()["message"].splitlines() if line.startswith("- ")]
+    assert lines[-1].startswith("- design.enrollmentCount — changed: ")
+    assert all("status." not in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ("enrolment.* |percent| >= 20", "no change class matches 'enrolment.*'"),
+        ("dates.slipped percent >= 20", "dates.slipped has no parameter 'percent'"),
+        ("dates.slipped shift_days >= 30%", "'%' does not fit shift_days"),
+        ("enrollment.changed percent >=", "percent needs a value after its operator"),
+        ("status.* from", "from must be followed by an operator"),
+        ("enrollment.changed major >= yes", ">= compares numbers or dates"),
+    ],
+)
+def test_bad_rule_is_refused_at_add(run: Any, rule: str, message: str, receiver: Receiver) -> None:
+    """A rule that cannot be read or never matches: exit 2, the problem named, nothing added."""
+    result = run("notify", "add", json_url(receiver), "--rule", rule, expect=2)
+    assert result.stderr.startswith(f"error: rule {rule!r}: ")
+    assert message in result.stderr
+    assert orjson.loads(run("notify", "list", "--format", "json").stdout) == []
+
+
+# -- digests ------------------------------------------------------------------------------------
+
+
+def test_daily_digest_groups_the_days_versions_by_study_at_its_time(
+    fake: FakeCtgov, app: App, receiver: Receiver
+) -> None:
+    """Nothing before 08:00; at 08:00 one message with both studies; an empty day sends nothing."""
+    sync_ids(app, STUDY, OTHER)
+    target = add(app, json_url(receiver), digest="daily", at="08:00")
+    due = target.next_digest_at
+    assert due is not None and (due.hour, due.minute) == (8, 0)
+    set_status(fake, STUDY, "SUSPENDED")
+    set_enrollment(fake, OTHER, 2)
+    sync_ids(app, STUDY, OTHER)
+    set_status(fake, STUDY, "RECRUITING")
+    sync_ids(app, STUDY)
+    assert notify(app, clock=lambda: due - timedelta(minutes=1)) == 0
+    assert notifications(app.db) == []
+    assert notify(app, clock=lambda: due + timedelta(minutes=1)) == 1
+    (got,) = receiver.delivered()
+    assert got.json()["title"] == "ctmirror daily digest: 2 studies changed (3 versions)"
+    message = got.json()["message"]
+    assert message.startswith("2 studies changed, ")
+    assert f"{STUDY} — {study_row(app.db, STUDY).title}" in message
+    assert f"Version 2 ({datetime.now(UTC):%Y-%m-%d}): status RECRUITING → SUSPENDED" in message
+    assert "Version 3 (" in message and "status SUSPENDED → RECRUITING" in message
+    assert f"/trials/{STUDY}/compare?from=1&to=3" in message
+    assert f"/trials/{OTHER}/compare?from=1&to=2" in message
+    (row,) = notifications(app.db)
+    assert (row.outbox_id, row.changes, row.status) == (None, 3, DeliveryStatus.DELIVERED)
+    assert notify(app, clock=lambda: due + timedelta(days=1, minutes=1)) == 0
+    assert len(receiver.delivered()) == 1
+    with app.db.session() as session:
+        stored = session.get(NotificationTarget, target.id)
+        items = list(session.scalars(select(DigestItem.delivery_id)))
+    assert stored is not None and stored.next_digest_at == due + timedelta(days=2)
+    assert items == [row.id] * 3
+
+
+def test_digest_is_built_once_when_daemons_race_for_it(fake: FakeCtgov, app: App) -> None:
+    """Two builders at the same moment, each on its own connection: one digest, not two."""
+    sync_ids(app, STUDY)
+    target = add(app, "json://127.0.0.1:9/hook", digest="weekly", at="fri 18:30")
+    set_status(fake, STUDY, "TERMINATED")
+    sync_ids(app, STUDY)
+    fan_out(app.db, Links.of(app.settings))
+    assert target.next_digest_at is not None and target.next_digest_at.weekday() == 4
+    later = target.next_digest_at + timedelta(seconds=1)
+    start = threading.Barrier(2)
+    built: list[int] = []
+
+    def build() -> None:
+        own = build_app(load_settings())
+        start.wait()
+        built.append(build_due_digests(own.db, "http://mirror.test", "UTC", later))
+        own.close()
+
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(built) == [0, 1]
+    (row,) = notifications(app.db)
+    assert row.title == "ctmirror weekly digest: 1 study changed (1 version)"
+
+
+# -- failures and retries -----------------------------------------------------------------------
+
+
+def test_service_down_then_back_loses_nothing(
+    fake: FakeCtgov, app: App, receiver: Receiver, run: Any
+) -> None:
+    """A stopped service: failures are listed with why, retried, and all arrive once it is back."""
+    sync_ids(app, STUDY, OTHER)
+    add(app, json_url(receiver))
+    receiver.stop()
+    with RunningDaemon(app):
+        set_status(fake, STUDY, "TERMINATED")
+        set_status(fake, OTHER, "SUSPENDED")
+        sync_ids(app, STUDY, OTHER)
+        retried = wait_until(lambda: min((d.attempts for d in notifications(app.db)), default=0) >= 3)
+        assert retried, [d.attempts for d in notifications(app.db)]
+        listed = orjson.loads(run("notify", "deliveries", "--format", "json").stdout)
+        assert {d["status"] for d in listed} <= {"failed", "pending"}
+        assert all("Connection error" in (d["last_error"] or "") for d in listed if d["attempts"])
+        receiver.start()
+        arrived = receiver.wait_for(2)
+    rows = notifications(app.db)
+    assert [d.status for d in rows] == [DeliveryStatus.DELIVERED] * 2
+    assert sorted(r.headers["ctmirror-message-id"] for r in arrived) == sorted(
+        d.message_id for d in rows
+    )
+
+
+def test_error_answers_make_a_notification_dead_then_replay_sends_it(
+    fake: FakeCtgov, receiver: Receiver, run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service answering 500: each attempt recorded, dead after max_attempts, replayable."""
+    receiver.behaviour.status = 500
+    app = app_with(monkeypatch, max_attempts=3)
+    sync_ids(app, STUDY)
+    add(app, json_url(receiver))
+    set_status(fake, STUDY, "WITHDRAWN")
+    sync_ids(app, STUDY)
+    assert notify(app) == 3
+    (dead,) = notifications(app.db)
+    assert (dead.status, dead.attempts) == (DeliveryStatus.DEAD, 3)
+    assert "error=500" in (dead.last_error or "")
+    listed = run("notify", "deliveries", "--status", "dead", "--format", "json")
+    assert [(d["id"], d["kind"], d["title"]) for d in orjson.loads(listed.stdout)] == [
+        (dead.id, "version", dead.title)
+    ]
+    receiver.behaviour.status = 200
+    replayed = run("notify", "deliveries", "--replay", str(dead.id))
+    assert replayed.stdout == f"notification {dead.id} ({dead.message_id}) replayed: sent\n"
+    assert [r.headers["ctmirror-message-id"] for r in receiver.delivered()] == [dead.message_id]
+    assert notifications(app.db)[0].status is DeliveryStatus.DELIVERED
+    app.close()
+
+
+def test_smtp_server_refusing_mail_is_a_failed_attempt(
+    fake: FakeCtgov, mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An SMTP 554 answer is recorded on the delivery; the next attempt after it is fixed works."""
+    mailbox.refuse_with = "554 5.7.1 mailbox unavailable"
+    app = app_with(monkeypatch, max_attempts=2)
+    sync_ids(app, STUDY)
+    add(app, mailbox.url())
+    set_status(fake, STUDY, "COMPLETED")
+    sync_ids(app, STUDY)
+    notify(app)
+    (row,) = notifications(app.db)
+    assert (row.status, row.attempts) == (DeliveryStatus.DEAD, 2)
+    assert row.last_error == 'Sending email to "person@example.org" failed.'
+    assert mailbox.messages == []
+    app.close()
