@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -91,6 +92,21 @@ def spawn_daemon(
         stdout=subprocess.PIPE,
         stderr=stderr,
     )
+
+
+def terminate(daemons: list[subprocess.Popen[bytes]]) -> list[int | None]:
+    """SIGTERM each daemon still running; their exit codes (None: killed after 10 s)."""
+    for daemon in daemons:
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+    codes = []
+    for daemon in daemons:
+        try:
+            codes.append(daemon.wait(timeout=10))
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            codes.append(None)
+    return codes
 
 
 def log_events(path: Path) -> list[dict[str, Any]]:

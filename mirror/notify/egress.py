@@ -54,6 +54,11 @@ METADATA_HOSTS = frozenset(
 )  # fmt: skip
 
 
+# The resolver as the standard library has it, for reading numeric hosts: the notification guard
+# (mirror.notify.notifier) later wraps socket.getaddrinfo and calls back into this module.
+_getaddrinfo = socket.getaddrinfo
+
+
 class RefusedAddress(httpcore.ConnectError):
     """The receiver's host is (or resolves to) an address deliveries may not reach."""
 
@@ -128,7 +133,8 @@ class EgressPolicy:
         for text in found:
             reason = self.refusal(ipaddress.ip_address(text.split("%", 1)[0]))
             if reason:
-                raise RefusedAddress(f"{host} resolves to {reason}")
+                named = literal_address(host) is None
+                raise RefusedAddress(f"{host} resolves to {reason}" if named else reason)
         if not found:
             raise RefusedAddress(f"{host} resolves to no address")
         return found
@@ -147,7 +153,7 @@ def literal_address(host: str) -> IPAddress | None:
     except ValueError:
         pass
     try:
-        infos = socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
+        infos = _getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
     except (OSError, UnicodeError, ValueError):
         return None
     return ipaddress.ip_address(str(infos[0][4][0]).split("%", 1)[0])

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
 import apprise
 from apprise import Apprise, AppriseAsset, NotifyFormat
@@ -103,12 +103,18 @@ def check_target_url(url: str, policy: EgressPolicy) -> TargetUrl:
     return TargetUrl(url, scheme, str(plugin.service_name), _shown(plugin, scheme, keys), hosts)
 
 
-def _query_keys(url: str) -> set[str]:
+def _query(url: str) -> list[tuple[str, str]]:
+    """The query's parameters as Apprise reads them: a "+" is a header's mark, not a space."""
     try:
         query = urlsplit(url).query
     except ValueError:
-        return set()
-    return {key.lower() for key, _ in parse_qsl(query, keep_blank_values=True)}
+        return []
+    pairs = (part.partition("=") for part in query.split("&") if part)
+    return [(unquote(key), unquote(value)) for key, _, value in pairs]
+
+
+def _query_keys(url: str) -> set[str]:
+    return {key.lower() for key, _ in _query(url)}
 
 
 def _instantiate(url: str) -> tuple[Any, str]:
@@ -135,10 +141,11 @@ def _hosts(plugin: Any, hosted: bool) -> tuple[str, ...]:
 def _shown(plugin: Any, scheme: str, keys: set[str]) -> str:
     """Apprise's privacy rendering (its credentials and tokens masked), with the parameters
     the user gave only, their secret-looking values and a generic target's path masked too."""
-    parts = urlsplit(plugin.url(privacy=True))
+    shown = str(plugin.url(privacy=True))
+    parts = urlsplit(shown)
     query = [
         (key, MASK if _SECRET_KEY.search(key) else value)
-        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+        for key, value in _query(shown)
         if key.lower() in keys
     ]
     path = parts.path

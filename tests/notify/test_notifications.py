@@ -9,25 +9,43 @@ delivery rows say.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from mailbox import Mailbox
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from daemon_helpers import RunningDaemon, notifications, wait_until
-from fake_ctgov import FakeCtgov
+from daemon_helpers import (
+    RunningDaemon,
+    log_events,
+    notifications,
+    spawn_daemon,
+    terminate,
+    wait_until,
+)
+from fake_ctgov import FakeCtgov, all_study_ids
 from helpers import STUDY, module, put_real, sponsor_update, study_row, sync_ids
-from mailbox import Mailbox
 from receiver import Receiver
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from mirror.app import App, build_app
 from mirror.config import load_settings
-from mirror.notify import Links, TargetSpec, add_target, build_due_digests, fan_out
-from mirror.store import DeliveryStatus, DigestItem, NotificationTarget
+from mirror.notify import (
+    AppriseNotifier,
+    Links,
+    TargetSpec,
+    add_target,
+    build_due_digests,
+    fan_out,
+)
+from mirror.record import utcnow
+from mirror.store import DeliveryStatus, DigestItem, NotificationDelivery, NotificationTarget
 
 OTHER = "NCT05305430"
 RETRYING = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
@@ -313,7 +331,9 @@ def test_service_down_then_back_loses_nothing(
         set_status(fake, STUDY, "TERMINATED")
         set_status(fake, OTHER, "SUSPENDED")
         sync_ids(app, STUDY, OTHER)
-        retried = wait_until(lambda: min((d.attempts for d in notifications(app.db)), default=0) >= 3)
+        retried = wait_until(
+            lambda: min((d.attempts for d in notifications(app.db)), default=0) >= 3
+        )
         assert retried, [d.attempts for d in notifications(app.db)]
         listed = orjson.loads(run("notify", "deliveries", "--format", "json").stdout)
         assert {d["status"] for d in listed} <= {"failed", "pending"}
@@ -369,3 +389,193 @@ def test_smtp_server_refusing_mail_is_a_failed_attempt(
     assert row.last_error == 'Sending email to "person@example.org" failed.'
     assert mailbox.messages == []
     app.close()
+
+
+# -- safety -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("json://169.254.169.254/latest", "169.254.169.254 is a link-local, metadata or reserved"),
+        ("json://2852039166/hook", "169.254.169.254 is a link-local, metadata or reserved"),
+        ("xml://0xa9fea9fe/hook", "169.254.169.254 is a link-local, metadata or reserved"),
+        ("forms://[fe80::1]/hook", "fe80::1 is a link-local, metadata or reserved"),
+        ("json://metadata.google.internal/", "metadata.google.internal is a cloud metadata"),
+        ("mailto://u:p@example.org?smtp=0251.0376.0251.0376", "169.254.169.254 is a link-local"),
+        ("json://10.1.2.3/hook", "10.1.2.3 is a private address (notifications.allow_private"),
+        ("windows://", "scheme 'windows' is not a service ctmirror sends to"),
+        ("syslog://", "scheme 'syslog' is not a service ctmirror sends to"),
+        ("dbus://", "scheme 'dbus' is not a service ctmirror sends to"),
+        ("nosuch://example.org", "scheme 'nosuch' is not a service ctmirror sends to"),
+        ("https://example.org/hook", "scheme 'https' is not a service ctmirror sends to"),
+        ("example.org", "no scheme is not a service ctmirror sends to"),
+        ("json://", "not a valid json:// URL"),
+        ("slack://", "not a valid slack:// URL (An invalid Slack (first) Token () was specified.)"),
+        ("mailto://a@example.org?attach=/etc/passwd", "attach= is not accepted"),
+        ("mailto://a@example.org?pgppub=/etc/passwd", "pgppub= is not accepted"),
+    ],
+)
+def test_refused_targets_are_a_usage_error(run: Any, url: str, message: str) -> None:
+    """Metadata, link-local (however spelt), private addresses, non-network schemes, malformed
+    URLs and local files: exit 2 naming the problem, nothing added."""
+    result = run("notify", "add", url, expect=2)
+    assert result.stderr.startswith("error: notification URL")
+    assert message in result.stderr
+    assert orjson.loads(run("notify", "list", "--format", "json").stdout) == []
+
+
+def test_private_service_needs_allow_private(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """10.0.0.0/8 is refused by default and accepted with notifications.allow_private = true."""
+    run("notify", "add", "json://10.1.2.3/hook", expect=2)
+    monkeypatch.setenv("CTMIRROR_NOTIFICATIONS__ALLOW_PRIVATE", "true")
+    run.env["CTMIRROR_NOTIFICATIONS__ALLOW_PRIVATE"] = "true"
+    added = run("notify", "add", "json://10.1.2.3/hook")
+    assert added.stdout.startswith("added notification target 1 (json-1) -> json://10.1.2.3/hook")
+
+
+def test_host_is_resolved_and_checked_again_before_each_send(
+    fake: FakeCtgov, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name resolving to loopback is refused at send time once loopback is not allowed."""
+    app = build_app(load_settings())
+    sync_ids(app, STUDY)
+    add(app, f"json://localhost:{receiver.port}/hook")
+    set_status(fake, STUDY, "SUSPENDED")
+    sync_ids(app, STUDY)
+    app.close()
+    strict = app_with(monkeypatch, allow_loopback=False, max_attempts=1)
+    notify(strict)
+    (row,) = notifications(strict.db)
+    assert row.status is DeliveryStatus.DEAD
+    assert row.last_error is not None and row.last_error.startswith("refused: localhost resolves")
+    assert "is a loopback address (notifications.allow_loopback is off)" in row.last_error
+    assert receiver.received == []
+    strict.close()
+
+
+def test_dns_answer_pointing_at_metadata_is_never_connected_to(
+    app: App, receiver: Receiver
+) -> None:
+    """A name whose answer includes 169.254.169.254 is refused whole; one that does not is sent."""
+
+    def resolver(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        found = {"rebind.example": ["127.0.0.1", "169.254.169.254"], "ok.example": ["127.0.0.1"]}
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port or 0)) for a in found[host]]
+
+    notifier = AppriseNotifier(app.settings.notifications, resolver=resolver)
+    refused = asyncio.run(notifier.send(f"json://rebind.example:{receiver.port}/h", "t", "x", "x"))
+    assert not refused.ok and receiver.received == []
+    assert "169.254.169.254 is a link-local, metadata or reserved address" in (refused.error or "")
+    sent = asyncio.run(notifier.send(f"json://ok.example:{receiver.port}/h", "t", "x", "x"))
+    assert sent.ok and [r.json()["title"] for r in receiver.delivered()] == ["t"]
+
+
+def test_redirect_to_a_metadata_address_is_refused_where_it_connects(
+    app: App, receiver: Receiver
+) -> None:
+    """A service redirecting to 169.254.169.254 gets no request there: the guard refuses it."""
+    receiver.behaviour.redirect_to = "http://169.254.169.254/latest/meta-data/"
+    notifier = app.notifier()
+    result = asyncio.run(notifier.send(json_url(receiver), "t", "x", "x"))
+    assert not result.ok
+    assert "refused: 169.254.169.254 is a link-local, metadata or reserved" in (result.error or "")
+    assert [r.path for r in receiver.received] == ["/hook"]
+
+
+def test_credentials_are_never_listed_logged_or_counted(
+    fake: FakeCtgov, app: App, run: Any, env: dict[str, str], tmp_path: Path
+) -> None:
+    """The SMTP password and a header token appear in no listing, no log line, no db stats;
+    the mail server still gets the login."""
+    password, token = "s3cret-Pa55word", "tok-9f8e7d6c5b4a"
+    with Mailbox(user="reader", password=password) as box:
+        sync_ids(app, STUDY)
+        added = run("notify", "add", box.url(), "--name", "mine")
+        run("notify", "add", f"json://127.0.0.1:9/h/{token}?+X-Api-Key={token}", "--name", "api")
+        set_status(fake, STUDY, "COMPLETED")
+        sync_ids(app, STUDY)
+        log = tmp_path / "daemon.log"
+        child = spawn_daemon({**env, "CTMIRROR_LOG__LEVEL": "debug"}, "--once", log=log)
+        child.communicate(timeout=60)
+        (mail,) = box.wait_for(1)
+        assert box.logins == ["reader"] and mail["Subject"].startswith(STUDY)
+    listed = orjson.loads(run("notify", "list", "--format", "json").stdout)
+    outputs = [added.stdout, run("notify", "list").stdout, run("notify", "deliveries").stdout,
+               run("db", "stats").stdout, log.read_text()]  # fmt: skip
+    for text in [*outputs, orjson.dumps(listed).decode()]:
+        assert password not in text and token not in text
+    assert "mailto://reader:****@127.0.0.1:" in listed[0]["url"]
+    assert listed[1]["url"] == "json://127.0.0.1:9/h/…?+X-Api-Key=****"
+    assert "notification.delivery" in {e["event"] for e in log_events(log)}
+
+
+def test_test_message_reaches_the_target(run: Any, receiver: Receiver) -> None:
+    """`notify test NAME` sends a test message now and says how it went."""
+    run("notify", "add", json_url(receiver), "--name", "desk")
+    tested = run("notify", "test", "desk")
+    assert tested.stdout.startswith(f"test message to {json_url(receiver)}: sent (")
+    (got,) = receiver.delivered()
+    assert got.json()["title"] == "ctmirror: test notification"
+    receiver.stop()
+    failed = run("notify", "test", "1", expect=1)
+    assert "failed: A Connection error occurred sending JSON notification" in failed.stdout
+
+
+# -- several daemons, crashes -------------------------------------------------------------------
+
+
+def test_two_daemons_send_each_notification_once(
+    fake: FakeCtgov, env: dict[str, str], app: App, receiver: Receiver, tmp_path: Path
+) -> None:
+    """Two daemons on one database share the sending: every message arrives exactly once."""
+    ids = [STUDY, OTHER, *[i for i in all_study_ids() if i not in (STUDY, OTHER)][:6]]
+    put_real(fake, ids)
+    sync_ids(app, *ids)
+    add(app, json_url(receiver))
+    daemons = [spawn_daemon(env, log=tmp_path / f"{n}.log") for n in range(2)]
+    try:
+        for nct_id in ids:
+            set_status(fake, nct_id, "WITHDRAWN")
+        sync_ids(app, *ids)
+        done = wait_until(
+            lambda: [d.status for d in notifications(app.db)] == [DeliveryStatus.DELIVERED] * 8,
+            timeout=40,
+        )
+        time.sleep(1)  # time enough for a duplicate, were there one
+    finally:
+        codes = terminate(daemons)
+    assert done and codes == [0, 0]
+    sent = Counter(r.headers["ctmirror-message-id"] for r in receiver.delivered())
+    assert sorted(sent.values()) == [1] * 8
+    assert set(sent) == {d.message_id for d in notifications(app.db)}
+
+
+def test_kill_9_while_sending_loses_nothing(
+    fake: FakeCtgov, env: dict[str, str], app: App, receiver: Receiver, run: Any
+) -> None:
+    """A daemon killed mid-send: its claim runs out and the message is sent again, same id."""
+    sync_ids(app, STUDY)
+    add(app, json_url(receiver))
+    set_status(fake, STUDY, "TERMINATED")
+    sync_ids(app, STUDY)
+    receiver.behaviour.hang_rate, receiver.behaviour.hang_seconds = 1.0, 3.0
+    child = spawn_daemon(env)
+    try:
+        assert wait_until(lambda: receiver.received, timeout=30), "nothing was sent"
+    finally:
+        child.kill()
+        child.wait()
+    (row,) = notifications(app.db)
+    assert (row.status, row.attempts, row.claimed_by is not None) == (
+        DeliveryStatus.PENDING, 0, True,
+    )  # fmt: skip
+    with app.db.write() as session:  # the lease runs out, as it would LEASE_MARGIN later
+        session.execute(update(NotificationDelivery).values(lease_until=utcnow()))
+    receiver.behaviour.hang_rate = 0.0
+    finished = run("daemon", "--once")
+    assert finished.stdout.endswith(", 1 notification attempts\n")
+    (row,) = notifications(app.db)
+    assert (row.status, row.attempts) == (DeliveryStatus.DELIVERED, 1)
+    assert len(receiver.received) == 2
+    assert {r.headers["ctmirror-message-id"] for r in receiver.received} == {row.message_id}
