@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, select, update
 
 from mirror.config import NotificationSettings
 from mirror.errors import Conflict, NotFound, UsageError
@@ -98,11 +98,12 @@ def list_targets(db: Database) -> list[NotificationTarget]:
 def get_target(db: Database, ref: int | str) -> NotificationTarget:
     """A target by id or by name."""
     key = str(ref)
-    clause = NotificationTarget.name == key
-    if key.isdigit():
-        clause = or_(clause, NotificationTarget.id == int(key))
     with db.session() as session:
-        found = session.scalars(select(NotificationTarget).where(clause)).first()
+        numeric = key.isascii() and key.isdigit() and int(key) < 2**63
+        found = session.get(NotificationTarget, int(key)) if numeric else None
+        if found is None:
+            query = select(NotificationTarget).where(NotificationTarget.name == key)
+            found = session.scalars(query).first()
     if found is None:
         raise NotFound(f"no notification target {key!r} (see `ctmirror notify list`)")
     return found
