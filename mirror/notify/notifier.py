@@ -22,7 +22,9 @@ what the guard sees: do not set one for the daemon.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import io
 import logging
 import re
 import socket
@@ -30,17 +32,20 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
-
-import apprise
-from apprise import Apprise, AppriseAsset, NotifyFormat
 
 from mirror.config import NotificationSettings
 from mirror.errors import UsageError
 from mirror.notify.egress import EgressPolicy, RefusedAddress
 from mirror.notify.queues import NOTIFICATIONS, Claimed, Queue
 from mirror.notify.sender import SendResult
+
+if TYPE_CHECKING:
+    from apprise import AppriseAsset
+
+# Apprise is imported where it is used: loading it and its plugins costs a few hundred
+# milliseconds that commands without notifications (most of them) should not pay.
 
 # Network services ctmirror sends to, by scheme; True when the URL's host is the server
 # connected to (checked at creation and resolved before each send), False when the plugin
@@ -78,8 +83,12 @@ class TargetUrl:
     hosts: tuple[str, ...]  # servers the URL names (empty for vendors)
 
 
-def check_target_url(url: str, policy: EgressPolicy) -> TargetUrl:
-    """``url`` as an accepted target, or UsageError saying why not (never printing secrets)."""
+def check_target_url(url: str, policy: EgressPolicy, *, explain: bool = True) -> TargetUrl:
+    """``url`` as an accepted target, or UsageError saying why not (never printing secrets).
+
+    ``explain`` adds Apprise's own reason to a refusal; it captures Apprise's log, which is
+    process-wide, so the sender (on several threads at once) goes without.
+    """
     url = url.strip()
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in SCHEMES:
@@ -92,7 +101,7 @@ def check_target_url(url: str, policy: EgressPolicy) -> TargetUrl:
     keys = _query_keys(url)
     if refused := sorted(keys & _FILE_PARAMS):
         raise UsageError(f"notification URL: {refused[0]}= is not accepted (no local files)")
-    plugin, problem = _instantiate(url)
+    plugin, problem = _instantiate(url, explain)
     if plugin is None:
         raise UsageError(f"notification URL {_shown_raw(url)}: not a valid {scheme}:// URL"
                          + (f" ({problem})" if problem else ""))  # fmt: skip
@@ -117,10 +126,18 @@ def _query_keys(url: str) -> set[str]:
     return {key.lower() for key, _ in _query(url)}
 
 
-def _instantiate(url: str) -> tuple[Any, str]:
+def _instantiate(url: str, explain: bool) -> tuple[Any, str]:
     """Apprise's plugin for ``url`` (no network), or None and Apprise's reason."""
-    with apprise.LogCapture(level=logging.WARNING) as captured:  # type: ignore[no-untyped-call]
-        plugin = Apprise.instantiate(url, asset=_asset())
+    import apprise
+
+    capture: Any = contextlib.nullcontext(io.StringIO())
+    if explain:
+        capture = apprise.LogCapture(level=logging.WARNING)  # type: ignore[no-untyped-call]
+    with capture as captured:
+        try:
+            plugin = apprise.Apprise.instantiate(url, asset=_asset())
+        except Exception as exc:  # a plugin choking on odd input is an unusable URL too
+            return None, type(exc).__name__
     lines = [line.split(" - ", 2)[-1] for line in captured.getvalue().splitlines()]
     reasons = [_hide_values(line, url) for line in lines if not line.startswith("Could not load")]
     return plugin or None, "; ".join(reasons)
@@ -165,7 +182,9 @@ def _shown_raw(url: str) -> str:
 
 
 def _asset() -> AppriseAsset:
-    # In memory only: no persistent store on disk; the message's own format decides.
+    from apprise import AppriseAsset
+
+    # In memory only: no persistent store on disk; one service per call, in this thread.
     return AppriseAsset(async_mode=False, storage_mode="memory")
 
 
@@ -239,7 +258,7 @@ class AppriseNotifier:
         policy, resolver = _POLICY.set(self.policy), _RESOLVER.set(self._resolver)
         refused = _REFUSALS.set(refusals)
         try:
-            target = check_target_url(url, self.policy)
+            target = check_target_url(url, self.policy, explain=False)
             for host in target.hosts:  # resolved through the guard before Apprise connects
                 _resolve(host)
             return self._notify(url, title, text, markdown, refusals)
@@ -255,6 +274,8 @@ class AppriseNotifier:
     def _notify(
         self, url: str, title: str, text: str, markdown: str, refusals: Sequence[str]
     ) -> SendResult:
+        from apprise import Apprise, NotifyFormat
+
         targets = Apprise(asset=_asset())
         targets.add(url)
         plugin = targets[0]
