@@ -96,7 +96,8 @@ def test_duplicate_name_is_a_conflict(api: ApiClient) -> None:
 def test_test_message_and_replay_reach_the_receiver(
     api: ApiClient, app: App, fake_api: FakeCtgov, receiver: Receiver
 ) -> None:
-    """POST …/test sends now; a dead notification replayed over HTTP is sent again."""
+    """POST …/test sends now; a dead notification replayed over HTTP is sent again; /metrics
+    counts notifications by status."""
     url = f"json://127.0.0.1:{receiver.port}/hook"
     created = api.post("/v1/notifications", json={"url": url}, headers=AUTH).json()
     tested = api.post(f"/v1/notifications/{created['id']}/test", headers=AUTH).json()
@@ -121,3 +122,7 @@ def test_test_message_and_replay_reach_the_receiver(
     assert asyncio.run(dispatcher.drain()) == 1
     titles = [r.json()["title"] for r in receiver.delivered()]
     assert titles == ["ctmirror: test notification", dead["title"]]
+    metrics = api.get("/metrics").text
+    assert 'ctmirror_notification_deliveries{status="delivered"} 1.0' in metrics
+    assert 'ctmirror_notification_targets{state="active"} 1.0' in metrics
+    assert "ctmirror_notification_queue_depth 0.0" in metrics
