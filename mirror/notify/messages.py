@@ -23,9 +23,10 @@ from mirror.render import change_text, class_text, elide
 from mirror.store import ChangeEvent
 
 TITLE_MAX = 250
-# A digest lists this many studies, and this many changed fields of each version; the rest are
-# counted, with a link to the change browser.
+# A digest lists this many studies, this many versions of each and this many changed fields of
+# each version; the rest are counted (the change browser and the compare pages have them).
 DIGEST_STUDIES_MAX = 50
+DIGEST_VERSIONS_MAX = 5
 DIGEST_LINES_MAX = 10
 # Headline words of a change class, before its text ("status RECRUITING → COMPLETED");
 # other classes read as their name in words ("dates slipped: …").
@@ -190,19 +191,23 @@ def digest_message(summaries: Sequence[VersionSummary], period: Period, base_url
         url = f"{base_url.rstrip('/')}/?{query}"
         text.append(f"… and {rest}: {url}")
         markdown.append(f"… and {rest}: <{url}>")
-    return Message(elide(title, TITLE_MAX), "\n".join(text), "\n".join(markdown))
+    return Message(elide(title, TITLE_MAX), "\n".join(text).rstrip(), "\n".join(markdown).rstrip())
 
 
 def _digest_study(versions: Sequence[VersionSummary], base_url: str) -> tuple[list[str], list[str]]:
     first, last = versions[0], versions[-1]
     name = f"{first.nct_id} — {last.study_title or 'untitled'}"
     text, markdown = [name, "=" * min(len(name), 72)], [f"## {_md(name)}", ""]
-    for summary in versions:
+    for summary in versions[:DIGEST_VERSIONS_MAX]:
         lead = f"Version {summary.version} ({summary.observed_at[:10]}): "
         shown, hidden = summary.changes[:DIGEST_LINES_MAX], summary.changes[DIGEST_LINES_MAX:]
         rest = [f"- … and {_plural(len(hidden), 'more field')}"] if hidden else []
         text += [lead + summary.headline, *_text_lines(shown), *rest]
         markdown += [lead + _md(summary.headline), "", *_markdown_lines(shown), *rest, ""]
+    if len(versions) > DIGEST_VERSIONS_MAX:
+        later = f"… and {_plural(len(versions) - DIGEST_VERSIONS_MAX, 'later version')}"
+        text.append(later)
+        markdown += [later, ""]
     links = _links(first.nct_id, first.version - 1, last.version, base_url)
     text += [f"{label}: {url}" for label, url in links]
     markdown += [f"{label}: <{url}>" for label, url in links]

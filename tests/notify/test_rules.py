@@ -23,7 +23,7 @@ from mirror.notify import (
     parse_rule,
     version_message,
 )
-from mirror.notify.messages import DIGEST_STUDIES_MAX, Period
+from mirror.notify.messages import DIGEST_STUDIES_MAX, DIGEST_VERSIONS_MAX, Period
 from mirror.record import CATALOG, class_matches
 from mirror.store import DigestPeriod
 
@@ -201,4 +201,18 @@ def test_digest_lists_the_first_studies_and_links_the_rest() -> None:
     assert message.text.count("\nVersion 2 (2026-06-01): status A → B") == DIGEST_STUDIES_MAX
     assert message.text.endswith(
         "… and 3 more studies: https://mirror.example/?since=2026-06-01T00%3A00%3A00%2B00%3A00"
+    )
+
+
+def test_digest_lists_a_studys_first_versions_and_counts_the_later_ones() -> None:
+    """A study with more versions than DIGEST_VERSIONS_MAX: the first listed, the rest counted,
+    the compare link spanning them all."""
+    versions = [summary("NCT03039062", v) for v in range(2, 2 + DIGEST_VERSIONS_MAX + 2)]
+    start, end = datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 6, 2, tzinfo=UTC)
+    message = digest_message(versions, Period("daily", start, end, ZoneInfo("UTC")), "http://m")
+    assert message.text.count("\nVersion ") == DIGEST_VERSIONS_MAX
+    assert "\n… and 2 later versions\n" in message.text
+    assert message.text.endswith(
+        f"Compare versions 1 and {1 + DIGEST_VERSIONS_MAX + 2}: "
+        f"http://m/trials/NCT03039062/compare?from=1&to={1 + DIGEST_VERSIONS_MAX + 2}"
     )
