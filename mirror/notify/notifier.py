@@ -83,12 +83,26 @@ class TargetUrl:
     hosts: tuple[str, ...]  # servers the URL names (empty for vendors)
 
 
-def check_target_url(url: str, policy: EgressPolicy, *, explain: bool = True) -> TargetUrl:
-    """``url`` as an accepted target, or UsageError saying why not (never printing secrets).
+def check_target_url(url: str, policy: EgressPolicy) -> TargetUrl:
+    """``url`` as an accepted target, or UsageError saying why not (never printing secrets)."""
+    accepted = _accept(url, policy, explain=True)
+    plugin, scheme = accepted.plugin, accepted.scheme
+    shown = _shown(plugin, scheme, accepted.keys)
+    return TargetUrl(url.strip(), scheme, str(plugin.service_name), shown, accepted.hosts)
 
-    ``explain`` adds Apprise's own reason to a refusal; it captures Apprise's log, which is
-    process-wide, so the sender (on several threads at once) goes without.
-    """
+
+@dataclass(frozen=True)
+class _Accepted:
+    plugin: Any  # Apprise's plugin of the URL
+    scheme: str
+    keys: set[str]  # the query's parameter names, lower-case
+    hosts: tuple[str, ...]
+
+
+def _accept(url: str, policy: EgressPolicy, explain: bool) -> _Accepted:
+    """The checks of :func:`check_target_url`. ``explain`` adds Apprise's own reason to a
+    refusal; it captures Apprise's log, which is process-wide, so the sender (on several
+    threads at once) goes without."""
     url = url.strip()
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in SCHEMES:
@@ -109,7 +123,7 @@ def check_target_url(url: str, policy: EgressPolicy, *, explain: bool = True) ->
     for host in hosts:
         if reason := policy.host_refusal(host):
             raise UsageError(f"notification URL {_shown(plugin, scheme, keys)} refused: {reason}")
-    return TargetUrl(url, scheme, str(plugin.service_name), _shown(plugin, scheme, keys), hosts)
+    return _Accepted(plugin, scheme, keys, hosts)
 
 
 def _query(url: str) -> list[tuple[str, str]]:
@@ -258,10 +272,10 @@ class AppriseNotifier:
         policy, resolver = _POLICY.set(self.policy), _RESOLVER.set(self._resolver)
         refused = _REFUSALS.set(refusals)
         try:
-            target = check_target_url(url, self.policy, explain=False)
-            for host in target.hosts:  # resolved through the guard before Apprise connects
+            accepted = _accept(url, self.policy, explain=False)
+            for host in accepted.hosts:  # resolved through the guard before Apprise connects
                 _resolve(host)
-            return self._notify(url, title, text, markdown, refusals)
+            return self._notify(accepted.plugin, title, text, markdown, refusals)
         except (RefusedConnection, UsageError) as exc:
             return SendResult(None, error=f"refused: {getattr(exc, 'message', exc)}")
         except OSError as exc:
@@ -272,13 +286,12 @@ class AppriseNotifier:
             _REFUSALS.reset(refused)
 
     def _notify(
-        self, url: str, title: str, text: str, markdown: str, refusals: Sequence[str]
+        self, plugin: Any, title: str, text: str, markdown: str, refusals: Sequence[str]
     ) -> SendResult:
         from apprise import Apprise, NotifyFormat
 
         targets = Apprise(asset=_asset())
-        targets.add(url)
-        plugin = targets[0]
+        targets.add(plugin)
         formats = plugin.notify_format
         preferred = formats[0] if isinstance(formats, tuple | list) else formats
         plain = preferred == NotifyFormat.TEXT
