@@ -27,12 +27,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 import fake_ctgov  # (for the real records' location)
-from _common import DEFAULT_PG_URL, fresh_database
+from _common import DEFAULT_PG_URL, ReceiverProcess, fresh_database
 from sqlalchemy import insert, select
 
 from mirror.app import App, build_app
@@ -86,35 +83,14 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Receiver:
+class Receiver(ReceiverProcess):
     """uvicorn in a subprocess, appending one line per arrival to a file."""
 
     def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.log = directory / f"arrivals-{self.port}.txt"
-        self.log.touch()
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", RECEIVER, str(self.port), str(self.log)], cwd=REPO
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
-                return
-            time.sleep(0.05)
-        raise SystemExit("bench: the receiver did not start")
+        super().__init__(RECEIVER, directory, REPO)
 
     def arrivals(self) -> int:
-        return len(self.log.read_bytes().splitlines())
-
-    def close(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
+        return len(self.lines())
 
 
 def records(n: int) -> dict[str, bytes]:

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from sqlalchemy import select
 
-from mirror.app import App
+from mirror.app import App, build_app
+from mirror.config import load_settings
 from mirror.daemon import Daemon
 from mirror.store import Database, NotificationDelivery, SyncJob, WebhookDelivery
 
@@ -112,6 +114,13 @@ def terminate(daemons: list[subprocess.Popen[bytes]]) -> list[int | None]:
 def log_events(path: Path) -> list[dict[str, Any]]:
     lines = path.read_bytes().splitlines() if path.exists() else []
     return [orjson.loads(line) for line in lines if line.startswith(b"{")]
+
+
+def app_with(monkeypatch: pytest.MonkeyPatch, section: str, **values: Any) -> App:
+    """An App whose ``[section]`` settings differ (set in the environment, which wins)."""
+    for key, value in values.items():
+        monkeypatch.setenv(f"CTMIRROR_{section.upper()}__{key.upper()}", str(value).lower())
+    return build_app(load_settings())
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 20, every: float = 0.02) -> Any:

@@ -23,6 +23,7 @@ import orjson
 import pytest
 from daemon_helpers import (
     RunningDaemon,
+    app_with,
     log_events,
     notifications,
     spawn_daemon,
@@ -57,12 +58,6 @@ pytestmark = pytest.mark.usefixtures("fast_daemon")
 def fake(fake_api: FakeCtgov) -> FakeCtgov:
     put_real(fake_api, [STUDY, OTHER])
     return fake_api
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as rec:
-        yield rec
 
 
 @pytest.fixture
@@ -109,13 +104,6 @@ def set_enrollment(fake: FakeCtgov, nct_id: str, factor: float) -> None:
 
 def titles(receiver: Receiver) -> list[str]:
     return [r.json()["title"] for r in receiver.delivered()]
-
-
-def app_with(monkeypatch: pytest.MonkeyPatch, **notifications: Any) -> App:
-    """An App whose [notifications] settings differ (set in the environment, which wins)."""
-    for key, value in notifications.items():
-        monkeypatch.setenv(f"CTMIRROR_NOTIFICATIONS__{key.upper()}", str(value).lower())
-    return build_app(load_settings())
 
 
 # -- what people receive ------------------------------------------------------------------------
@@ -352,7 +340,7 @@ def test_error_answers_make_a_notification_dead_then_replay_sends_it(
 ) -> None:
     """A service answering 500: each attempt recorded, dead after max_attempts, replayable."""
     receiver.behaviour.status = 500
-    app = app_with(monkeypatch, max_attempts=3)
+    app = app_with(monkeypatch, "notifications", max_attempts=3)
     sync_ids(app, STUDY)
     add(app, json_url(receiver))
     set_status(fake, STUDY, "WITHDRAWN")
@@ -378,7 +366,7 @@ def test_smtp_server_refusing_mail_is_a_failed_attempt(
 ) -> None:
     """An SMTP 554 answer is recorded on the delivery; the next attempt after it is fixed works."""
     mailbox.refuse_with = "554 5.7.1 mailbox unavailable"
-    app = app_with(monkeypatch, max_attempts=2)
+    app = app_with(monkeypatch, "notifications", max_attempts=2)
     sync_ids(app, STUDY)
     add(app, mailbox.url())
     set_status(fake, STUDY, "COMPLETED")
@@ -444,7 +432,7 @@ def test_host_is_resolved_and_checked_again_before_each_send(
     set_status(fake, STUDY, "SUSPENDED")
     sync_ids(app, STUDY)
     app.close()
-    strict = app_with(monkeypatch, allow_loopback=False, max_attempts=1)
+    strict = app_with(monkeypatch, "notifications", allow_loopback=False, max_attempts=1)
     notify(strict)
     (row,) = notifications(strict.db)
     assert row.status is DeliveryStatus.DEAD

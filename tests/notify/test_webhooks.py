@@ -8,12 +8,11 @@ with the standardwebhooks library, webhook-ids across retries, and delivery rows
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
-from daemon_helpers import RunningDaemon, deliveries, wait_until
+from daemon_helpers import RunningDaemon, app_with, deliveries, wait_until
 from fake_ctgov import FakeCtgov
 from helpers import STUDY, count, events, module, put_real, sponsor_update, sync_ids
 from receiver import Receiver
@@ -40,12 +39,6 @@ pytestmark = pytest.mark.usefixtures("fast_daemon")
 def fake(fake_api: FakeCtgov) -> FakeCtgov:
     put_real(fake_api, [STUDY, OTHER])
     return fake_api
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as rec:
-        yield rec
 
 
 def subscribe(app: App, url: str, **filters: Any) -> tuple[int, str]:
@@ -79,13 +72,6 @@ def dispatch(app: App) -> int:
 
 
 RETRYING = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
-
-
-def app_with(monkeypatch: pytest.MonkeyPatch, **webhooks: Any) -> App:
-    """An App whose [webhooks] settings differ (set in the environment, which wins)."""
-    for key, value in webhooks.items():
-        monkeypatch.setenv(f"CTMIRROR_WEBHOOKS__{key.upper()}", str(value).lower())
-    return build_app(load_settings())
 
 
 # -- what arrives -------------------------------------------------------------------------
@@ -283,7 +269,7 @@ def test_flaky_receiver_gets_everything_eventually(
     receiver.behaviour.hang_rate = 0.15
     receiver.behaviour.hang_seconds = 0.6
     receiver.behaviour.max_failures_per_id = 6
-    app = app_with(monkeypatch, timeout_seconds=0.3, max_attempts=10, concurrency=4)
+    app = app_with(monkeypatch, "webhooks", timeout_seconds=0.3, max_attempts=10, concurrency=4)
     subscribe(app, receiver.url, include_initial=True, fields=["status.overallStatus"])
     put_real(fake, _more_ids(fake, 12))
     with RunningDaemon(app):
@@ -314,7 +300,7 @@ def test_dead_after_max_attempts_then_replay_redelivers(
 ) -> None:
     """A receiver that always fails makes the delivery dead; a replay sends the same id again."""
     receiver.behaviour.status = 503
-    app = app_with(monkeypatch, max_attempts=3)
+    app = app_with(monkeypatch, "webhooks", max_attempts=3)
     _, secret = subscribe(app, receiver.url, fields=["status.*"])
     sync_ids(app, STUDY)
     set_status(fake, STUDY, "WITHDRAWN")
@@ -339,7 +325,7 @@ def test_subscription_paused_after_consecutive_dead_deliveries(
 ) -> None:
     """N dead deliveries in a row pause the subscription; resume makes it active again."""
     receiver.behaviour.status = 500
-    app = app_with(monkeypatch, max_attempts=1, pause_after_dead=2)
+    app = app_with(monkeypatch, "webhooks", max_attempts=1, pause_after_dead=2)
     sub_id, _ = subscribe(app, receiver.url, include_initial=True)
     sync_ids(app, STUDY, OTHER)
     dispatch(app)
@@ -363,7 +349,7 @@ def test_redirect_is_not_followed(
 ) -> None:
     """A 307 answer is a failed attempt, and the redirect target is never requested."""
     receiver.behaviour.redirect_to = receiver.url.replace("/hook", "/elsewhere")
-    app2 = app_with(monkeypatch, max_attempts=1)
+    app2 = app_with(monkeypatch, "webhooks", max_attempts=1)
     subscribe(app2, receiver.url, include_initial=True, fields=["status.overallStatus"])
     sync_ids(app2, STUDY)
     dispatch(app2)
@@ -379,7 +365,7 @@ def test_response_body_is_read_up_to_the_cap(
     """A huge error body is cut at webhooks.max_response_bytes."""
     receiver.behaviour.status = 500
     receiver.behaviour.body = b"x" * 200_000
-    app = app_with(monkeypatch, max_attempts=1, max_response_bytes=100)
+    app = app_with(monkeypatch, "webhooks", max_attempts=1, max_response_bytes=100)
     subscribe(app, receiver.url, include_initial=True, fields=["status.overallStatus"])
     sync_ids(app, STUDY)
     dispatch(app)
@@ -427,7 +413,7 @@ def test_address_is_checked_again_at_delivery_time(
     subscribe(app, receiver.url.replace("127.0.0.1", "localhost"), include_initial=True)
     sync_ids(app, STUDY)
     app.close()
-    strict = app_with(monkeypatch, allow_loopback=False, max_attempts=1)
+    strict = app_with(monkeypatch, "webhooks", allow_loopback=False, max_attempts=1)
     dispatch(strict)
     (row,) = deliveries(strict.db)
     assert row.status is DeliveryStatus.DEAD
