@@ -98,13 +98,17 @@ class DigestSchedule:
 def build_due_digests(db: Database, base_url: str, zone: str, now: datetime | None = None) -> int:
     """Build the digest of every target whose time has come; the deliveries written."""
     now = now or utcnow()
+    is_due = (
+        NotificationTarget.digest != DigestPeriod.OFF,
+        NotificationTarget.next_digest_at <= now,
+    )
+    with db.session() as session:  # most polls find nothing: no write transaction for them
+        if session.scalar(select(NotificationTarget.id).where(*is_due).limit(1)) is None:
+            return 0
     with db.write() as session:
         due = session.scalars(
             select(NotificationTarget)
-            .where(
-                NotificationTarget.digest != DigestPeriod.OFF,
-                NotificationTarget.next_digest_at <= now,
-            )
+            .where(*is_due)
             .order_by(NotificationTarget.id)
             # NO KEY UPDATE: the fan-out may still insert items referring to the row.
             .with_for_update(skip_locked=True, key_share=True)

@@ -471,6 +471,7 @@ def test_redirect_to_a_metadata_address_is_refused_where_it_connects(
     assert [r.path for r in receiver.received] == ["/hook"]
 
 
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # on loopback only
 def test_credentials_are_never_listed_logged_or_counted(
     fake: FakeCtgov, app: App, run: Any, env: dict[str, str], tmp_path: Path
 ) -> None:
