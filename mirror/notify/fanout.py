@@ -140,7 +140,7 @@ def event_type(events: Sequence[Event]) -> str:
 class Links:
     page_base: str  # pages.canonical_base_url
     api_base: str  # webhooks.api_base_url
-    site_base: str = "http://127.0.0.1:8000"  # notifications.base_url
+    site_base: str  # notifications.base_url
 
     @classmethod
     def of(cls, settings: Settings) -> Links:
