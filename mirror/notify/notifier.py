@@ -213,7 +213,8 @@ _RESOLVER: contextvars.ContextVar[Resolver | None] = contextvars.ContextVar(
 _REFUSALS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
     "ctmirror_notification_refusals", default=None
 )
-_installed = threading.Lock()
+_install_lock = threading.Lock()
+_installed = False
 _real_getaddrinfo = socket.getaddrinfo
 
 
@@ -239,11 +240,11 @@ def _guarded_getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> lis
 
 def install_guard() -> None:
     """Put the guard under ``socket.getaddrinfo`` (once per process; a no-op outside sends)."""
-    global _real_getaddrinfo
-    with _installed:
-        if socket.getaddrinfo is not _guarded_getaddrinfo:
-            _real_getaddrinfo = socket.getaddrinfo
-            socket.getaddrinfo = _guarded_getaddrinfo
+    global _installed, _real_getaddrinfo
+    with _install_lock:
+        if not _installed:
+            _real_getaddrinfo, socket.getaddrinfo = socket.getaddrinfo, _guarded_getaddrinfo
+            _installed = True
 
 
 # -- the sender ---------------------------------------------------------------------------------
