@@ -1,9 +1,13 @@
-"""What the benchmarks share: a scratch database on either backend."""
+"""What the benchmarks share: a scratch database on either backend, a local receiver."""
 
 from __future__ import annotations
 
 import contextlib
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,3 +51,35 @@ def _upgrade(url: str) -> None:
     db = Database(url)
     db.upgrade()
     db.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ReceiverProcess:
+    """An HTTP receiver in a subprocess (the receiver of a real subscriber is another machine):
+    ``script`` is run as ``python -c script PORT LOG`` and appends a line per arrival to LOG."""
+
+    def __init__(self, script: str, directory: Path, cwd: Path) -> None:
+        self.port = free_port()
+        self.log = directory / f"arrivals-{self.port}.log"
+        self.log.touch()
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", script, str(self.port), str(self.log)], cwd=cwd
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+                return
+            time.sleep(0.05)
+        raise SystemExit("bench: the receiver did not start")
+
+    def lines(self) -> list[bytes]:
+        return [line for line in self.log.read_bytes().splitlines() if line]
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)

@@ -27,13 +27,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 import fake_ctgov  # (for the real records' location)
-from _common import fresh_database
+from _common import ReceiverProcess, free_port, fresh_database
 
 from mirror.app import App, build_app
 from mirror.config import LogSettings, load_settings
@@ -96,39 +94,18 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
 # -- plumbing -------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Receiver:
+class Receiver(ReceiverProcess):
     """uvicorn in a subprocess, appending one JSON line per arrival to a file."""
 
     def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.log = directory / f"arrivals-{self.port}.ndjson"
-        self.log.touch()
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", RECEIVER, str(self.port), str(self.log)], cwd=REPO
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
-                return
-            time.sleep(0.05)
-        raise SystemExit("bench: the receiver did not start")
+        super().__init__(RECEIVER, directory, REPO)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
     def arrivals(self) -> list[dict[str, Any]]:
-        return [orjson.loads(line) for line in self.log.read_bytes().splitlines() if line]
-
-    def close(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
+        return [orjson.loads(line) for line in self.lines()]
 
 
 def records() -> dict[str, bytes]:

@@ -2,18 +2,28 @@
 
 The CLI, the HTTP app and the daemon ask an :class:`App` for what they need instead of
 constructing it: a source, a syncer, an importer, a backfiller, the webhook sender, its egress
-policy, the dispatcher. Nothing here holds a module-level engine or client; an App owns its
-database engine and is closed by whoever built it (docs/architecture.md, "One place builds").
+policy, the dispatcher, and for notifications the Apprise notifier and its dispatcher. Nothing
+here holds a module-level engine or client; an App owns its database engine and is closed by
+whoever built it (docs/architecture.md, "One place builds").
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 import httpx
 
 from mirror.config import Settings
-from mirror.notify import Dispatcher, EgressPolicy, HttpSender, WebhookSender
+from mirror.notify import (
+    AppriseNotifier,
+    Dispatcher,
+    EgressPolicy,
+    HttpSender,
+    NotificationDispatcher,
+    WebhookSender,
+)
 from mirror.pipeline import Backfiller, Importer, Ingestor, Syncer
 from mirror.source import ApiSource, HistorySource, StudySource
 from mirror.store import Database, open_database
@@ -52,6 +62,17 @@ class App:
 
     def dispatcher(self, sender: WebhookSender, owner: str) -> Dispatcher:
         return Dispatcher(self.db, self.settings, sender, owner)
+
+    def notifier(self) -> AppriseNotifier:
+        """The notification sender (Apprise under the ``[notifications]`` egress policy)."""
+        return AppriseNotifier(self.settings.notifications)
+
+    def notification_dispatcher(
+        self, notifier: AppriseNotifier, owner: str, clock: Callable[[], datetime] | None = None
+    ) -> NotificationDispatcher:
+        if clock is None:
+            return NotificationDispatcher(self.db, self.settings, notifier, owner)
+        return NotificationDispatcher(self.db, self.settings, notifier, owner, clock)
 
     def close(self) -> None:
         self.db.dispose()

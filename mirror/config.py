@@ -12,9 +12,10 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_origin
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
@@ -133,6 +134,39 @@ class WebhookSettings(Section):
     api_base_url: str = "http://127.0.0.1:8000/v1"
 
 
+class NotificationSettings(Section):
+    # Where people open this mirror's pages: messages link {base_url}/trials/<NCT id>.html and
+    # {base_url}/trials/<NCT id>/compare?from=A&to=B.
+    base_url: HttpUrl = "http://127.0.0.1:8000"
+    # Digest times (`notify add --at HH:MM`) are read in this time zone (an IANA name).
+    timezone: str = Field("UTC", min_length=1)
+    # Notifications being sent at once, per daemon.
+    concurrency: int = Field(4, ge=1, le=64)
+    # Seconds one attempt may take (connect, log in, send) before it counts as failed.
+    timeout_seconds: float = Field(30, gt=0, le=300)
+    # First retry delay; attempt n waits base * 2**(n-1), plus up to 25% jitter.
+    retry_base_seconds: float = Field(60, ge=0)
+    # Attempts before a notification is dead (10 with base 60 s span about 17 hours).
+    max_attempts: int = Field(10, ge=1, le=100)
+    # A target is paused after this many dead notifications in a row.
+    pause_after_dead: int = Field(5, ge=1)
+    # Notify services at private addresses (10/8, 172.16/12, 192.168/16, fc00::/7, 100.64/10).
+    allow_private: bool = False
+    # Notify services at loopback addresses (127/8, ::1), e.g. a mail relay on this machine.
+    allow_loopback: bool = True
+    # Seconds between the dispatcher's checks for new versions, due retries and due digests.
+    poll_seconds: float = Field(1.0, gt=0, le=300)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("not a known time zone (e.g. UTC, Europe/Paris)") from None
+        return value
+
+
 class DaemonSettings(Section):
     # A watch without a schedule runs daily this many minutes after the registry's refresh
     # (the time of day of GET /version dataTimestamp, read as UTC).
@@ -168,6 +202,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     webhooks: WebhookSettings = WebhookSettings()
     daemon: DaemonSettings = DaemonSettings()
+    notifications: NotificationSettings = NotificationSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -39,3 +39,9 @@ def configure_logging(settings: LogSettings, *, force_format: str | None = None)
     )
     # Libraries that use the standard logging module: warnings and up, to stderr.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
+    # Apprise's lines are recorded on each notification delivery (``last_error``) instead;
+    # at debug level they would print target URLs with their tokens.
+    apprise = logging.getLogger("apprise")
+    apprise.propagate = False
+    if not apprise.handlers:
+        apprise.addHandler(logging.NullHandler())

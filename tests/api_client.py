@@ -13,6 +13,10 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from mirror.app import App
 from mirror.serve import create_app
 
+# The write token of the ``write_api`` fixture (conftest.py), and the header carrying it.
+WRITE_TOKEN = "write-secret"
+AUTH = {"Authorization": f"Bearer {WRITE_TOKEN}"}
+
 
 class ApiClient:
     """Synchronous calls into the ASGI app of ``create_app(app)``."""

@@ -156,3 +156,24 @@ class Cli:
 @pytest.fixture
 def run(env: dict[str, str]) -> Cli:
     return Cli(env)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Any]:
+    """A real HTTP receiver on loopback (``receiver.Receiver``), for webhooks and json://."""
+    from receiver import Receiver
+
+    with Receiver() as rec:
+        yield rec
+
+
+@pytest.fixture
+def write_api(app: App) -> Iterator[Any]:
+    """The HTTP API of ``app`` in-process, with ``api.token`` set to ``api_client.WRITE_TOKEN``."""
+    from api_client import WRITE_TOKEN, api_client
+
+    settings = load_settings(
+        None, api={"token": WRITE_TOKEN}, database={"url": app.settings.database.url}
+    )
+    with api_client(App(settings, app.db)) as client:
+        yield client

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -14,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from sqlalchemy import select
 
-from mirror.app import App
+from mirror.app import App, build_app
+from mirror.config import load_settings
 from mirror.daemon import Daemon
-from mirror.store import Database, SyncJob, WebhookDelivery
+from mirror.store import Database, NotificationDelivery, SyncJob, WebhookDelivery
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,6 +30,9 @@ FAST = {
     "CTMIRROR_WEBHOOKS__RETRY_BASE_SECONDS": "0.02",
     "CTMIRROR_WEBHOOKS__POLL_SECONDS": "0.05",
     "CTMIRROR_WEBHOOKS__TIMEOUT_SECONDS": "2",
+    "CTMIRROR_NOTIFICATIONS__RETRY_BASE_SECONDS": "0.02",
+    "CTMIRROR_NOTIFICATIONS__POLL_SECONDS": "0.05",
+    "CTMIRROR_NOTIFICATIONS__TIMEOUT_SECONDS": "5",
     "CTMIRROR_DAEMON__JITTER_SECONDS": "0",
     "CTMIRROR_DAEMON__CHECK_SECONDS": "0.2",
     "CTMIRROR_LOG__LEVEL": "info",
@@ -90,9 +96,31 @@ def spawn_daemon(
     )
 
 
+def terminate(daemons: list[subprocess.Popen[bytes]]) -> list[int | None]:
+    """SIGTERM each daemon still running; their exit codes (None: killed after 10 s)."""
+    for daemon in daemons:
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+    codes = []
+    for daemon in daemons:
+        try:
+            codes.append(daemon.wait(timeout=10))
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            codes.append(None)
+    return codes
+
+
 def log_events(path: Path) -> list[dict[str, Any]]:
     lines = path.read_bytes().splitlines() if path.exists() else []
     return [orjson.loads(line) for line in lines if line.startswith(b"{")]
+
+
+def app_with(monkeypatch: pytest.MonkeyPatch, section: str, **values: Any) -> App:
+    """An App whose ``[section]`` settings differ (set in the environment, which wins)."""
+    for key, value in values.items():
+        monkeypatch.setenv(f"CTMIRROR_{section.upper()}__{key.upper()}", str(value).lower())
+    return build_app(load_settings())
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 20, every: float = 0.02) -> Any:
@@ -113,3 +141,9 @@ def deliveries(db: Database) -> list[WebhookDelivery]:
 def jobs(db: Database) -> list[SyncJob]:
     with db.session() as session:
         return list(session.scalars(select(SyncJob).order_by(SyncJob.id)))
+
+
+def notifications(db: Database) -> list[NotificationDelivery]:
+    with db.session() as session:
+        query = select(NotificationDelivery).order_by(NotificationDelivery.id)
+        return list(session.scalars(query))

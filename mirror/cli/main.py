@@ -18,6 +18,7 @@ from mirror.cli.db import db
 from mirror.cli.feed import changes, diff, fields, history, show
 from mirror.cli.history import backfill, classes, timeline
 from mirror.cli.imports import import_command
+from mirror.cli.notify import notify_group
 from mirror.cli.services import daemon_command, serve
 from mirror.cli.sync import sync
 from mirror.cli.watches import watch
@@ -66,6 +67,7 @@ for command in (
     serve,
     daemon_command,
     webhooks_group,
+    notify_group,
     db,
 ):
     cli.add_command(command)

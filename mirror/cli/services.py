@@ -62,10 +62,15 @@ def _listening_socket(host: str, port: int) -> socket.socket:
 
 
 @click.command("daemon")
-@click.option("--once", is_flag=True, help="Run every due watch once, deliver due webhooks, exit.")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Run every due watch once, send due webhooks and notifications, exit.",
+)
 @pass_ctx
 def daemon_command(c: Context, once: bool) -> None:
-    """Sync watches on their schedules and deliver webhooks, until SIGTERM or Ctrl-C."""
+    """Sync watches on their schedules, deliver webhooks and notifications, until SIGTERM or
+    Ctrl-C."""
     from mirror.daemon import run_daemon
 
     summary = run_daemon(c.app, once=once)
@@ -76,6 +81,7 @@ def daemon_command(c: Context, once: bool) -> None:
     click.echo(
         f"daemon --once: {summary.queued} watch runs queued{note}, {len(summary.runs)} run, "
         f"{failed} failed; {summary.attempts} webhook attempts"
+        + (f", {summary.notifications} notification attempts" if summary.notifications else "")
     )
     if failed:
         raise click.exceptions.Exit(1)

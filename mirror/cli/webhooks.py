@@ -11,6 +11,7 @@ from mirror.cli.context import Context, format_option, pass_ctx
 from mirror.notify import (
     SendResult,
     SubscriptionSpec,
+    WebhookChannel,
     add_subscription,
     deliver_now,
     describe_delivery,
@@ -144,7 +145,9 @@ def _replay(c: Context, delivery_id: int) -> None:
 
     async def go() -> SendResult | None:
         async with c.app.sender() as sender:
-            return await deliver_now(c.app.db, c.settings, sender, delivery_id, owner_name())
+            channel = WebhookChannel(sender)
+            return await deliver_now(c.app.db, channel, c.settings.webhooks, delivery_id,
+                                     owner_name())  # fmt: skip
 
     result = asyncio.run(go())
     if result is None:  # a daemon claimed it first: it sends it

@@ -1,5 +1,5 @@
-"""``ctmirror daemon``: the scheduler (when this process holds the lock), sync workers and the
-webhook dispatcher, in one asyncio loop.
+"""``ctmirror daemon``: the scheduler (when this process holds the lock), sync workers, the
+webhook dispatcher and the notification dispatcher (with its digests), in one asyncio loop.
 
 Every daemon runs workers and a dispatcher; only the one holding the scheduler lock queues
 runs. SIGTERM or SIGINT stops taking work: a sync in hand is cancelled between its batch
@@ -48,7 +48,8 @@ class OnceSummary:
     scheduler: bool  # this process held the lock and queued the due watches
     queued: int
     runs: list[RunSummary]
-    attempts: int
+    attempts: int  # webhook deliveries attempted
+    notifications: int = 0  # notifications attempted (digests due now included)
 
 
 class Daemon:
@@ -60,6 +61,7 @@ class Daemon:
         self.sender = sender or app.sender()
         self._owns_sender = sender is None
         self.dispatcher = app.dispatcher(self.sender, self.owner)
+        self.notifications = app.notification_dispatcher(app.notifier(), self.owner)
         self.stop = asyncio.Event()
         self._jobs_ready = asyncio.Event()
         self._lease = timedelta(seconds=self.settings.daemon.lease_seconds)
@@ -76,6 +78,7 @@ class Daemon:
             self._source = source
             tasks = [
                 asyncio.create_task(self.dispatcher.run(self.stop, SHUTDOWN_GRACE_SECONDS)),
+                asyncio.create_task(self.notifications.run(self.stop, SHUTDOWN_GRACE_SECONDS)),
                 asyncio.create_task(self._lead()),
                 *(asyncio.create_task(self._work()) for _ in range(self.settings.daemon.workers)),
             ]
@@ -87,7 +90,7 @@ class Daemon:
 
     async def run_once(self) -> OnceSummary:
         """Queue every due watch (when this process can hold the lock), run the queue empty,
-        deliver every due webhook, and return."""
+        deliver every due webhook and notification (and digest), and return."""
         self._install_signals()
         lock = scheduler_lock(self.app.db)
         async with self.app.source() as source:
@@ -99,17 +102,22 @@ class Daemon:
                     await self._maintain()
                 runs = await self._work_until_empty()
                 attempts = 0 if self.stop.is_set() else await self.dispatcher.drain()
+                notified = 0 if self.stop.is_set() else await self.notifications.drain()
             finally:
                 await asyncio.to_thread(lock.release)
         await self._close()
-        return OnceSummary(leader, len(queued), runs, attempts)
+        return OnceSummary(leader, len(queued), runs, attempts, notified)
 
     def request_stop(self) -> None:
         if not self.stop.is_set():
             log.info("daemon.signal", action="stopping")
         self.stop.set()
         self._jobs_ready.set()
+        self._wake_dispatchers()
+
+    def _wake_dispatchers(self) -> None:
         self.dispatcher.wake()
+        self.notifications.wake()
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -238,7 +246,7 @@ class Daemon:
         syncer = self.app.syncer(self._source)
         request = SyncRequest(watch=watch, full=job.full, part=job.part)
         # Each committed batch may hold new versions: let the dispatcher look now.
-        return await syncer.run(request, lambda total, done: self.dispatcher.wake())
+        return await syncer.run(request, lambda total, done: self._wake_dispatchers())
 
     async def _finish(
         self, job: ClaimedJob, watch: Watch, sync: asyncio.Task[RunSummary]
@@ -255,7 +263,7 @@ class Daemon:
         else:
             await self._finish_part(job, watch, summary)
         log.info("daemon.job_done", job_id=job.id, watch=watch.name, status=summary.status.value)
-        self.dispatcher.wake()
+        self._wake_dispatchers()
         return summary
 
     async def _finish_part(self, job: ClaimedJob, watch: Watch, summary: RunSummary) -> None:

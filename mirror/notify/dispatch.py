@@ -1,15 +1,17 @@
-"""The delivery loop: runs the fan-out (:mod:`mirror.notify.fanout`), then claims due deliveries,
-signs and sends them (:mod:`mirror.notify.sender`), and records each attempt.
+"""The delivery loop every channel shares: it runs the fan-out (:mod:`mirror.notify.fanout`), then
+claims due deliveries, sends them through the channel (signed webhooks, Apprise notifications),
+and records each attempt.
 
 Delivery is at-least-once. A dispatcher *claims* a delivery before sending it: in one short
 transaction it selects due rows ``FOR UPDATE SKIP LOCKED`` (PostgreSQL; SQLite serializes
 writers instead) and stamps them with its name and a lease. No other dispatcher takes a leased
 row, so several daemons never send the same delivery at once; a dispatcher that dies mid-send
-loses its lease and another one sends the delivery again, with the same ``webhook-id``.
+loses its lease and another one sends the delivery again, with the same message id.
 
-A 2xx answer is delivered; anything else, a timeout or a refused address is a failed attempt,
-retried after ``retry_base_seconds * 2**(n-1)`` (+ up to 25% jitter) until ``max_attempts``,
-then ``dead``. ``pause_after_dead`` dead deliveries in a row pause the subscription.
+A success is delivered; anything else (an error answer, a timeout, a refused address) is a
+failed attempt, retried after ``retry_base_seconds * 2**(n-1)`` (+ up to 25% jitter) until
+``max_attempts``, then ``dead``. ``pause_after_dead`` dead deliveries in a row pause the
+recipient (the subscription, the target). Each channel has these settings in its own section.
 """
 
 from __future__ import annotations
@@ -22,25 +24,28 @@ import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import structlog
-from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy import Table, Update, bindparam, inspect, or_, select, update
 from sqlalchemy.orm import Session
 
-from mirror.config import Settings, WebhookSettings
+from mirror.config import NotificationSettings, Settings, WebhookSettings
+from mirror.notify.digests import build_due_digests
 from mirror.notify.fanout import Links, fan_out
+from mirror.notify.notifier import AppriseNotifier, NotificationChannel
+from mirror.notify.queues import WEBHOOKS, Claimed, Queue
 from mirror.notify.sender import SendResult, WebhookSender
 from mirror.record import format_instant, utcnow
 from mirror.store import (
     Database,
+    DeliveryAttempts,
     DeliveryStatus,
     SubscriptionState,
-    WebhookDelivery,
     WebhookSubscription,
 )
 
@@ -52,58 +57,51 @@ LEASE_MARGIN = timedelta(seconds=60)
 # attempts recorded per transaction while others are still in flight.
 CLAIM_BATCH = 64
 RECORD_BATCH = 16
+FAN_OUT_BATCH = 500
+ChannelSettings = WebhookSettings | NotificationSettings
 
 
-# -- claims and results --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Claimed:
-    id: int
-    subscription_id: int
-    message_id: str
-    payload: str
-    attempts: int
-    url: str
-    secret: str
+# -- claims and results -----------------------------------------------------------------
 
 
 def claim(
-    db: Database, owner: str, limit: int, lease: timedelta, ids: Sequence[int] | None = None
+    db: Database,
+    queue: Queue,
+    owner: str,
+    limit: int,
+    lease: timedelta,
+    ids: Sequence[int] | None = None,
 ) -> list[Claimed]:
-    """Take up to ``limit`` due deliveries of active subscriptions (of ``ids``) for ``owner``."""
+    """Take up to ``limit`` due deliveries of active recipients (of ``ids``) for ``owner``."""
     now = utcnow()
-    only = [WebhookDelivery.id.in_(ids)] if ids is not None else []
+    d, r = queue.delivery, queue.recipient
+    only = [d.id.in_(ids)] if ids is not None else []
     with db.write() as session:
         rows = session.execute(
-            select(
-                WebhookDelivery.id,
-                WebhookDelivery.subscription_id,
-                WebhookDelivery.message_id,
-                WebhookDelivery.payload,
-                WebhookDelivery.attempts,
-                WebhookSubscription.url,
-                WebhookSubscription.secret,
-            )  # fmt: skip
-            .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
+            select(d.id, queue.recipient_id, d.message_id, d.attempts, *queue.send_columns)
+            .join(r, r.id == queue.recipient_id)
             .where(
-                WebhookDelivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.FAILED]),
-                WebhookDelivery.next_attempt_at <= now,
-                or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < now),
-                WebhookSubscription.state == SubscriptionState.ACTIVE,
+                d.status.in_([DeliveryStatus.PENDING, DeliveryStatus.FAILED]),
+                d.next_attempt_at <= now,
+                or_(d.lease_until.is_(None), d.lease_until < now),
+                r.state == SubscriptionState.ACTIVE,
                 *only,
             )
-            .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+            .order_by(d.next_attempt_at, d.id)
             .limit(limit)
-            .with_for_update(skip_locked=True, of=WebhookDelivery)
+            .with_for_update(skip_locked=True, of=d)
         ).all()
         if rows:
             session.execute(
-                update(WebhookDelivery)
-                .where(WebhookDelivery.id.in_([r.id for r in rows]))
+                update(d)
+                .where(d.id.in_([row[0] for row in rows]))
                 .values(lease_until=now + lease, claimed_by=owner)
             )
-    return [Claimed(*row) for row in rows]
+    names = [column.key for column in queue.send_columns]
+    return [
+        Claimed(row[0], row[1], row[2], row[3], dict(zip(names, row[4:], strict=True)))
+        for row in rows
+    ]
 
 
 @dataclass(frozen=True)
@@ -113,7 +111,7 @@ class RetryPolicy:
     pause_after_dead: int
 
     @classmethod
-    def of(cls, settings: WebhookSettings) -> RetryPolicy:
+    def of(cls, settings: ChannelSettings) -> RetryPolicy:
         return cls(settings.retry_base_seconds, settings.max_attempts, settings.pause_after_dead)
 
     def delay(self, attempt: int) -> timedelta:
@@ -122,44 +120,54 @@ class RetryPolicy:
         return timedelta(seconds=seconds * (1 + random.uniform(0, 0.25)))
 
 
-_deliveries = WebhookDelivery.__table__
-assert isinstance(_deliveries, Table)
 _OUTCOME = (
     "status", "attempts", "last_attempt_at", "last_status_code", "last_error", "next_attempt_at",
     "delivered_at", "lease_until", "claimed_by",
 )  # fmt: skip
-# Executed with one parameter set per attempt; "b_id" avoids clashing with the SET columns.
-_RECORD = (
-    update(_deliveries)
-    .where(_deliveries.c.id == bindparam("b_id"))
-    .values(**{column: bindparam(column) for column in _OUTCOME})
-)
+
+
+def _record_statement(delivery: type[DeliveryAttempts]) -> Update:
+    """One UPDATE executed with a parameter set per attempt ("b_id" avoids the SET columns)."""
+    table = inspect(delivery).local_table
+    assert isinstance(table, Table)
+    return (
+        update(table)
+        .where(table.c.id == bindparam("b_id"))
+        .values(**{column: bindparam(column) for column in _OUTCOME})
+    )
 
 
 def record(
-    db: Database, owner: str, results: Sequence[tuple[Claimed, SendResult]], policy: RetryPolicy
+    db: Database,
+    queue: Queue,
+    owner: str,
+    results: Sequence[tuple[Claimed, SendResult]],
+    policy: RetryPolicy,
 ) -> None:
     """Write the outcome of each attempt in one transaction; only the lease holder's count."""
     if not results:
         return
     now = utcnow()
+    d = queue.delivery
     planned = [(c, r, _outcome(r, c.attempts + 1, now, policy)) for c, r in results]
     with db.write() as session:
         owned = set(
             session.scalars(
-                select(WebhookDelivery.id)
-                .where(WebhookDelivery.id.in_([c.id for c, _, _ in planned]))
-                .where(WebhookDelivery.claimed_by == owner)
+                select(d.id)
+                .where(d.id.in_([c.id for c, _, _ in planned]))
+                .where(d.claimed_by == owner)
                 .with_for_update()
             )
         )
         mine = [(c, v) for c, _, v in planned if c.id in owned]
         if mine:
-            session.connection().execute(_RECORD, [{"b_id": c.id, **v} for c, v in mine])
-            _count_streaks(session, [(c.subscription_id, v["status"]) for c, v in mine], policy)
+            statement = _record_statement(d)
+            session.connection().execute(statement, [{"b_id": c.id, **v} for c, v in mine])
+            outcomes = [(c.recipient_id, v["status"]) for c, v in mine]
+            _count_streaks(session, queue, outcomes, policy)
     for claimed, result, values in planned:
         status = values["status"] if claimed.id in owned else "superseded"
-        _log_attempt(claimed, result, claimed.attempts + 1, status)
+        _log_attempt(queue, claimed, result, claimed.attempts + 1, status)
 
 
 def _outcome(
@@ -181,63 +189,70 @@ def _outcome(
 
 
 def _count_streaks(
-    session: Session, outcomes: Sequence[tuple[int, DeliveryStatus]], policy: RetryPolicy
+    session: Session,
+    queue: Queue,
+    outcomes: Sequence[tuple[int, DeliveryStatus]],
+    policy: RetryPolicy,
 ) -> None:
-    """Dead deliveries in a row pause a subscription; a delivered one resets the count.
+    """Dead deliveries in a row pause a recipient; a delivered one resets the count.
 
-    ``outcomes`` are (subscription, status) in the order the attempts ended.
+    ``outcomes`` are (recipient, status) in the order the attempts ended.
     """
-    streaks: dict[int, tuple[bool, int]] = {}  # subscription -> (reset, dead since)
-    for subscription_id, status in outcomes:
-        reset, dead = streaks.get(subscription_id, (False, 0))
+    streaks: dict[int, tuple[bool, int]] = {}  # recipient -> (reset, dead since)
+    for recipient_id, status in outcomes:
+        reset, dead = streaks.get(recipient_id, (False, 0))
         if status is DeliveryStatus.DELIVERED:
-            streaks[subscription_id] = (True, 0)
+            streaks[recipient_id] = (True, 0)
         elif status is DeliveryStatus.DEAD:
-            streaks[subscription_id] = (reset, dead + 1)
-    sub = WebhookSubscription
-    for subscription_id, (reset, dead) in sorted(streaks.items()):  # one lock order
+            streaks[recipient_id] = (reset, dead + 1)
+    r = queue.recipient
+    for recipient_id, (reset, dead) in sorted(streaks.items()):  # one lock order
         if not dead:
             if reset:
                 session.execute(
-                    update(sub).where(sub.id == subscription_id, sub.consecutive_dead != 0)
+                    update(r).where(r.id == recipient_id, r.consecutive_dead != 0)
                     .values(consecutive_dead=0)
                 )  # fmt: skip
             continue
-        count = dead if reset else sub.consecutive_dead + dead
-        session.execute(update(sub).where(sub.id == subscription_id).values(consecutive_dead=count))
-        _pause_if_due(session, subscription_id, policy)
+        count = dead if reset else r.consecutive_dead + dead
+        session.execute(update(r).where(r.id == recipient_id).values(consecutive_dead=count))
+        _pause_if_due(session, queue, recipient_id, policy)
 
 
-def _pause_if_due(session: Session, subscription_id: int, policy: RetryPolicy) -> None:
-    sub = WebhookSubscription
+def _pause_if_due(session: Session, queue: Queue, recipient_id: int, policy: RetryPolicy) -> None:
+    r = queue.recipient
     paused = session.connection().execute(
-        update(sub)
-        .where(sub.id == subscription_id, sub.state == SubscriptionState.ACTIVE,
-               sub.consecutive_dead >= policy.pause_after_dead)
+        update(r)
+        .where(r.id == recipient_id, r.state == SubscriptionState.ACTIVE,
+               r.consecutive_dead >= policy.pause_after_dead)
         .values(state=SubscriptionState.PAUSED, paused_at=utcnow())
     )  # fmt: skip
     if paused.rowcount:
         log.warning(
-            "webhook.paused", subscription_id=subscription_id,
+            f"{queue.name}.paused", **{queue.recipient_id.key: recipient_id},
             dead_in_a_row=policy.pause_after_dead,
         )  # fmt: skip
 
 
-def _log_attempt(claimed: Claimed, result: SendResult, attempt: int, status: object) -> None:
+def _log_attempt(
+    queue: Queue, claimed: Claimed, result: SendResult, attempt: int, status: object
+) -> None:
     log.info(
-        "webhook.delivery", delivery_id=claimed.id, subscription_id=claimed.subscription_id,
-        webhook_id=claimed.message_id, attempt=attempt, status=str(status),
-        status_code=result.status_code, error=result.error, ms=round(result.seconds * 1000, 1),
+        f"{queue.name}.delivery", delivery_id=claimed.id,
+        **{queue.recipient_id.key: claimed.recipient_id, queue.message_label: claimed.message_id},
+        attempt=attempt, status=str(status), status_code=result.status_code, error=result.error,
+        ms=round(result.seconds * 1000, 1),
     )  # fmt: skip
 
 
-def release(db: Database, owner: str, ids: Sequence[int]) -> None:
+def release(db: Database, queue: Queue, owner: str, ids: Sequence[int]) -> None:
     """Give back claims that were never attempted (shutdown): due again at once, anywhere."""
     if ids:
+        d = queue.delivery
         with db.write() as session:
             session.execute(
-                update(WebhookDelivery)
-                .where(WebhookDelivery.id.in_(ids), WebhookDelivery.claimed_by == owner)
+                update(d)
+                .where(d.id.in_(ids), d.claimed_by == owner)
                 .values(lease_until=None, claimed_by=None)
             )
 
@@ -245,29 +260,41 @@ def release(db: Database, owner: str, ids: Sequence[int]) -> None:
 # -- the loop -----------------------------------------------------------------------------------
 
 
-class Dispatcher:
-    """Fans the outbox out and keeps up to ``webhooks.concurrency`` deliveries in flight.
+class Channel(Protocol):
+    """One way of telling others: its queue, and how one claimed delivery is sent. ``send``
+    never raises for a recipient's failure: that is a failed SendResult."""
 
-    ``run`` polls every ``webhooks.poll_seconds`` (sooner when ``wake`` is called, e.g. after
-    this daemon's own sync committed a batch); ``drain`` sends everything due now and returns.
+    queue: Queue
+
+    async def send(self, item: Claimed) -> SendResult: ...
+
+
+class DeliveryLoop:
+    """Fans the outbox out and keeps up to ``concurrency`` deliveries of a channel in flight.
+
+    ``run`` polls every ``poll_seconds`` (sooner when ``wake`` is called, e.g. after this
+    daemon's own sync committed a batch); ``drain`` sends everything due now and returns.
+    Subclasses add work done at each poll (``_chores``, e.g. building digests).
     """
 
-    def __init__(self, db: Database, settings: Settings, sender: WebhookSender, owner: str) -> None:
-        self.db, self.sender, self.owner = db, sender, owner
-        self.settings = settings.webhooks
-        self.links = Links.of(settings)
-        self.policy = RetryPolicy.of(self.settings)
-        slots = self.settings.concurrency
+    def __init__(
+        self, db: Database, channel: Channel, settings: ChannelSettings, links: Links, owner: str
+    ) -> None:
+        self.db, self.channel, self.owner, self.links = db, channel, owner, links
+        self.queue = channel.queue
+        self.settings = settings
+        self.policy = RetryPolicy.of(settings)
+        slots = settings.concurrency
         # Claimed ahead: at most four rounds of sends, so every claim is sent within its lease.
         self.batch = min(max(CLAIM_BATCH, 2 * slots), 4 * slots)
         rounds = -(-self.batch // slots)
-        self.lease = timedelta(seconds=self.settings.timeout_seconds * rounds) + LEASE_MARGIN
+        self.lease = timedelta(seconds=settings.timeout_seconds * rounds) + LEASE_MARGIN
         self._wake = asyncio.Event()
         self._in_flight: dict[asyncio.Task[SendResult], Claimed] = {}
         self._ready: deque[Claimed] = deque()  # claimed, waiting for a free slot
         self._done: list[tuple[Claimed, SendResult]] = []
         self._more = True  # the last claim was full: more may be due
-        self.attempts = 0  # attempts finished, over the dispatcher's life
+        self.attempts = 0  # attempts finished, over the loop's life
 
     def wake(self) -> None:
         self._wake.set()
@@ -281,12 +308,14 @@ class Dispatcher:
                         next_poll = time.monotonic() + self.settings.poll_seconds
                         self._more = True
                         await self._fan_out()
+                        await self._chores()
                     await self._fill()
                     await self._flush(force=False)
                 except Exception as exc:  # the database went away: log, keep polling
                     log.error(
-                        "webhook.dispatcher_error", error=str(exc), exc_type=type(exc).__name__
-                    )
+                        f"{self.queue.name}.dispatcher_error", error=str(exc),
+                        exc_type=type(exc).__name__,
+                    )  # fmt: skip
                 await self._sleep(next_poll - time.monotonic(), stop)
         finally:
             await self._shutdown(grace)
@@ -296,6 +325,7 @@ class Dispatcher:
         later are left for it (a later run, or ``run``). The number of attempts made."""
         started = self.attempts
         await self._fan_out()
+        await self._chores()
         while True:
             self._more = True
             await self._fill()
@@ -308,11 +338,14 @@ class Dispatcher:
                 await asyncio.wait(list(self._in_flight), return_when=asyncio.FIRST_COMPLETED)
             await self._flush(force=False)
 
+    async def _chores(self) -> None:
+        """Work of the channel's own at each poll (none for webhooks)."""
+
     async def _fan_out(self) -> None:
         while True:
-            rows, written = await asyncio.to_thread(fan_out, self.db, self.links)
+            rows, written = await asyncio.to_thread(fan_out, self.db, self.links, FAN_OUT_BATCH)
             self._more = self._more or written > 0
-            if rows < 500:
+            if rows < FAN_OUT_BATCH:
                 return
 
     async def _fill(self) -> None:
@@ -320,7 +353,9 @@ class Dispatcher:
         slots = self.settings.concurrency
         if self._more and len(self._ready) <= slots // 2:
             want = self.batch - len(self._ready)
-            claimed = await asyncio.to_thread(claim, self.db, self.owner, want, self.lease)
+            claimed = await asyncio.to_thread(
+                claim, self.db, self.queue, self.owner, want, self.lease
+            )
             self._more = len(claimed) == want
             self._ready.extend(claimed)
         while self._ready and len(self._in_flight) < slots:
@@ -333,7 +368,7 @@ class Dispatcher:
 
     async def _send(self, item: Claimed) -> SendResult:
         try:
-            return await self.sender.send(item.url, item.secret, item.message_id, item.payload)
+            return await self.channel.send(item)
         except Exception as exc:  # a sender bug must not lose the delivery: it is retried
             return SendResult(None, error=f"{type(exc).__name__}: {exc}")
 
@@ -350,7 +385,7 @@ class Dispatcher:
             return
         results, self._done = self._done, []
         if results:
-            await asyncio.to_thread(record, self.db, self.owner, results, self.policy)
+            await asyncio.to_thread(record, self.db, self.queue, self.owner, results, self.policy)
 
     async def _sleep(self, seconds: float, stop: asyncio.Event) -> None:
         if stop.is_set():
@@ -372,7 +407,52 @@ class Dispatcher:
             await asyncio.wait(tasks, timeout=1)
         with contextlib.suppress(Exception):
             await self._flush()
-            await asyncio.to_thread(release, self.db, self.owner, unsent)
+            await asyncio.to_thread(release, self.db, self.queue, self.owner, unsent)
+
+
+async def deliver_now(
+    db: Database,
+    channel: Channel,
+    settings: ChannelSettings,
+    delivery_id: int,
+    owner: str,
+) -> SendResult | None:
+    """One attempt at one due delivery, recorded like the loop's (None: not claimable)."""
+    lease = timedelta(seconds=settings.timeout_seconds) + LEASE_MARGIN
+    claimed = claim(db, channel.queue, owner, 1, lease, [delivery_id])
+    if not claimed:
+        return None
+    result = await channel.send(claimed[0])
+    record(db, channel.queue, owner, [(claimed[0], result)], RetryPolicy.of(settings))
+    return result
+
+
+def owner_name() -> str:
+    """This process, as named in claims: host, pid and a random tag."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+# -- webhooks -----------------------------------------------------------------------------------
+
+
+@dataclass
+class WebhookChannel:
+    """Signed webhook messages, sent by a :class:`WebhookSender`."""
+
+    sender: WebhookSender
+    queue: Queue = WEBHOOKS
+
+    async def send(self, item: Claimed) -> SendResult:
+        data = item.data
+        return await self.sender.send(data["url"], data["secret"], item.message_id,
+                                      data["payload"])  # fmt: skip
+
+
+class Dispatcher(DeliveryLoop):
+    """The webhook dispatcher: ``webhooks.concurrency`` signed deliveries in flight."""
+
+    def __init__(self, db: Database, settings: Settings, sender: WebhookSender, owner: str) -> None:
+        super().__init__(db, WebhookChannel(sender), settings.webhooks, Links.of(settings), owner)
 
 
 async def ping(sender: WebhookSender, subscription: WebhookSubscription) -> tuple[str, SendResult]:
@@ -390,26 +470,27 @@ async def ping(sender: WebhookSender, subscription: WebhookSubscription) -> tupl
     return message_id, result
 
 
-async def deliver_now(
-    db: Database, settings: Settings, sender: WebhookSender, delivery_id: int, owner: str
-) -> SendResult | None:
-    """One attempt at one due delivery, recorded like the dispatcher's (None: not claimable)."""
-    claimed = claim(
-        db,
-        owner,
-        1,
-        timedelta(seconds=settings.webhooks.timeout_seconds) + LEASE_MARGIN,
-        [delivery_id],
-    )
-    if not claimed:
-        return None
-    result = await sender.send(
-        claimed[0].url, claimed[0].secret, claimed[0].message_id, claimed[0].payload
-    )
-    record(db, owner, [(claimed[0], result)], RetryPolicy.of(settings.webhooks))
-    return result
+# -- notifications ------------------------------------------------------------------------------
 
 
-def owner_name() -> str:
-    """This process, as named in claims: host, pid and a random tag."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+class NotificationDispatcher(DeliveryLoop):
+    """The notification dispatcher: ``notifications.concurrency`` messages in flight, and at
+    each poll the digests whose time has come (``clock`` decides when that is)."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        notifier: AppriseNotifier,
+        owner: str,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        channel = NotificationChannel(notifier)
+        super().__init__(db, channel, settings.notifications, Links.of(settings), owner)
+        self.zone, self.clock = settings.notifications.timezone, clock
+
+    async def _chores(self) -> None:
+        built = await asyncio.to_thread(
+            build_due_digests, self.db, self.links.site_base, self.zone, self.clock()
+        )
+        self._more = self._more or built > 0

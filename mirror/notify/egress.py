@@ -1,8 +1,9 @@
-"""Where webhook deliveries may connect: the address policy and the HTTP transport enforcing it.
+"""Where deliveries may connect: the address policy and the HTTP transport enforcing it.
 
 A subscriber chooses the URL, so a delivery is a request the mirror makes on someone else's
 behalf. Link-local and cloud-metadata addresses are refused always; private ranges unless
-``webhooks.allow_private``; loopback unless ``webhooks.allow_loopback`` is turned off.
+``<section>.allow_private``; loopback unless ``<section>.allow_loopback`` is turned off (each
+channel has its section: ``webhooks``, ``notifications``).
 
 The check happens where the connection is made (:class:`GuardedBackend`): the host is resolved
 once, *every* resolved address is checked, and the socket connects to one of those checked
@@ -26,7 +27,7 @@ import certifi
 import httpcore
 import httpx
 
-from mirror.config import WebhookSettings
+from mirror.config import NotificationSettings, WebhookSettings
 from mirror.errors import UsageError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -53,6 +54,11 @@ METADATA_HOSTS = frozenset(
 )  # fmt: skip
 
 
+# The resolver as the standard library has it, for reading numeric hosts: the notification guard
+# (mirror.notify.notifier) later wraps socket.getaddrinfo and calls back into this module.
+_getaddrinfo = socket.getaddrinfo
+
+
 class RefusedAddress(httpcore.ConnectError):
     """The receiver's host is (or resolves to) an address deliveries may not reach."""
 
@@ -61,11 +67,13 @@ class RefusedAddress(httpcore.ConnectError):
 class EgressPolicy:
     allow_private: bool = False
     allow_loopback: bool = True
+    section: str = "webhooks"  # where the settings are, for messages
 
     @classmethod
-    def of(cls, settings: WebhookSettings) -> EgressPolicy:
-        """The policy the ``[webhooks]`` settings ask for."""
-        return cls(settings.allow_private, settings.allow_loopback)
+    def of(cls, settings: WebhookSettings | NotificationSettings) -> EgressPolicy:
+        """The policy a channel's settings (``[webhooks]``, ``[notifications]``) ask for."""
+        section = "webhooks" if isinstance(settings, WebhookSettings) else "notifications"
+        return cls(settings.allow_private, settings.allow_loopback, section)
 
     def refusal(self, address: IPAddress) -> str | None:
         """Why ``address`` may not be reached, or None when it may."""
@@ -74,10 +82,20 @@ class EgressPolicy:
         if _within(address, ALWAYS_REFUSED):
             return f"{address} is a link-local, metadata or reserved address"
         if _within(address, LOOPBACK) and not self.allow_loopback:
-            return f"{address} is a loopback address (webhooks.allow_loopback is off)"
+            return f"{address} is a loopback address ({self.section}.allow_loopback is off)"
         if _within(address, PRIVATE) and not self.allow_private:
-            return f"{address} is a private address (webhooks.allow_private is off)"
+            return f"{address} is a private address ({self.section}.allow_private is off)"
         return None
+
+    def host_refusal(self, host: str) -> str | None:
+        """Why a URL naming ``host`` may not be used, as far as the name shows: a metadata
+        service, or an address however spelt (``2852039166`` and ``0xa9fea9fe`` are
+        169.254.169.254 to the resolver). Other names are resolved and checked at each send."""
+        host = host.rstrip(".").lower()
+        if host in METADATA_HOSTS:
+            return f"{host} is a cloud metadata service"
+        address = literal_address(host)
+        return self.refusal(address) if address is not None else None
 
     def check_url(self, url: str) -> str:
         """``url`` if a subscription may use it, else UsageError saying why not.
@@ -97,17 +115,13 @@ class EgressPolicy:
                 f"webhook URL {url!r}: credentials in the URL are not accepted "
                 "(receivers authenticate deliveries by their signature)"
             )
-        host = hostname.rstrip(".").lower()
-        if host in METADATA_HOSTS:
-            raise UsageError(f"webhook URL {url!r}: {host} is a cloud metadata service")
         try:
             port = parts.port
         except ValueError:
             raise UsageError(f"webhook URL {url!r}: the port is not a number") from None
         if port == 0:
             raise UsageError(f"webhook URL {url!r}: port 0 is not a port")
-        address = _literal(host)
-        if address is not None and (reason := self.refusal(address)):
+        if reason := self.host_refusal(hostname):
             raise UsageError(f"webhook URL {url!r} refused: {reason}")
         return url.strip()
 
@@ -119,7 +133,8 @@ class EgressPolicy:
         for text in found:
             reason = self.refusal(ipaddress.ip_address(text.split("%", 1)[0]))
             if reason:
-                raise RefusedAddress(f"{host} resolves to {reason}")
+                named = literal_address(host) is None
+                raise RefusedAddress(f"{host} resolves to {reason}" if named else reason)
         if not found:
             raise RefusedAddress(f"{host} resolves to no address")
         return found
@@ -129,18 +144,19 @@ def _within(address: IPAddress, networks: Iterable[Any]) -> bool:
     return any(address.version == net.version and address in net for net in networks)
 
 
-def _literal(host: str) -> IPAddress | None:
-    """The address ``host`` spells, in any form the resolver reads as one: ``169.254.169.254``,
-    ``[::1]``, and the decimal, hex, octal and short IPv4 forms (``2852039166``,
-    ``0xa9fea9fe``, ``0251.0376.0251.0376``, ``127.1``) that delivery would connect to."""
+def literal_address(host: str) -> IPAddress | None:
+    """The address ``host`` spells, read as the resolver reads it (decimal, hex and octal
+    IPv4 forms included), without asking DNS; None for a name."""
+    host = host.strip("[]")
     try:
-        return ipaddress.ip_address(host.strip("[]"))
+        return ipaddress.ip_address(host)
     except ValueError:
         pass
     try:
-        return ipaddress.IPv4Address(socket.inet_aton(host))
-    except OSError:  # not a numeric spelling: a name, resolved at every delivery
+        infos = _getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
+    except (OSError, UnicodeError, ValueError):
         return None
+    return ipaddress.ip_address(str(infos[0][4][0]).split("%", 1)[0])
 
 
 async def resolve(host: str, port: int) -> list[str]:

@@ -1,11 +1,13 @@
-"""The fan-out: each new study version in the outbox becomes one delivery per subscription that
-wants it.
+"""The fan-out: each new study version in the outbox becomes one delivery per recipient that
+wants it — a webhook subscription, or a notification target (a message, or a digest item).
 
 The write path stays cheap: ingest writes one ``outbox`` row per new version in the version's
-own transaction and matches nothing. The dispatcher (:mod:`mirror.notify.dispatch`) calls
-:func:`fan_out`, which claims outbox rows, matches them against the active subscriptions, and
-writes one ``webhook_deliveries`` row, with its exact JSON body, per version a subscription wants.
-(subscription, outbox row) is unique, so fanning a row out twice writes nothing new.
+own transaction and matches nothing. The dispatchers (:mod:`mirror.notify.dispatch`) call
+:func:`fan_out`, which claims outbox rows, matches them against the active recipients of every
+channel, and writes, in the same transaction, one ``webhook_deliveries`` row with its exact JSON
+body per version a subscription wants, and one ``notification_deliveries`` row with its message
+(or one ``notification_digest_items`` row with its summary) per version a target wants.
+(recipient, outbox row) is unique, so fanning a row out twice writes nothing new.
 """
 
 from __future__ import annotations
@@ -25,11 +27,19 @@ from sqlalchemy.orm import Session
 
 from mirror.config import Settings
 from mirror.feed import event_dict, glob_regex
+from mirror.notify.messages import summarize, version_message
+from mirror.notify.rules import Rule, parse_rules, passes
 from mirror.record import STUDY_FIELD, ChangeKind, format_instant, utcnow
 from mirror.store import (
+    Base,
     Database,
     DeliveryStatus,
+    DigestItem,
+    DigestPeriod,
+    NotificationDelivery,
+    NotificationTarget,
     OutboxEntry,
+    Study,
     SubscriptionState,
     VersionClassRow,
     Watch,
@@ -96,6 +106,26 @@ class SubscriptionFilter:
         ]  # fmt: skip
 
 
+@dataclass
+class TargetFilter(SubscriptionFilter):
+    """A notification target's filters: a subscription's, plus rules; never first sights."""
+
+    rules: list[Rule]
+    digest: bool
+
+    @classmethod
+    def of_target(cls, target: NotificationTarget) -> TargetFilter:
+        return cls(
+            target.id, target.after_outbox_id, frozenset(target.nct_ids),
+            frozenset(target.watches), glob_regex(target.fields), frozenset(), False,
+            glob_regex(target.classes), parse_rules(target.rules),
+            target.digest is not DigestPeriod.OFF,
+        )  # fmt: skip
+
+    def wants_classes(self, classes: Sequence[Mapping[str, Any]]) -> bool:
+        return super().wants_classes(classes) and passes(self.rules, classes)
+
+
 def event_type(events: Sequence[Event]) -> str:
     """``study.removed`` / ``study.created`` / ``study.changed``, from all of a version's events."""
     study_events = {e["kind"] for e in events if e["field"] == STUDY_FIELD}
@@ -110,12 +140,14 @@ def event_type(events: Sequence[Event]) -> str:
 class Links:
     page_base: str  # pages.canonical_base_url
     api_base: str  # webhooks.api_base_url
+    site_base: str  # notifications.base_url
 
     @classmethod
     def of(cls, settings: Settings) -> Links:
         return cls(
             settings.pages.canonical_base_url.rstrip("/"),
             settings.webhooks.api_base_url.rstrip("/"),
+            settings.notifications.base_url.rstrip("/"),
         )
 
     def of_version(self, nct_id: str, version: int) -> dict[str, str]:
@@ -153,10 +185,21 @@ def payload(
 @dataclass
 class _Batch:
     entries: list[OutboxEntry]
-    filters: list[SubscriptionFilter]
+    filters: list[SubscriptionFilter]  # webhook subscriptions' and notification targets'
     watches: dict[int, frozenset[str]] = field(default_factory=dict)
     events: dict[tuple[int, int], list[Event]] = field(default_factory=dict)
     classes: dict[tuple[int, int], list[dict[str, Any]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """A version a recipient wants, with the events it chose."""
+
+    entry: OutboxEntry
+    recipient: SubscriptionFilter
+    events: list[Event]  # all of the version's
+    chosen: list[Event]
+    classes: list[dict[str, Any]]
 
 
 def fan_out(db: Database, links: Links, limit: int = 500) -> tuple[int, int]:
@@ -177,12 +220,22 @@ def fan_out(db: Database, links: Links, limit: int = 500) -> tuple[int, int]:
         )
         if not entries:
             return 0, 0
-        active = session.scalars(
-            select(WebhookSubscription).where(WebhookSubscription.state == SubscriptionState.ACTIVE)
+        active = SubscriptionState.ACTIVE
+        subscriptions = session.scalars(
+            select(WebhookSubscription).where(WebhookSubscription.state == active)
         )
-        batch = _Batch(entries, [SubscriptionFilter.of(s) for s in active])
-        rows = _plan(session, batch, links) if batch.filters else []
-        written = _insert_deliveries(session, rows)
+        targets = session.scalars(
+            select(NotificationTarget).where(NotificationTarget.state == active)
+        )
+        filters = [SubscriptionFilter.of(s) for s in subscriptions]
+        filters += [TargetFilter.of_target(t) for t in targets]
+        batch = _Batch(entries, filters)
+        choices = _plan(session, batch) if batch.filters else []
+        people = [c for c in choices if isinstance(c.recipient, TargetFilter)]
+        webhooks = [c for c in choices if not isinstance(c.recipient, TargetFilter)]
+        rows = _webhook_rows(webhooks, links)
+        written = _insert(session, WebhookDelivery, "subscription_id", rows)
+        written += _notify(session, people, links)
         session.execute(
             update(OutboxEntry)
             .where(OutboxEntry.id.in_([e.id for e in entries]))
@@ -191,7 +244,7 @@ def fan_out(db: Database, links: Links, limit: int = 500) -> tuple[int, int]:
     return len(entries), written
 
 
-def _plan(session: Session, batch: _Batch, links: Links) -> list[dict[str, Any]]:
+def _plan(session: Session, batch: _Batch) -> list[_Choice]:
     if any(f.watches for f in batch.filters):
         batch.watches = _watch_names(session, {e.study_id for e in batch.entries})
     pairs = [
@@ -201,18 +254,57 @@ def _plan(session: Session, batch: _Batch, links: Links) -> list[dict[str, Any]]
     pairs = [(entry, filters) for entry, filters in pairs if filters]
     batch.events = _events(session, [entry for entry, _ in pairs], batch.filters)
     batch.classes = _classes(session, [entry for entry, _ in pairs])
-    now = utcnow()
-    rows = []
+    choices = []
     for entry, filters in pairs:
         events = batch.events.get((entry.study_id, entry.version), [])
         classes = batch.classes.get((entry.study_id, entry.version), [])
         for flt in filters:
             chosen = flt.select(events) if flt.wants_classes(classes) else []
             if chosen:
-                message_id = f"msg_{uuid.uuid4().hex}"
-                body = payload(message_id, entry, events, chosen, links, classes)
-                rows.append(_delivery_row(flt.id, entry, events, message_id, body, now))
+                choices.append(_Choice(entry, flt, events, chosen, classes))
+    return choices
+
+
+def _webhook_rows(choices: Sequence[_Choice], links: Links) -> list[dict[str, Any]]:
+    rows = []
+    now = utcnow()
+    for c in choices:
+        message_id = f"msg_{uuid.uuid4().hex}"
+        body = payload(message_id, c.entry, c.events, c.chosen, links, c.classes)
+        rows.append(_delivery_row(c.recipient.id, c.entry, c.events, message_id, body, now))
     return rows
+
+
+def _notify(session: Session, choices: Sequence[_Choice], links: Links) -> int:
+    """A message per version for immediate targets, a digest item for digest targets."""
+    if not choices:
+        return 0
+    titles = dict(
+        session.execute(
+            select(Study.id, Study.title).where(Study.id.in_({c.entry.study_id for c in choices}))
+        ).all()
+    )
+    now = utcnow()
+    messages, items = [], []
+    for c in choices:
+        entry = c.entry
+        summary = summarize(entry.nct_id, entry.version, titles.get(entry.study_id), c.chosen,
+                            c.classes)  # fmt: skip
+        row = {"target_id": c.recipient.id, "outbox_id": entry.id, "nct_id": entry.nct_id,
+               "version": entry.version}  # fmt: skip
+        assert isinstance(c.recipient, TargetFilter)
+        if c.recipient.digest:
+            items.append(row | {"summary": summary.as_json(), "created_at": now})
+            continue
+        message = version_message(summary, links.site_base)
+        messages.append(row | {
+            "message_id": f"msg_{uuid.uuid4().hex}", "changes": 1, "title": message.title,
+            "body_text": message.text, "body_markdown": message.markdown,
+            "status": DeliveryStatus.PENDING, "attempts": 0, "created_at": now,
+            "next_attempt_at": now,
+        })  # fmt: skip
+    written = _insert(session, NotificationDelivery, "target_id", messages)
+    return written + _insert(session, DigestItem, "target_id", items)
 
 
 def _of(batch: _Batch, entry: OutboxEntry) -> frozenset[str]:
@@ -279,13 +371,13 @@ def _classes(
     return found
 
 
-def _insert_deliveries(session: Session, rows: list[dict[str, Any]]) -> int:
+def _insert(session: Session, model: type[Base], recipient: str, rows: list[dict[str, Any]]) -> int:
+    """Insert delivery (or digest item) rows; one a recipient already has for the same outbox
+    row is skipped by the unique key."""
     if not rows:
         return 0
     dialect = session.get_bind().dialect.name
     module = postgresql if dialect == "postgresql" else sqlite
-    insert = module.insert(WebhookDelivery).on_conflict_do_nothing(
-        index_elements=["subscription_id", "outbox_id"]
-    )
+    insert = module.insert(model).on_conflict_do_nothing(index_elements=[recipient, "outbox_id"])
     session.execute(insert, rows)
-    return len(rows)  # planned; a row fanned out before is skipped by the unique key
+    return len(rows)  # planned; a row fanned out before is skipped

@@ -22,15 +22,18 @@ POOL_SIZE = 4
 
 @dataclass(frozen=True)
 class SendResult:
-    """What one POST to a receiver came to."""
+    """What one attempt came to: a receiver's HTTP answer, or a service's yes or no."""
 
     status_code: int | None
     body: str = ""
     error: str | None = None
     seconds: float = 0.0
+    accepted: bool | None = None  # the service's answer, for channels without an HTTP status
 
     @property
     def ok(self) -> bool:
+        if self.accepted is not None:
+            return self.accepted
         return self.status_code is not None and 200 <= self.status_code < 300
 
     def describe(self) -> str:

@@ -76,21 +76,37 @@ def add_subscription(
     """Create a subscription; returns it and its secret (the only time the secret is shown)."""
     secret = _check_secret(spec.secret) if spec.secret else _new_secret()
     kinds = [ChangeKind(k).value for k in _valid_kinds(spec.kinds)]
+    url = policy.check_url(spec.url)
     with db.write() as session:
-        _check_watches(session, spec.watches)
-        start = session.scalar(select(func.max(OutboxEntry.id))) or 0
-        sub = WebhookSubscription(
-            url=policy.check_url(spec.url), secret=secret, state=SubscriptionState.ACTIVE,
-            nct_ids=list(dict.fromkeys(parse_nct_id(n) for n in spec.nct_ids)),
-            watches=list(dict.fromkeys(spec.watches)), fields=_valid_globs(spec.fields),
-            kinds=kinds, include_initial=spec.include_initial, created_at=utcnow(),
-            classes=_valid_globs(spec.classes, "class"),
-            after_outbox_id=start, consecutive_dead=0,
-        )  # fmt: skip
+        shared = recipient_columns(session, spec.nct_ids, spec.watches, spec.fields, spec.classes)
+        sub = WebhookSubscription(url=url, secret=secret, kinds=kinds,
+                                  include_initial=spec.include_initial, **shared)  # fmt: skip
         session.add(sub)
         session.flush()
     log.info("webhook.subscribed", subscription_id=sub.id, url=sub.url)
     return sub, secret
+
+
+def recipient_columns(
+    session: Session,
+    nct_ids: Sequence[str],
+    watches: Sequence[str],
+    fields: Sequence[str],
+    classes: Sequence[str],
+) -> dict[str, Any]:
+    """The columns of a new recipient (subscription, target), its filters checked: active,
+    and receiving the versions recorded from now on."""
+    _check_watches(session, watches)
+    return {
+        "state": SubscriptionState.ACTIVE,
+        "nct_ids": list(dict.fromkeys(parse_nct_id(n) for n in nct_ids)),
+        "watches": list(dict.fromkeys(watches)),
+        "fields": _valid_globs(fields),
+        "classes": _valid_globs(classes, "class"),
+        "created_at": utcnow(),
+        "after_outbox_id": session.scalar(select(func.max(OutboxEntry.id))) or 0,
+        "consecutive_dead": 0,
+    }
 
 
 def _valid_kinds(kinds: Iterable[str]) -> list[str]:

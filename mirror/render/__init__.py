@@ -3,16 +3,19 @@ Atom feed and the SVG timeline.
 """
 
 from mirror.render.atom import atom_feed
-from mirror.render.class_text import class_label, class_line
-from mirror.render.describe import change_line, short_value
+from mirror.render.class_text import class_label, class_line, class_text
+from mirror.render.describe import change_line, change_text, elide, short_value
 from mirror.render.pages import render_html, render_markdown
 from mirror.render.timeline_svg import timeline_chart
 
 __all__ = [
     "atom_feed",
     "change_line",
+    "change_text",
     "class_label",
     "class_line",
+    "class_text",
+    "elide",
     "render_html",
     "render_markdown",
     "short_value",

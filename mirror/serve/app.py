@@ -33,6 +33,7 @@ from mirror.errors import MirrorError
 from mirror.record import format_instant
 from mirror.serve import feed as api_feed
 from mirror.serve import metrics
+from mirror.serve import notifications as api_notifications
 from mirror.serve import studies as api_studies
 from mirror.serve import watches as api_watches
 from mirror.serve import webhooks as api_webhooks
@@ -46,6 +47,7 @@ ROUTERS: list[APIRouter] = [
     api_studies.router,
     api_watches.router,
     api_webhooks.router,
+    api_notifications.router,
 ]
 
 DESCRIPTION = """\

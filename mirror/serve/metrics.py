@@ -26,7 +26,10 @@ from mirror.record import utcnow
 from mirror.store import (
     Database,
     DeliveryStatus,
+    DigestItem,
     JobStatus,
+    NotificationDelivery,
+    NotificationTarget,
     OutboxEntry,
     RunStatus,
     Study,
@@ -134,7 +137,32 @@ def _subscription_and_job_metrics(session: Session) -> Iterator[Metric]:
     )  # fmt: skip
 
 
-DEFAULT_COLLECTORS: tuple[DbCollector, ...] = (mirror_counts, sync_runs, webhook_metrics)
+def notification_metrics(session: Session) -> Iterator[Metric]:
+    """Notifications by status, the queue depth, targets, versions waiting for a digest."""
+    deliveries, by_status = _by_value(
+        session, NotificationDelivery.status, DeliveryStatus,
+        "ctmirror_notification_deliveries", "Notifications for people by status.", "status",
+    )  # fmt: skip
+    yield deliveries
+    yield GaugeMetricFamily(
+        "ctmirror_notification_queue_depth",
+        "Notifications waiting for an attempt (pending or failed).",
+        value=sum(by_status.get(s, 0) for s in RETRYING),
+    )
+    yield _by_value(
+        session, NotificationTarget.state, SubscriptionState,
+        "ctmirror_notification_targets", "Notification targets by state.", "state",
+    )[0]  # fmt: skip
+    waiting = select(func.count()).where(DigestItem.delivery_id.is_(None))
+    yield GaugeMetricFamily(
+        "ctmirror_notification_digest_backlog", "Study versions waiting for their digest.",
+        value=session.scalar(waiting) or 0,
+    )  # fmt: skip
+
+
+DEFAULT_COLLECTORS: tuple[DbCollector, ...] = (
+    mirror_counts, sync_runs, webhook_metrics, notification_metrics,
+)  # fmt: skip
 
 
 class _DatabaseCollector(Collector):

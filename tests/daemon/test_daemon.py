@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_helpers import ROOT, RunningDaemon, deliveries, jobs, log_events, spawn_daemon
+from daemon_helpers import (
+    ROOT,
+    RunningDaemon,
+    deliveries,
+    jobs,
+    log_events,
+    spawn_daemon,
+    terminate,
+)
 from daemon_helpers import wait_until as wait
 from fake_ctgov import FakeCtgov, all_study_ids
 from helpers import STUDY, count, orphans, put_real, runs
@@ -267,7 +275,7 @@ def test_second_daemon_does_not_duplicate_work(
             settled = wait(lambda: _all_delivered(app, 3), timeout=40)
             time.sleep(1)  # time enough for a duplicate, were there one
         finally:
-            codes = _terminate(daemons)
+            codes = terminate(daemons)
         ids = receiver.delivered_ids()
     assert settled and codes == [0, 0]
     roles = sorted(e["role"] for p in logs for e in log_events(p) if e["event"] == "daemon.role")
@@ -339,20 +347,6 @@ def _policy() -> EgressPolicy:
 def _all_delivered(app: App, n: int) -> bool:
     rows = deliveries(app.db)
     return len(rows) == n and all(d.status is DeliveryStatus.DELIVERED for d in rows)
-
-
-def _terminate(daemons: list[subprocess.Popen[bytes]]) -> list[int | None]:
-    for daemon in daemons:
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-    codes = []
-    for daemon in daemons:
-        try:
-            codes.append(daemon.wait(timeout=10))
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            codes.append(None)
-    return codes
 
 
 # -- runs in parts ------------------------------------------------------------------------------
