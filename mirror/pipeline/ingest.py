@@ -201,7 +201,7 @@ class Ingestor:
             raise MalformedRecord(f"cannot be stored as JSON ({exc})", obs.nct_id) from None
         if record.get("identification.nctId") not in (None, obs.nct_id):
             raise MalformedRecord("record carries a different nctId", obs.nct_id)
-        source_date = obs.source_date or _text(record.get("status.lastUpdatePostDate"))
+        source_date = obs.source_date or _text(record.get("status.lastUpdatePostDate"), 10)
         return Prepared(obs, record, encoded, parts, content_hash(parts), source_date, fingerprint)
 
     def _item(self, obs: Observation, head: StudyHead | None) -> Item:
@@ -500,21 +500,19 @@ def _content_columns(item: Prepared | None) -> dict[str, Any]:
         "part_hashes": parts,
         "source_date": item.source_date,
         "title": _title(item.record),
-        "overall_status": _text(item.record.get("status.overallStatus")),
+        "overall_status": _text(item.record.get("status.overallStatus"), 40),
     }
 
 
 def _title(record: Canonical) -> str | None:
-    title = _text(
-        record.get("identification.briefTitle") or record.get("identification.officialTitle")
-    )
-    return title[:1000] if title else None
+    title = record.get("identification.briefTitle") or record.get("identification.officialTitle")
+    return title[:1000] if isinstance(title, str) else None
 
 
-def _text(value: Any) -> str | None:
-    """A text column's value: strings as they are; anything else (a record with a field of the
-    wrong type) is not guessed at."""
-    return value if isinstance(value, str) else None
+def _text(value: Any, size: int = 1000) -> str | None:
+    """A text column's value: a string that fits its column; anything else (a record with a
+    field of the wrong type or length, stored as sent) is not guessed at."""
+    return value if isinstance(value, str) and len(value) <= size else None
 
 
 def _unchanged_by_fingerprint(print_: str, head: StudyHead | None) -> bool:

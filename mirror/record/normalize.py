@@ -44,6 +44,8 @@ DEFAULT_IGNORE: tuple[str, ...] = ("derived.*",)
 # How deep a record may nest: real ones reach about 10 levels; every output (an event inside a
 # feed page inside a response) must still serialize what is stored, and orjson stops at 255.
 MAX_DEPTH: Final = 64
+# The longest field path stored (a site's path holds its facility name): real ones stay under 300.
+MAX_PATH: Final = 512
 _RENAMED_GET: Final = dict(RENAMED).get  # a plain dict's get: the hot loop looks up every path
 _IDENTITY_GET: Final = dict(IDENTITY_KEYS).get
 _SCALAR_TYPES: Final = frozenset({str, int, float, bool})
@@ -76,6 +78,9 @@ def normalize(study: Mapping[str, Any], ignore: Sequence[str] = ()) -> Canonical
         raise MalformedRecord(exc.reason, nct_id) from None
     except RecursionError:
         raise MalformedRecord(f"nests more than {MAX_DEPTH} levels deep", nct_id) from None
+    if (longest := max(map(len, out), default=0)) > MAX_PATH:
+        reason = f"a field path is {longest} characters long (at most {MAX_PATH})"
+        raise MalformedRecord(reason, nct_id)
     return dict(_kept(sorted(out.items()), patterns))
 
 

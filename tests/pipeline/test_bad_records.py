@@ -38,7 +38,19 @@ json_values = st.recursive(
     | st.integers(min_value=-(2**70), max_value=2**70)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(alphabet=st.characters(codec="utf-8"), max_size=12)
-    | st.sampled_from(["", "a\x00b", "\x00", "<p>* one\n* two</p>", "&amp;", "NCT1"]),
+    | st.sampled_from(
+        [
+            "",
+            "a\x00b",
+            "\x00",
+            "<p>* one\n* two</p>",
+            "&amp;",
+            "NCT1",
+            "x" * 600,
+            "2026-06-01T00:00:00Z",
+            "RECRUITING " * 5,
+        ]
+    ),  # fmt: skip
     lambda children: (
         st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
     ),

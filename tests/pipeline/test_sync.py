@@ -615,3 +615,24 @@ def test_a_merged_study_names_the_study_it_became(fake: FakeCtgov, run: Any, app
         detail = api.json(f"/v1/studies/{STUDY}")
     assert f'Merged into <a href="{OTHER}.html">{OTHER}</a>' in html
     assert (detail["state"], detail["alias_of"]) == ("moved", OTHER)
+
+
+def test_values_too_long_for_their_columns_never_break_a_write(fake: FakeCtgov, app: App) -> None:
+    """A site named with 600 characters fails alone (its field path would be too long); a status
+    of 55 characters and a timestamp for a date are stored, leaving those columns empty."""
+    fake.edit(STUDY, lambda s: module(s, "contactsLocationsModule")["locations"][0].update(
+        facility="x" * 600))  # fmt: skip
+    fake.edit(OTHER, lambda s: module(s, "statusModule").update(
+        overallStatus="RECRUITING " * 5,
+        lastUpdatePostDateStruct={"date": "2026-06-01T00:00:00Z"}))  # fmt: skip
+    summary = sync_ids(app, STUDY, OTHER)
+    assert (summary.counts["new"], summary.counts["failed"]) == (1, 1)
+    ((nct_id, error),) = summary.failures
+    assert nct_id == STUDY
+    assert re.fullmatch(
+        f"malformed study record {STUDY}: a field path is 6[0-9][0-9] characters long "
+        r"\(at most 512\)",
+        error,
+    )
+    row = study_row(app.db, OTHER)
+    assert (row.overall_status, row.source_date) == (None, None)
