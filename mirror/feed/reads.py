@@ -127,12 +127,10 @@ class VersionInfo:
 
 
 def history(db: Database, nct_id: str) -> tuple[Study, list[VersionInfo]]:
-    """Every stored version of a study, oldest first, with the fields each one changed."""
+    """Every stored version of a study, oldest first in time, with the fields each changed."""
     with db.session() as session:
         study = get_study(session, nct_id)
-        versions = session.scalars(
-            select(StudyVersion).where(StudyVersion.study_id == study.id).order_by("version")
-        ).all()
+        versions = _in_time(session, study)
         fields = study_fields(session, study.id)
         infos = [
             VersionInfo(
@@ -170,12 +168,9 @@ def _study_timeline(
     up_to: int | None = None,
     classes: dict[int, list[dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
-    """:func:`timeline` of a loaded study, up to version ``up_to`` (default: all); ``classes``:
-    its :func:`version_classes`, when the caller has them already."""
-    query = select(StudyVersion).where(StudyVersion.study_id == study.id)
-    if up_to is not None:
-        query = query.where(StudyVersion.version <= up_to)
-    versions = session.scalars(query.order_by(StudyVersion.version)).all()
+    """:func:`timeline` of a loaded study, up to version ``up_to`` in time (default: all);
+    ``classes``: its :func:`version_classes`, when the caller has them already."""
+    versions = _in_time(session, study, up_to)
     if classes is None:
         classes = version_classes(session, study.id)
     return [
@@ -211,15 +206,26 @@ def _snapshot(version: StudyVersion) -> dict[str, Any] | None:
     return {key: record.get(path) for key, path in SNAPSHOT_FIELDS.items()}
 
 
+def _in_time(session: Session, study: Study, up_to: int | None = None) -> list[StudyVersion]:
+    """The study's versions in the order of its history (``StudyVersion.in_time``), those
+    up to version ``up_to`` when given."""
+    versions = sorted(
+        session.scalars(select(StudyVersion).where(StudyVersion.study_id == study.id)),
+        key=lambda v: v.in_time,
+    )
+    if up_to is not None:
+        cut = next((i for i, v in enumerate(versions) if v.version == up_to), len(versions))
+        versions = versions[: cut + 1]
+    return versions
+
+
 def _load_version(session: Session, study: Study, version: int | None = None) -> StudyVersion:
-    """Version ``version`` of a study, or its newest version that has content."""
-    query = select(StudyVersion).where(StudyVersion.study_id == study.id)
-    if version is None:
-        query = query.where(StudyVersion.canonical.is_not(None))
-        query = query.order_by(StudyVersion.version.desc()).limit(1)
-    else:
-        query = query.where(StudyVersion.version == version)
-    found = session.scalar(query)
+    """Version ``version`` of a study, or the one holding its current content."""
+    wanted = study.content_version if version is None else version
+    query = select(StudyVersion).where(
+        StudyVersion.study_id == study.id, StudyVersion.version == wanted
+    )
+    found = session.scalar(query) if wanted is not None else None
     if found is None:
         which = f"version {version}" if version is not None else "stored record"
         held = f"1..{study.latest_version}" if study.latest_version else "none"
@@ -336,12 +342,13 @@ def page_input(
     with db.session() as session:
         study, stored, raw = _with_raw(session, nct_id, version)
         window = datetime.now(UTC) - timedelta(days=settings.recent_days)
+        shown = {v.version for v in _in_time(session, study, stored.version)}
         events = [
             e for e in _recent_events(session, study, window, settings.recent_fields)
-            if e.version <= stored.version
+            if e.version in shown
         ]  # fmt: skip
         by_version = version_classes(session, study.id)
-        classes = _recent_classes(session, study, window, stored.version, by_version)
+        classes = _recent_classes(session, study, window, shown, by_version)
         return PageInput(
             orjson.loads(raw), study.nct_id, stored.version, study.last_seen_at, events,
             classes, _study_timeline(session, study, stored.version, by_version),
@@ -353,21 +360,19 @@ def _recent_classes(
     session: Session,
     study: Study,
     since: datetime,
-    up_to: int,
+    shown: set[int],
     classes: dict[int, list[dict[str, Any]]],
 ) -> list[dict[str, Any]]:
+    """The classes of the ``shown`` versions observed since ``since``, newest first."""
     rows = session.execute(
         select(StudyVersion.version, StudyVersion.observed_at)
-        .where(
-            StudyVersion.study_id == study.id,
-            StudyVersion.observed_at >= since,
-            StudyVersion.version <= up_to,
-        )
-        .order_by(StudyVersion.version.desc())
+        .where(StudyVersion.study_id == study.id, StudyVersion.observed_at >= since)
+        .order_by(StudyVersion.observed_at.desc(), StudyVersion.version.desc())
     ).all()
     return [
         {"version": version, "observed_at": observed_at, **c}
         for version, observed_at in rows
+        if version in shown
         for c in classes.get(version, [])
     ]
 

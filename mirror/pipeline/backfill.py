@@ -5,18 +5,18 @@ and each of its versions (``{history_base}/studies/{nct}/history/{v}``), and sto
 version as a study version: origin ``history``, source date the registry's date, observed at that
 date's midnight (UTC), with its field events and change classes derived from the version before.
 
-Merging with what the mirror observed itself:
+Merging with what the mirror observed itself (docs/history.md):
 
 - A registry version is stored once: ``study_versions.registry_version`` is unique per study, so a
   re-run skips what is stored, and an interrupted run resumes where it stopped (versions are
   written every ``CHUNK`` requests, so an interruption loses at most one chunk of requests).
 - A version the mirror observed live that equals a registry version (same content hash, and the
   same date or both the newest) *is* that version: it gets the registry's number, not a twin.
-- Registry versions newer than everything stored are appended: version numbers continue, and a
-  later live sync continues after them. Registry versions older than versions observed live are
-  put before those: the study's versions are renumbered in registry order and its events and
-  classes derived again (they get new feed ids, so the feed holds the study's past once, in
-  order). Such a study is fetched whole before anything is written.
+- Nothing stored is renumbered or rewritten: registry versions get the next version numbers,
+  whatever their date, with events and classes against the version before them in time
+  (``StudyVersion.in_time``). The first version observed live, stored as a first sight, gets
+  what changed into it from its new predecessor as new events. The study's present
+  (``content_version``) moves only to a registry version newer than anything observed.
 
 Backfilled versions are never delivered to webhooks: they describe the past.
 """
@@ -36,7 +36,7 @@ import orjson
 import structlog
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from mirror.config import Settings
 from mirror.errors import MirrorError, NotFound, UsageError
@@ -56,7 +56,6 @@ from mirror.store import (
     ChangeEvent,
     Database,
     EventBlock,
-    OutboxEntry,
     Study,
     StudyState,
     StudyVersion,
@@ -67,6 +66,7 @@ from mirror.store import (
     block_row,
     class_rows,
     decompress,
+    in_time,
 )
 
 log = structlog.get_logger(__name__)
@@ -163,7 +163,8 @@ class Backfiller:
         missing = [e for e in entries if e.version not in stored]
         counts = Counter({"present": len(entries) - len(missing)})
         newest = entries[-1].version if entries else None
-        # Versions observed live may have to move behind older registry versions: one write.
+        # Beside versions observed live, the whole past goes in one write: the first of them
+        # then learns the version right before it, once (HistoryWriter._plan_known_past).
         size = max(len(missing), 1) if has_live else CHUNK
         for start in range(0, len(missing), size):
             chunk = missing[start : start + size]
@@ -203,9 +204,10 @@ class Backfiller:
 class _Slot:
     """One version in the study's merged sequence: a stored row, or a registry version to add."""
 
-    key: tuple[str, int, int]
+    key: tuple[str, datetime, int]  # its place in time (StudyVersion.in_time)
     row: StudyVersion | None = None
     item: Prepared | None = None
+    version: int = 0  # a new one's number, given when it is planned
     _record: Canonical | None = None
 
     @property
@@ -265,65 +267,43 @@ class HistoryWriter:
         study = session.scalar(select(Study).where(Study.nct_id == nct_id)) or _new_study(
             session, nct_id
         )
-        rows = list(
-            session.scalars(
-                select(StudyVersion)
-                .where(StudyVersion.study_id == study.id)
-                .order_by(StudyVersion.version)
-            )
-        )
+        rows = list(session.scalars(select(StudyVersion).where(StudyVersion.study_id == study.id)))
         present = {r.registry_version for r in rows if r.registry_version is not None}
         items = [i for i in items if i.obs.registry_version not in present]
-        items, merged = _match_observed(rows, items, newest)
-        slots = _slots(rows)
-        last_key = max((s.key for s in slots), default=("", 0, 0))
-        new_slots = [_Slot(_item_key(i), item=i) for i in items]
+        items, merged = _match_observed(sorted(rows, key=lambda r: r.version), items, newest)
+        history = sorted(
+            [_Slot(r.in_time, row=r) for r in rows] + [_Slot(_item_time(i), item=i) for i in items],
+            key=lambda slot: slot.key,
+        )
         counts = Counter({"merged": merged, "versions": len(items)})
-        if all(s.key >= last_key for s in new_slots):
-            counts["events"] = self._append(session, study, slots, new_slots)
-        else:
-            counts["events"] = self._rebuild(session, study, _insert(slots, new_slots))
+        counts["events"] = self._add(session, study, history)
         return counts
 
-    def _append(self, session: Session, study: Study, slots: list[_Slot], new: list[_Slot]) -> int:
-        if not new:
-            return 0
-        before = [s for s in slots if s.has_content]
-        previous = before[-1] if before else None
-        gone = bool(slots) and not slots[-1].has_content
+    def _add(self, session: Session, study: Study, history: list[_Slot]) -> int:
+        """Store the new slots of ``history`` (the study's versions in time order) after every
+        stored version number, each with its events and classes against the version before it
+        in time. Stored versions, their numbers and their events stay as they are: what has
+        been shown of them keeps its meaning (docs/history.md)."""
         writes = Writes()
-        version = study.latest_version
-        for slot in new:
-            version += 1
-            self._plan(writes, study, version, slot, previous, gone=gone)
-            previous, gone = slot, False
-        events = _event_count(writes)
-        self._finish(session, study, writes, [*slots, *new])
-        return events
-
-    def _rebuild(self, session: Session, study: Study, slots: list[_Slot]) -> int:
-        """Renumber the study's versions in registry order and derive its events again."""
-        session.execute(delete(ChangeEvent).where(ChangeEvent.study_id == study.id))
-        session.execute(delete(EventBlock).where(EventBlock.study_id == study.id))
-        session.execute(delete(VersionClassRow).where(VersionClassRow.study_id == study.id))
-        numbers = {s.row.version: n for n, s in enumerate(slots, start=1) if s.row}
-        _renumber(session, study.id, numbers)
-        writes = Writes()
+        number = study.latest_version
         previous: _Slot | None = None
         gone = False
-        for number, slot in enumerate(slots, start=1):
-            if slot.row is not None and not slot.has_content:
-                change = FieldChange(STUDY_FIELD, ChangeKind.REMOVED, None, None)
-                writes.events += self.ingestor.event_rows(
-                    study.id, study.nct_id, number, [change], slot.row.observed_at,
-                    slot.row.source_date, False,
-                )  # fmt: skip
-                gone = True
+        for slot in history:
+            if slot.item is None:
+                if previous is not None and previous.item is not None and _first_sight(slot):
+                    self._plan_known_past(writes, study, slot, previous)
+                previous = slot if slot.has_content else previous
+                gone = not slot.has_content
                 continue
+            number += 1
+            slot.version = number
             self._plan(writes, study, number, slot, previous, gone=gone)
             previous, gone = slot, False
+        if number == study.latest_version:
+            return 0
         events = _event_count(writes)
-        self._finish(session, study, writes, slots)
+        self.ingestor.flush(session, writes)
+        self._point_at_present(session, study, history, number)
         return events
 
     def _plan(
@@ -336,59 +316,69 @@ class HistoryWriter:
         *,
         gone: bool,
     ) -> None:
-        record = slot.record()
+        assert slot.item is not None
+        record, obs = slot.record(), slot.item.obs
         if previous is None:
             changes = initial_changes(record)
         else:
             changes = diff_records(previous.record(), record, previous.parts(), slot.parts())
         if gone:
             changes.insert(0, FieldChange(STUDY_FIELD, ChangeKind.ADDED, None, None))
-        if slot.item is not None:
-            obs = slot.item.obs
-            writes.versions.append(
-                self.ingestor.version_row(
-                    study.id, study.nct_id, version, obs.observed_at, slot.item, obs.source_date
-                )
+        writes.versions.append(
+            self.ingestor.version_row(
+                study.id, study.nct_id, version, obs.observed_at, slot.item, obs.source_date
             )
-            observed_at, source_date = obs.observed_at, obs.source_date
-        else:
-            assert slot.row is not None
-            observed_at, source_date = slot.row.observed_at, slot.row.source_date
-        if previous is None:  # a first version: its events are a block (mirror.store.blocks)
+        )
+        if previous is None:  # a first version in time: its events are a block (store.blocks)
             fields = [c.field for c in changes]
             writes.blocks.append(
-                block_row(study.id, study.nct_id, version, observed_at, source_date, fields)
+                block_row(study.id, study.nct_id, version, obs.observed_at, obs.source_date, fields)
             )
             return
         writes.events += self.ingestor.event_rows(
-            study.id, study.nct_id, version, changes, observed_at, source_date, False
+            study.id, study.nct_id, version, changes, obs.observed_at, obs.source_date, False
         )
         writes.classes += class_rows(
             study.id, study.nct_id, version, classify(previous.record(), record)
         )
 
-    def _finish(self, session: Session, study: Study, writes: Writes, slots: list[_Slot]) -> None:
-        """Write what was planned and point the study at its newest version."""
-        self.ingestor.flush(session, writes)
-        newest = [s for s in slots if s.has_content][-1]
-        record = newest.record()
-        values: dict[str, Any] = {"latest_version": len(slots)}
-        if slots[-1].has_content:
-            values |= {"state": StudyState.ACTIVE, "alias_of": None}
-        if newest.item is not None:
-            values |= {"content_hash": newest.item.hash, "part_hashes": newest.item.parts}
-        else:
-            assert newest.row is not None
-            row = newest.row
-            values |= {"content_hash": row.content_hash, "part_hashes": row.part_hashes}
-        title = record.get("identification.briefTitle") or record.get(
-            "identification.officialTitle"
+    def _plan_known_past(self, writes: Writes, study: Study, slot: _Slot, previous: _Slot) -> None:
+        """The study's first version as the mirror saw it (its events are first-sight ones) now
+        has a past: what changed from the version before it joins its events, with new ids,
+        and its classes. Nothing it had is touched."""
+        assert slot.row is not None
+        row, record = slot.row, slot.record()
+        changes = diff_records(previous.record(), record, previous.parts(), slot.parts())
+        writes.events += self.ingestor.event_rows(
+            study.id, study.nct_id, row.version, changes, row.observed_at, row.source_date, False
         )
-        values |= {
-            "source_date": record.get("status.lastUpdatePostDate"),
-            "title": str(title)[:1000] if title else None,
-            "overall_status": record.get("status.overallStatus"),
-        }
+        writes.classes += class_rows(
+            study.id, study.nct_id, row.version, classify(previous.record(), record)
+        )
+
+    def _point_at_present(
+        self, session: Session, study: Study, history: list[_Slot], latest: int
+    ) -> None:
+        """The study's newest number, and its present: moved only when the newest version in
+        time is one just stored (a registry version the mirror had not seen live yet)."""
+        values: dict[str, Any] = {"latest_version": latest}
+        present = history[-1]
+        if present.item is not None:
+            record, item = present.record(), present.item
+            title = record.get("identification.briefTitle") or record.get(
+                "identification.officialTitle"
+            )
+            status = record.get("status.overallStatus")
+            values |= {
+                "state": StudyState.ACTIVE,
+                "alias_of": None,
+                "content_version": present.version,
+                "content_hash": item.hash,
+                "part_hashes": item.parts,
+                "source_date": item.source_date,
+                "title": title[:1000] if isinstance(title, str) else None,
+                "overall_status": status if isinstance(status, str) and len(status) <= 40 else None,
+            }
         session.execute(update(Study).where(Study.id == study.id).values(**values))
 
 
@@ -427,46 +417,28 @@ def _match_observed(
     return rest, merged
 
 
-def _slots(rows: list[StudyVersion]) -> list[_Slot]:
-    """The stored versions in order, each with its place in registry order."""
-    slots: list[_Slot] = []
-    for row in rows:
-        if row.registry_version is not None:
-            key = (row.source_date or "", 0, row.registry_version)
-        elif row.canonical is None:  # a tombstone stays right after the version before it
-            previous = slots[-1].key if slots else ("", 0, 0)
-            key = (previous[0], 2, row.version)
-        else:
-            key = (row.source_date or "9999-12-31", 1, row.version)
-        slots.append(_Slot(key, row=row))
-    return slots
+def _first_sight(slot: _Slot) -> bool:
+    """A stored version with content whose events are its first sight (it had no version
+    before it in time when it was stored)."""
+    row = slot.row
+    if row is None or row.canonical is None:
+        return False
+    session = object_session(row)
+    assert session is not None
+    blocks = select(EventBlock.first_id).where(
+        EventBlock.study_id == row.study_id, EventBlock.version == row.version
+    )
+    initial = select(ChangeEvent.id).where(
+        ChangeEvent.study_id == row.study_id,
+        ChangeEvent.version == row.version,
+        ChangeEvent.initial.is_(True),
+    )
+    return session.scalar(select(blocks.exists() | initial.exists())) is True
 
 
-def _item_key(item: Prepared) -> tuple[str, int, int]:
-    return (item.obs.source_date or "", 0, item.obs.registry_version or 0)
-
-
-def _insert(slots: list[_Slot], new: list[_Slot]) -> list[_Slot]:
-    """``slots`` with each of ``new`` before the first stored slot that sorts after it."""
-    merged = list(slots)
-    for slot in sorted(new, key=lambda s: s.key):
-        at = next((i for i, s in enumerate(merged) if s.row and s.key > slot.key), len(merged))
-        merged.insert(at, slot)
-    return merged
-
-
-def _renumber(session: Session, study_id: int, numbers: dict[int, int]) -> None:
-    """Give stored versions (and their outbox rows) new numbers without a unique clash."""
-    for table in (StudyVersion, OutboxEntry):
-        session.execute(
-            update(table).where(table.study_id == study_id).values(version=-table.version)
-        )
-        for old, new in numbers.items():
-            session.execute(
-                update(table)
-                .where(table.study_id == study_id, table.version == -old)
-                .values(version=new)
-            )
+def _item_time(item: Prepared) -> tuple[str, datetime, int]:
+    obs = item.obs
+    return in_time(obs.source_date, obs.observed_at, obs.registry_version, 0)
 
 
 # -- classifying again -------------------------------------------------------------------------
@@ -495,18 +467,15 @@ def reclassify(db: Database, nct_ids: Sequence[str] = (), progress: Progress | N
 
 def _reclassify_study(session: Session, study_id: int) -> int:
     session.execute(delete(VersionClassRow).where(VersionClassRow.study_id == study_id))
-    rows = session.execute(
-        select(StudyVersion.version, Study.nct_id, StudyVersion.canonical)
-        .join(Study, Study.id == StudyVersion.study_id)
-        .where(StudyVersion.study_id == study_id)
-        .order_by(StudyVersion.version)
-    ).all()
+    nct_id = session.scalar(select(Study.nct_id).where(Study.id == study_id))
+    versions = session.scalars(select(StudyVersion).where(StudyVersion.study_id == study_id))
     planned: list[dict[str, Any]] = []
     previous: Canonical | None = None
-    for version, nct_id, blob in rows:
+    for version in sorted(versions, key=lambda v: v.in_time):  # each against the one before
+        blob = version.canonical
         record = orjson.loads(decompress(blob)) if blob is not None else None
-        if previous is not None:  # a first version has no classes, as when ingested
-            planned += class_rows(study_id, nct_id, version, classify(previous, record))
+        if previous is not None and nct_id is not None:  # a first version has no classes
+            planned += class_rows(study_id, nct_id, version.version, classify(previous, record))
         previous = record if record is not None else previous
     if planned:
         session.execute(insert(VersionClassRow), [_strip(r) for r in planned])

@@ -351,6 +351,7 @@ class Ingestor:
                 "state": StudyState.ACTIVE,
                 "alias_of": None,
                 "latest_version": version,
+                "content_version": version,
                 "last_seen_at": obs.observed_at,
                 **_content_columns(item),
             }
@@ -372,6 +373,7 @@ class Ingestor:
                     "state": new_state,
                     "alias_of": gone.alias_of,
                     "latest_version": 0,
+                    "content_version": None,
                     "first_seen_at": gone.observed_at,
                     "last_seen_at": gone.observed_at,
                     **_content_columns(None),
@@ -403,6 +405,7 @@ class Ingestor:
                 "state": new_state,
                 "alias_of": gone.alias_of,
                 "latest_version": version,
+                "content_version": head.content_version,
                 "last_seen_at": head.last_seen_at,
                 # The content of a gone study stays that of its last version.
                 **{k: getattr(head, k) for k in CONTENT_COLUMNS},
@@ -461,6 +464,7 @@ class Ingestor:
             "state": StudyState.ACTIVE,
             "alias_of": None,
             "latest_version": 1,
+            "content_version": 1,
             "first_seen_at": item.obs.observed_at,
             "last_seen_at": item.obs.observed_at,
             **_content_columns(item),

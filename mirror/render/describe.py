@@ -39,12 +39,15 @@ def one_line(text: str) -> str:
 
 
 def recent_changes(events: Iterable[ChangeEvent], settings: PagesSettings) -> list[ChangeEvent]:
-    """The events a page lists: fields matching ``pages.recent_fields``; newest version first,
-    then in the order of ``recent_fields``, then by field. (The window is the caller's query.)"""
+    """The events a page lists: fields matching ``pages.recent_fields``; newest version first
+    (in time: a backfilled past has higher numbers), then in the order of ``recent_fields``,
+    then by field. (The window is the caller's query.)"""
     patterns = settings.recent_fields
     ranked = [(field_rank(e.field, patterns), e) for e in events]
     kept = [(rank, e) for rank, e in ranked if rank < len(patterns)]
-    return [e for _, e in sorted(kept, key=lambda r: (-r[1].version, r[0], r[1].field))]
+    kept.sort(key=lambda r: (r[0], r[1].field))
+    kept.sort(key=lambda r: (r[1].observed_at, r[1].version), reverse=True)
+    return [e for _, e in kept]
 
 
 def field_rank(field: str, patterns: Sequence[str]) -> int:

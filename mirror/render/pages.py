@@ -130,8 +130,13 @@ def _study_view(page: PageInput, settings: PagesSettings) -> StudyView:
         _eligibility_facts(eligibility), _text(eligibility.get("eligibilityCriteria")),
         [_arm(a) for a in arms], _outcome_sections(_obj(protocol.get("outcomesModule"))),
         [_site(s) for s in locations], recent_changes(page.events, settings),
-        sorted(page.classes, key=lambda c: -int(c["version"])), notice,
+        sorted(page.classes, key=_newest_first, reverse=True), notice,
     )  # fmt: skip
+
+
+def _newest_first(found: Mapping[str, Any]) -> tuple[Any, int]:
+    # In time, then by number: a backfilled past has higher numbers than the present.
+    return found.get("observed_at") or datetime.min.replace(tzinfo=UTC), int(found["version"])
 
 
 # A stored record is shown as the registry sent it, even when a field has an unexpected type

@@ -68,9 +68,11 @@ from mirror.store.schema import (
     WatchStudy,
     WebhookDelivery,
     WebhookSubscription,
+    in_time,
 )
 
 __all__ = [
+    "in_time",
     "BLOCK_COLUMNS",
     "Base",
     "CONTENT_COLUMNS",

@@ -24,7 +24,6 @@ from sqlalchemy import (
     Dialect,
     Table,
     bindparam,
-    func,
     insert,
     select,
     text,
@@ -90,6 +89,7 @@ class StudyRow(NamedTuple):
     state: StudyState
     alias_of: str | None
     latest_version: int
+    content_version: int | None
     content_hash: str | None
     part_hashes: dict[str, Any] | None
     source_date: str | None
@@ -145,21 +145,13 @@ def load_rows(session: Session, nct_ids: Iterable[str]) -> dict[str, StudyRow]:
 
 
 def load_canonicals(session: Session, study_ids: Sequence[int]) -> dict[int, Canonical]:
-    """The newest canonical record of each study (tombstones have none): one query."""
+    """The current canonical record of each study (its ``content_version``): one query."""
     if not study_ids:
         return {}
-    newest = (
-        select(StudyVersion.study_id, func.max(StudyVersion.version).label("version"))
-        .where(StudyVersion.study_id.in_(study_ids), StudyVersion.canonical.is_not(None))
-        .group_by(StudyVersion.study_id)
-        .subquery()
-    )
     rows = session.execute(
-        select(StudyVersion.study_id, StudyVersion.canonical).join(
-            newest,
-            (StudyVersion.study_id == newest.c.study_id)
-            & (StudyVersion.version == newest.c.version),
-        )
+        select(StudyVersion.study_id, StudyVersion.canonical)
+        .join(Study, Study.id == StudyVersion.study_id)
+        .where(Study.id.in_(study_ids), StudyVersion.version == Study.content_version)
     )
     return {study_id: orjson.loads(decompress(blob)) for study_id, blob in rows if blob}
 
@@ -305,6 +297,7 @@ _STUDY_UPDATE = (
         state=bindparam("state"),
         alias_of=bindparam("alias_of"),
         latest_version=bindparam("latest_version"),
+        content_version=bindparam("content_version"),
         last_seen_at=bindparam("last_seen_at"),
         **{column: bindparam(column) for column in CONTENT_COLUMNS},
     )
@@ -315,7 +308,8 @@ _FINGERPRINT_UPDATE = (
 
 
 STUDY_COLUMNS = (
-    "nct_id", "state", "alias_of", "latest_version", "first_seen_at", "last_seen_at",
+    "nct_id", "state", "alias_of", "latest_version", "content_version", "first_seen_at",
+    "last_seen_at",
     *CONTENT_COLUMNS,
 )  # fmt: skip
 

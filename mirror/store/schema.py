@@ -131,8 +131,12 @@ class Study(Base):
     nct_id: Mapped[str] = mapped_column(String(11), unique=True)
     state: Mapped[StudyState] = mapped_column(_enum(StudyState))
     alias_of: Mapped[str | None] = mapped_column(String(11))
+    # Version numbers are identifiers in storage order: the highest one given so far.
     latest_version: Mapped[int] = mapped_column(Integer)
-    # Hashes of the newest version that has content (tombstones have none).
+    # The version holding the study's current content: its newest record in time (a backfill
+    # adds older versions with higher numbers; a tombstone keeps the last record's).
+    content_version: Mapped[int | None] = mapped_column(Integer)
+    # Hashes of that version.
     content_hash: Mapped[str | None] = mapped_column(String(32))
     part_hashes: Mapped[dict[str, Any] | None]
     source_date: Mapped[str | None] = mapped_column(String(10))
@@ -168,6 +172,22 @@ class StudyVersion(Base):
     run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_runs.id"))
     # The registry's own version number (0 = first), when known: from a history backfill.
     registry_version: Mapped[int | None] = mapped_column(Integer)
+
+    @property
+    def in_time(self) -> tuple[str, datetime, int]:
+        """Where the version stands in its study's history. Version numbers are identifiers
+        in storage order, not places in time (a backfill stores the past after the present):
+        this orders by the registry's date of the version, then when it was observed, then
+        its registry number (else its own)."""
+        return in_time(self.source_date, self.observed_at, self.registry_version, self.version)
+
+
+def in_time(
+    source_date: str | None, observed_at: datetime, registry_version: int | None, version: int
+) -> tuple[str, datetime, int]:
+    """:attr:`StudyVersion.in_time` of a version, stored or about to be."""
+    day = source_date or observed_at.astimezone(UTC).date().isoformat()
+    return day, observed_at, version if registry_version is None else registry_version
 
 
 class ChangeEvent(Base):

@@ -16,7 +16,7 @@ from helpers import STUDY, changes, module, study_row, sync_ids, version_numbers
 from sqlalchemy import delete, select
 
 from mirror.app import App
-from mirror.feed import change_dicts, timeline
+from mirror.feed import MAX_LIMIT, change_dicts, history, page_input, raw_version, timeline
 from mirror.feed.reads import ChangeFilter
 from mirror.pipeline import Backfiller, BackfillRequest, BackfillSummary
 from mirror.pipeline import backfill as backfill_module
@@ -185,20 +185,53 @@ def test_a_live_sync_after_a_backfill_continues_the_numbering(
 def test_a_backfill_after_live_syncs_merges_the_observed_version(
     app: App, fake_api: FakeCtgov, base: Study_
 ) -> None:
-    """The version a live sync stored is the newest registry version: history goes before it."""
+    """The version a live sync stored is the newest registry version: it keeps its number, the
+    past gets the next ones, and what changed into it arrives as new events of it."""
     fake_api.set_history(STUDY, versions_of(base, ENROLLMENT_STEPS))
     sync_ids(app, STUDY)
     summary = backfill_ids(app, STUDY)
     assert (summary.counts["versions"], summary.counts["merged"]) == (2, 1)
     assert stored(app, STUDY) == [
-        (1, 0, "2019-03-01", "history"),
-        (2, 1, "2020-01-15", "history"),
-        (3, 2, "2021-06-30", "api"),
+        (1, 2, "2021-06-30", "api"),
+        (2, 0, "2019-03-01", "history"),
+        (3, 1, "2020-01-15", "history"),
     ]
-    assert ("design.enrollmentCount", "changed", 1063, 1062) in changes(app.db, STUDY, 3)
+    assert ("design.enrollmentCount", "changed", 1063, 1062) in changes(app.db, STUDY, 1)
     initial = change_dicts(app.db, ChangeFilter(nct_ids=[STUDY], initial=True, limit=1000))
-    assert {e["version"] for e in initial} == {1}
+    assert {e["version"] for e in initial} == {1, 2}
+    assert [v.version for v in history(app.db, STUDY)[1]] == [2, 3, 1]  # in time
     assert sync_ids(app, STUDY).counts["unchanged"] == 1
+
+
+def test_what_was_shown_before_a_backfill_keeps_its_meaning(
+    app: App, fake_api: FakeCtgov, base: Study_
+) -> None:
+    """Two live versions, then the registry's past: every version number, event id and value
+    read before is read the same after; the past and what it explains arrive as new entries
+    after the old cursor; a page of version 2 is still version 2; the next sync goes on."""
+    fake_api.set_history(STUDY, versions_of(base, ENROLLMENT_STEPS[:2]))
+    sync_ids(app, STUDY)
+    fake_api.set_history(STUDY, versions_of(base, ENROLLMENT_STEPS))
+    sync_ids(app, STUDY)
+    every = ChangeFilter(nct_ids=[STUDY], limit=MAX_LIMIT)
+    before = change_dicts(app.db, every)
+    cursor = before[-1]["id"]
+    versions = {v: orjson.loads(raw_version(app.db, STUDY, v)) for v in (1, 2)}
+    page = page_input(app.db, STUDY, 2, app.settings.pages)
+    backfill_ids(app, STUDY)
+    after = change_dicts(app.db, every)
+    assert after[: len(before)] == before
+    assert {e["version"] for e in after[len(before) :]} == {1, 3}  # the past, what it explains
+    assert all(e["id"] > cursor for e in after[len(before) :])
+    assert {v: orjson.loads(raw_version(app.db, STUDY, v)) for v in (1, 2)} == versions
+    assert page_input(app.db, STUDY, 2, app.settings.pages).study == page.study
+    assert page_input(app.db, STUDY, None, app.settings.pages).version == 2
+    assert [(v, rv) for v, rv, *_ in stored(app, STUDY)] == [(1, 1), (2, 2), (3, 0)]
+    fake_api.edit(STUDY, lambda s: module(s, "statusModule").update(overallStatus="COMPLETED"))
+    sync_ids(app, STUDY)
+    assert changes(app.db, STUDY, 4) == [
+        ("status.overallStatus", "changed", "RECRUITING", "COMPLETED")
+    ]
 
 
 def test_markup_only_versions_record_no_field_change(
