@@ -16,6 +16,19 @@ from mirror.store.blocks import (
     version_events,
 )
 from mirror.store.database import Database, open_database
+from mirror.store.outbox import (
+    DeliveryAttempts,
+    DeliveryStatus,
+    DigestItem,
+    DigestPeriod,
+    NotificationDelivery,
+    NotificationTarget,
+    OutboxEntry,
+    Recipient,
+    SubscriptionState,
+    WebhookDelivery,
+    WebhookSubscription,
+)
 from mirror.store.retention import prune_raw, table_stats
 from mirror.store.rows import (
     BLOCK_COLUMNS,
@@ -42,23 +55,14 @@ from mirror.store.rows import (
 from mirror.store.schema import (
     Base,
     ChangeEvent,
-    DeliveryAttempts,
-    DeliveryStatus,
-    DigestItem,
-    DigestPeriod,
     EventBlock,
     ImportBatch,
     JobStatus,
     JsonText,
-    NotificationDelivery,
-    NotificationTarget,
-    OutboxEntry,
-    Recipient,
     RunStatus,
     Study,
     StudyState,
     StudyVersion,
-    SubscriptionState,
     SyncJob,
     SyncRun,
     UTCDateTime,
@@ -66,8 +70,6 @@ from mirror.store.schema import (
     Watch,
     WatchKind,
     WatchStudy,
-    WebhookDelivery,
-    WebhookSubscription,
     in_time,
 )
 
