@@ -106,7 +106,8 @@ class EgressPolicy:
         try:
             parts = urlsplit(url.strip())
             hostname = parts.hostname
-        except ValueError:  # e.g. an unclosed "[" of an IPv6 address
+            httpx.URL(url.strip())  # what delivery will send to: a host IDNA cannot encode fails
+        except (ValueError, httpx.InvalidURL):  # e.g. an unclosed "[" of an IPv6 address
             raise UsageError(f"webhook URL {url!r}: not a valid URL") from None
         if parts.scheme not in ("http", "https") or not hostname:
             raise UsageError(f"webhook URL {url!r}: must be an http:// or https:// URL with a host")

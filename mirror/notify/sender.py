@@ -111,7 +111,7 @@ class HttpSender:
         except TimeoutError:
             error = f"no answer within {self.settings.timeout_seconds:g}s"
             return SendResult(None, error=error, seconds=time.monotonic() - started)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL: not an HTTPError
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             return SendResult(None, error=error, seconds=time.monotonic() - started)
         finally:

@@ -22,7 +22,14 @@ from sqlalchemy import select
 from mirror.app import App, build_app
 from mirror.config import load_settings
 from mirror.errors import UsageError
-from mirror.notify import Dispatcher, EgressPolicy, HttpSender, SubscriptionSpec, add_subscription
+from mirror.notify import (
+    Dispatcher,
+    EgressPolicy,
+    HttpSender,
+    SendResult,
+    SubscriptionSpec,
+    add_subscription,
+)
 from mirror.store import (
     DeliveryStatus,
     OutboxEntry,
@@ -407,6 +414,7 @@ def test_an_answer_holding_nul_characters_is_recorded(
         "http://[/hook",
         "http://2852039166/",
         "http://0xa9fea9fe/",
+        "http://q\u00e4f\U00072b520/hook",  # a host IDNA cannot encode
         "http://0251.0376.0251.0376/",
         "http://169.254.43518/",
     ],
@@ -499,3 +507,18 @@ def test_bad_secret_is_a_usage_error(run: Any, app: App, receiver: Receiver) -> 
         "error: the secret must be 'whsec_' followed by 24 to 64 base64-encoded bytes\n"
     )
     assert count(app.db, WebhookSubscription) == 0
+
+
+def test_a_url_the_client_cannot_send_to_is_a_failed_attempt(app: App) -> None:
+    """A stored URL httpx cannot even parse (a host IDNA cannot encode) is a failed attempt
+    with the reason, never an exception out of the sender."""
+
+    async def go() -> SendResult:
+        async with HttpSender(app.settings.webhooks) as sender:
+            return await sender.send(
+                "http://q\u00e4f\U00072b520/hook", "whsec_" + "a" * 32, "m", "{}"
+            )
+
+    result = asyncio.run(go())
+    assert (result.ok, result.status_code) == (False, None)
+    assert (result.error or "").startswith("InvalidURL: ")
