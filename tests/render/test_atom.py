@@ -33,8 +33,9 @@ def event(
 
 
 def feed(events: Sequence[ChangeEvent], settings: PagesSettings | None = None) -> ET.Element:
+    versions = group_versions(events)
     data = atom_feed(
-        group_versions(events), self_url=SELF, site_url=SITE + "/", settings=settings or PagesSettings()
+        versions, self_url=SELF, site_url=SITE + "/", settings=settings or PagesSettings()
     )
     assert data.startswith(b"<?xml")
     return ET.fromstring(data)

@@ -39,8 +39,8 @@ def html(client: ApiClient, url: str, status: int = 200) -> str:
 
 def blocks(body: str) -> list[str]:
     """The version blocks of the change browser, as ``NCT…/version``."""
-    return re.findall(r'<article class="version" id="v-(NCT\d{8})-(\d+)">', body) and [
-        f"{n}/{v}" for n, v in re.findall(r'id="v-(NCT\d{8})-(\d+)"', body)
+    return [
+        f"{n}/{v}" for n, v in re.findall(r'<article class="version" id="v-(NCT\d{8})-(\d+)"', body)
     ]
 
 
@@ -64,9 +64,9 @@ def test_change_browser_folds_first_sights_when_asked(pages: ApiClient, app: App
     body = html(pages, "/?initial=any")
     assert f"{STUDY}/1" in blocks(body)
     first = body.split(f'id="v-{STUDY}-1"')[1].split("</article>")[0]
-    fields = len(feed.changes(app.db, feed.ChangeFilter(nct_ids=[STUDY], initial=True,
-                                                         limit=1000)))  # fmt: skip
-    assert f"First seen on" in first and f"{fields} fields." in first
+    only_first = feed.ChangeFilter(nct_ids=[STUDY], initial=True, limit=1000)
+    fields = len(feed.changes(app.db, only_first))
+    assert "First seen on" in first and f"{fields} fields." in first
     assert "<table" not in first
 
 
@@ -155,7 +155,7 @@ def test_compare_shows_only_differing_fields_grouped_with_highlights(pages: ApiC
     assert 'id="area-eligibility"' in first and 'id="area-design"' in first
     inline = first.split('class="diff"')[1].split("</div>")[0]
     assert "<del>greater</del>" in inline and "<ins>at</ins>" in inline
-    assert f"<ins>{CRITERIA_LINE[2:]}" in inline.replace("\n", "") or "swallow" in inline
+    assert re.search(r"<ins>[^<]*" + re.escape(CRITERIA_LINE[2:]) + "</ins>", inline)
     missing = html(pages, f"/trials/{STUDY}/compare?from=1&to=9", 422)
     assert "has no version 9" in missing
     assert html(pages, "/trials/NCT00000001/compare", 404)
@@ -193,8 +193,7 @@ def test_atom_has_a_charset_folds_first_sights_and_links_compare(pages: ApiClien
     titles = [e.findtext("a:title", namespaces=ATOM) or "" for e in root.findall("a:entry", ATOM)]
     assert len(titles) == 7
     assert sum(1 for t in titles if re.search(r": first version, \d+ fields$", t)) == 3
-    contents = [e.findtext("a:content", namespaces=ATOM) or "" for e in root.findall("a:entry",
-                                                                                      ATOM)]
+    found = root.findall("a:entry", ATOM)
+    contents = [e.findtext("a:content", namespaces=ATOM) or "" for e in found]
     assert any(f"/trials/{STUDY}/compare?to=3" in c for c in contents)
     assert "→" in response.content.decode("utf-8")
-
