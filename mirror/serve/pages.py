@@ -35,7 +35,18 @@ from mirror.serve.common import (
 )
 
 router = APIRouter(tags=["pages"], dependencies=[Depends(require_read)], responses=READ_ERRORS)
-PAGE: dict[str, Any] = {"response_class": HTMLResponse, "responses": error_responses(404)}
+
+
+def _page_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """A page says a problem with its filters (422) or an unknown study or watch (404) on the
+    page itself, as HTML; a parameter FastAPI refuses is the API's JSON error."""
+    found = error_responses(*statuses)
+    for entry in found.values():
+        entry["content"]["text/html"] = {"schema": {"type": "string"}}
+    return found
+
+
+PAGE: dict[str, Any] = {"response_class": HTMLResponse, "responses": _page_errors(404, 422)}
 CHANGES_PER_PAGE = 50  # events (a folded first sight counts as one)
 STUDIES_PER_PAGE = 50
 WATCH_RECENT = 5  # changes listed under each watch
