@@ -50,6 +50,7 @@ ROUTERS: list[APIRouter] = [
     api_webhooks.router,
     api_notifications.router,
     pages.router,
+    pages.assets,
 ]
 
 DESCRIPTION = """\
@@ -63,14 +64,15 @@ Reads are open unless the mirror sets `api.read_token`; writes need
 
 def create_app(app: App) -> FastAPI:
     """The ASGI application serving ``app`` (its settings and database)."""
-    # /docs and /redoc with Swagger UI's and ReDoc's assets from the fastapi-offline package,
-    # served here: they work offline and behind a firewall (no CDN).
+    # /docs with Swagger UI's assets from the fastapi-offline package, served here (no CDN):
+    # it works offline and behind a firewall. /redoc is served by pages.assets.
     api = FastAPIOffline(
         title="ctmirror",
         version=version("ctmirror"),
         description=DESCRIPTION,
         dependencies=[Depends(refuse_nul)],
         static_url="/static/docs",
+        redoc_url=None,
     )
     api.state.mirror = app
     api.state.metrics = metrics.Metrics(app.db)

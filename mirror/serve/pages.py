@@ -10,13 +10,16 @@ with the write token through the API or the CLI (docs/pages.md says why).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from importlib import resources
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.openapi.docs import get_redoc_html
 from fastapi.responses import HTMLResponse, Response
 
 from mirror import feed, render
@@ -215,7 +218,41 @@ def watches(app: AppDep) -> HTMLResponse:
     return HTMLResponse(render.watches_page(views))
 
 
-@router.get("/static/ctmirror.css", include_in_schema=False)
+# -- assets: no data, so no token ----------------------------------------------------------
+
+assets = APIRouter(include_in_schema=False)
+_CACHED = {"Cache-Control": "public, max-age=3600"}
+
+
+@assets.get("/static/ctmirror.css")
 def stylesheet() -> Response:
-    headers = {"Cache-Control": "public, max-age=3600"}
-    return Response(render.stylesheet(), media_type="text/css; charset=utf-8", headers=headers)
+    return Response(render.stylesheet(), media_type="text/css; charset=utf-8", headers=_CACHED)
+
+
+@assets.get("/redoc")
+def redoc() -> HTMLResponse:
+    """ReDoc from this server's copy of its script (fastapi-offline's, see ``_redoc_script``)."""
+    return get_redoc_html(
+        openapi_url="/openapi.json",
+        title="ctmirror - ReDoc",
+        redoc_js_url="/static/redoc.standalone.js",
+        redoc_favicon_url="/static/docs/favicon.png",
+        with_google_fonts=False,
+    )
+
+
+# ReDoc's side menu shows a logo it fetches from cdn.redoc.ly, whatever its options: here it
+# is an empty image, so the page asks no other host for anything.
+_REDOC_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+_EMPTY_SVG = b"data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg'/%3E"
+
+
+@functools.cache
+def _redoc_script() -> bytes:
+    script = resources.files("fastapi_offline") / "static" / "redoc.standalone.js"
+    return script.read_bytes().replace(_REDOC_LOGO, _EMPTY_SVG)
+
+
+@assets.get("/static/redoc.standalone.js")
+def redoc_script() -> Response:
+    return Response(_redoc_script(), media_type="text/javascript", headers=_CACHED)

@@ -2,9 +2,9 @@
 ``ctmirror serve`` over loopback, on a synced and edited mirror, at a desktop and a phone width.
 
 A person opens ``/``, filters it, clicks through to a study, compares two versions, looks at an
-old version, the study list, the watches and ``/docs``; the test asserts what they would see,
-that the browser console shows no error, and that no request leaves loopback. Screenshots of
-every page at both widths go to ``tests/.artifacts/`` for a reviewer.
+old version, the study list, the watches, ``/docs`` and ``/redoc``; the test asserts what they
+would see, that the browser console shows no error, and that no request leaves loopback.
+Screenshots of every page at both widths go to ``tests/.artifacts/`` for a reviewer.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -74,6 +75,20 @@ def server(fake_api: FakeCtgov, env: dict[str, str], app: App) -> Iterator[str]:
         process.communicate(timeout=30)
 
 
+class LoopbackOnly:
+    """A route handler: lets loopback requests through, notes and aborts any other."""
+
+    def __init__(self) -> None:
+        self.foreign: list[str] = []
+
+    def __call__(self, route: Any) -> None:
+        if urlsplit(route.request.url).hostname in LOOPBACK:
+            route.continue_()
+        else:
+            self.foreign.append(route.request.url)
+            route.abort()
+
+
 def test_a_person_browses_filters_opens_a_study_and_compares(server: str) -> None:
     """At both widths: every page shows what it should, no console error, nothing off-host."""
     from playwright.sync_api import expect, sync_playwright
@@ -85,16 +100,9 @@ def test_a_person_browses_filters_opens_a_study_and_compares(server: str) -> Non
             for name, (width, height) in WIDTHS.items():
                 context = browser.new_context(viewport={"width": width, "height": height})
                 errors: list[str] = []
-                foreign: list[str] = []
+                guard = LoopbackOnly()
 
-                def refuse_foreign(route, foreign=foreign):  # type: ignore[no-untyped-def]
-                    if urlsplit(route.request.url).hostname in LOOPBACK:
-                        route.continue_()
-                    else:
-                        foreign.append(route.request.url)
-                        route.abort()
-
-                context.route("**/*", refuse_foreign)
+                context.route("**/*", guard)
                 page = context.new_page()
                 page.on(
                     "console",
@@ -157,8 +165,11 @@ def test_a_person_browses_filters_opens_a_study_and_compares(server: str) -> Non
                 expect(page.locator(".swagger-ui .info .title")).to_contain_text("ctmirror")
                 shot("docs")
 
+                page.goto(server + "/redoc")
+                expect(page.locator("h1").first).to_contain_text("ctmirror")
+
                 assert errors == [], f"console errors at {name} width: {errors}"
-                assert foreign == [], f"requests off loopback at {name} width: {foreign}"
+                assert guard.foreign == [], f"requests off loopback at {name}: {guard.foreign}"
                 context.close()
         finally:
             browser.close()

@@ -60,8 +60,8 @@ def test_the_html_page_always_folds_a_first_sight() -> None:
 
 def test_inline_diff_marks_words_in_reading_order() -> None:
     """Deleted then inserted words where they differ; the unchanged text between kept."""
-    segments = inline_diff("Adults older than 18 years.\nNo pregnancy.",
-                           "Adults older than 21 years.\nNo pregnancy or breastfeeding.")  # fmt: skip
+    old = "Adults older than 18 years.\nNo pregnancy."
+    segments = inline_diff(old, "Adults older than 21 years.\nNo pregnancy or breastfeeding.")
     marked = [(m, t) for m, t in segments if m]
     assert marked == [("del", "18"), ("ins", "21"), ("ins", " or breastfeeding")]
     assert "".join(t for m, t in segments if m != "del") == (
