@@ -11,13 +11,15 @@ stay in the feed (``/v1/changes``) unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import heapq
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 import orjson
 from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
 
 from mirror.errors import UsageError
 from mirror.feed.query import ChangeFilter, field_test, first_sights, watch_members
@@ -26,8 +28,8 @@ from mirror.record import ChangeKind, parse_nct_id
 from mirror.store import (
     ChangeEvent,
     Database,
+    EventBlock,
     Study,
-    StudyVersion,
     SyncRun,
     VersionClassRow,
     Watch,
@@ -180,37 +182,114 @@ class StudyRow:
 
 
 def study_rows(db: Database, q: StudyQuery) -> tuple[list[StudyRow], int]:
-    """A page of the study list and how many studies match in all."""
-    changed = (
-        select(StudyVersion.study_id, func.max(StudyVersion.observed_at).label("at"))
-        .group_by(StudyVersion.study_id)
-        .subquery()
-    )
-    where = []
-    words = q.q.split()
-    nct = _nct_prefix(q.q)
-    if nct:
-        where.append(Study.nct_id.startswith(nct))
-    elif words:
-        where += [Study.title.ilike(f"%{_like(w)}%", escape="\\") for w in words]
-    if q.status:
-        where.append(Study.overall_status == q.status.strip().upper())
+    """A page of the study list and how many studies match in all.
+
+    "Last change first" orders by each study's newest change event (the feed's order; its
+    date is that event's observation). Versions carry their records, so reading every
+    study's versions to sort would read most of the database: up to RANK_MAX matches (of a
+    search, a status, a watch) are ranked from the (nct_id, id) index of their events; more,
+    or the list of everything, walk the feed from its newest event until the page is full."""
+    where = _study_conditions(q)
     with db.session() as session:
         if q.watch:
             where.append(Study.id.in_(watch_members(session, q.watch)))
-        total = session.scalar(select(func.count()).select_from(Study).where(*where)) or 0
-        order = [changed.c.at.desc(), Study.id] if q.sort == "changed" else [Study.nct_id]
-        query = (
-            select(Study.nct_id, Study.title, Study.overall_status, Study.state,
-                   Study.latest_version, changed.c.at)
-            .outerjoin(changed, changed.c.study_id == Study.id)
-            .where(*where).order_by(*order).offset(q.offset).limit(q.limit)
+        # One pass over the matches (a title search reads every title): their ids.
+        matched = list(session.scalars(select(Study.id).where(*where))) if where else None
+        if matched is None:
+            total = session.scalar(select(func.count()).select_from(Study)) or 0
+        else:
+            total = len(matched)
+        if q.sort == "id":
+            query = select(Study.id).where(*where).order_by(Study.nct_id)
+            ids = list(session.scalars(query.offset(q.offset).limit(q.limit)))
+            latest = _observed(session, _newest_events(session, ids))
+        elif matched is not None and total <= RANK_MAX:
+            ranked = _newest_events(session, matched)
+            ids = sorted(ranked, key=lambda i: -ranked[i])[q.offset : q.offset + q.limit]
+            latest = _observed(session, {i: ranked[i] for i in ids})
+        else:
+            allowed = set(matched) if matched is not None else None
+            latest = _walk_newest(session, allowed, q.offset + q.limit)
+            ids = list(latest)[q.offset :]
+        studies = {
+            s.id: s for s in session.scalars(select(Study).where(Study.id.in_(ids)))
+        }  # fmt: skip
+    rows = []
+    for study_id in ids:
+        s = studies[study_id]
+        at = latest.get(study_id, (0, None))[1]
+        rows.append(
+            StudyRow(s.nct_id, s.title or s.nct_id, s.overall_status, s.state.value,
+                     s.latest_version, at)
         )  # fmt: skip
-        rows = [
-            StudyRow(nct, title or nct, status, state.value, versions, at)
-            for nct, title, status, state, versions, at in session.execute(query)
-        ]
     return rows, total
+
+
+RANK_MAX = 1000  # at most this many matching studies are ranked from their events' index
+_WALK_CHUNK = 500
+
+
+def _study_conditions(q: StudyQuery) -> list[Any]:
+    where: list[Any] = []
+    nct = _nct_prefix(q.q)
+    if nct:
+        where.append(Study.nct_id.startswith(nct))
+    else:
+        where += [Study.title.ilike(f"%{_like(w)}%", escape="\\") for w in q.q.split()]
+    if q.status:
+        where.append(Study.overall_status == q.status.strip().upper())
+    return where
+
+
+def _newest_events(session: Session, studies: Any) -> dict[int, int]:
+    """Study id -> the id of its newest change event (a row's, or a block's last), for the
+    studies ``studies`` (ids, or a subquery of them): two index seeks per study."""
+    e, b = ChangeEvent, EventBlock
+    row = select(func.max(e.id)).where(e.nct_id == Study.nct_id).scalar_subquery()
+    block = select(func.max(b.last_id)).where(b.study_id == Study.id).scalar_subquery()
+    found = session.execute(select(Study.id, row, block).where(Study.id.in_(studies)))
+    return {sid: max(r or 0, k or 0) for sid, r, k in found}
+
+
+def _observed(session: Session, newest: dict[int, int]) -> dict[int, tuple[int, datetime]]:
+    """Study id -> (event id, when it was observed) for these newest events."""
+    ids = list(newest.values())
+    rows = session.execute(select(ChangeEvent.id, ChangeEvent.observed_at).where(
+        ChangeEvent.id.in_(ids)))  # fmt: skip
+    blocks = session.execute(select(EventBlock.last_id, EventBlock.observed_at).where(
+        EventBlock.last_id.in_(ids)))  # fmt: skip
+    when = {event_id: at for event_id, at in [*rows, *blocks]}
+    return {sid: (eid, when[eid]) for sid, eid in newest.items() if eid in when}
+
+
+def _walk_newest(
+    session: Session, allowed: set[int] | None, wanted: int
+) -> dict[int, tuple[int, datetime]]:
+    """The first ``wanted`` studies (of ``allowed``, if given) in the order of their newest change,
+    walking the feed (rows and blocks) from its newest event."""
+    found: dict[int, tuple[int, datetime]] = {}
+    e, b = ChangeEvent, EventBlock
+    events = _stream(session, select(e.id, e.study_id, e.observed_at), e.id)
+    blocks = _stream(session, select(b.last_id, b.study_id, b.observed_at), b.last_id)
+    for event_id, study_id, at in heapq.merge(events, blocks, key=lambda r: -r[0]):
+        if study_id in found or (allowed is not None and study_id not in allowed):
+            continue
+        found[study_id] = (event_id, at)
+        if len(found) >= wanted:
+            break
+    return found
+
+
+def _stream(session: Session, query: Any, column: Any) -> Iterator[tuple[int, int, datetime]]:
+    """Rows of ``query`` by ``column`` descending, read in chunks."""
+    below = None
+    while True:
+        page = query if below is None else query.where(column < below)
+        rows = [tuple(r) for r in session.execute(page.order_by(column.desc()).limit(_WALK_CHUNK))]
+        yield from rows
+        if len(rows) < _WALK_CHUNK:
+            return
+        below = rows[-1][0]
 
 
 def _nct_prefix(text: str) -> str:
