@@ -199,6 +199,8 @@ def study_rows(db: Database, q: StudyQuery) -> tuple[list[StudyRow], int]:
             total = session.scalar(select(func.count()).select_from(Study)) or 0
         else:
             total = len(matched)
+        if q.offset >= total:
+            return [], total
         if q.sort == "id":
             query = select(Study.id).where(*where).order_by(Study.nct_id)
             ids = list(session.scalars(query.offset(q.offset).limit(q.limit)))
@@ -352,6 +354,9 @@ class WatchRun:
     counts: dict[str, int]
 
 
+RUN_COUNTS = ("fetched", "new", "changed", "gone", "failed")  # what the watches page shows
+
+
 def last_watch_runs(db: Database, watches: Sequence[Watch]) -> dict[str, WatchRun]:
     """The most recent sync run of each watch (its own runs: ``watch NAME``, its parts)."""
     found: dict[str, WatchRun] = {}
@@ -370,8 +375,7 @@ def last_watch_runs(db: Database, watches: Sequence[Watch]) -> dict[str, WatchRu
                 .limit(1)
             )
             if run is not None:
-                counts = {k: getattr(run, k) for k in ("fetched", "new", "changed", "gone",
-                                                         "failed")}  # fmt: skip
+                counts = {k: getattr(run, k) for k in RUN_COUNTS}
                 found[watch.name] = WatchRun(
                     run.status.value, run.started_at, run.finished_at, counts
                 )

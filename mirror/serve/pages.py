@@ -68,11 +68,11 @@ def _instant(value: str, name: str) -> datetime | None:
         return None
     try:
         at = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    except (ValueError, OverflowError):  # not a date; before year 1 in UTC
         raise UsageError(
             f"{name}: {value!r} is not a date (2026-06-01 or 2026-06-01T07:00)"
         ) from None
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 @router.get("/", summary="The change browser (HTML)", **PAGE)

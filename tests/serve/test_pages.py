@@ -81,6 +81,7 @@ def test_change_browser_filters_like_the_feed(pages: ApiClient) -> None:
     bad = html(pages, "/?since=yesterday", 422)
     assert "since: &#39;yesterday&#39; is not a date" in bad and 'value="yesterday"' in bad
     assert "no watch named" in html(pages, "/?watch=nobody", 404)
+    assert "is not a date" in html(pages, "/?since=0001-01-01T00:00:00%2B01:00", 422)
 
 
 def test_version_pages_cover_the_feed_once(pages: ApiClient, app: App) -> None:
@@ -121,6 +122,7 @@ def test_study_list_searches_filters_and_counts(pages: ApiClient) -> None:
     by_watch = html(pages, f"/trials?watch={WATCH}")
     assert "2 studies" in by_watch and GONE not in by_watch.split("<table")[1]
     assert "removed" in html(pages, f"/trials?q={GONE}")
+    assert "past the last one" in html(pages, "/trials?page=9")
 
 
 def test_study_page_has_a_version_bar_and_says_when_it_is_old(pages: ApiClient) -> None:
