@@ -2,11 +2,28 @@
 studies, versions, diffs and page inputs (``reads``).
 """
 
+from mirror.feed.browse import (
+    STUDY_SORTS,
+    CompareInput,
+    Labels,
+    StudyQuery,
+    StudyRow,
+    VersionChanges,
+    WatchRun,
+    compare_input,
+    group_versions,
+    labels,
+    last_watch_runs,
+    statuses,
+    study_rows,
+    version_changes,
+)
 from mirror.feed.query import MAX_LIMIT, ChangeFilter, event_dict, glob_regex
 from mirror.feed.reads import (
     Departure,
     PageInput,
     StudyFilter,
+    VersionMark,
     change_dicts,
     changes,
     changes_by_version,
@@ -19,9 +36,26 @@ from mirror.feed.reads import (
     studies,
     study_detail,
     timeline,
+    version_marks,
 )
 
 __all__ = [
+    "STUDY_SORTS",
+    "CompareInput",
+    "Labels",
+    "StudyQuery",
+    "StudyRow",
+    "VersionChanges",
+    "VersionMark",
+    "WatchRun",
+    "compare_input",
+    "group_versions",
+    "labels",
+    "last_watch_runs",
+    "statuses",
+    "study_rows",
+    "version_changes",
+    "version_marks",
     "Departure",
     "ChangeFilter",
     "MAX_LIMIT",

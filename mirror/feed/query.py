@@ -451,3 +451,15 @@ def glob_regex(patterns: Sequence[str]) -> re.Pattern[str] | None:
         return None
     parts = [re.escape(p).replace(r"\*", ".*").replace(r"\?", ".") for p in patterns]
     return re.compile("(?:" + "|".join(parts) + ")", re.DOTALL)
+
+
+def first_sights(session: Session, flt: ChangeFilter) -> list[Row[Any]]:
+    """The blocks (first sights) matching ``flt``, unexpanded: at most ``flt.limit`` of them in
+    feed order (``newest_first``: reversed), each with its ``fields`` JSON list."""
+    where = _block_conditions(session, flt)
+    if where is None:
+        return []
+    b = EventBlock
+    order = b.last_id.desc() if flt.newest_first else b.last_id.asc()
+    columns = (b.first_id, b.last_id, b.nct_id, b.version, b.observed_at, b.source_date, b.fields)
+    return list(session.execute(select(*columns).where(*where).order_by(order).limit(flt.limit)))

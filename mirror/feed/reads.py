@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +26,7 @@ from mirror.store import (
     as_event,
     decompress,
     event_count,
+    in_time,
     study_events,
     study_fields,
 )
@@ -219,6 +220,31 @@ def _in_time(session: Session, study: Study, up_to: int | None = None) -> list[S
     return versions
 
 
+@dataclass(frozen=True)
+class VersionMark:
+    """A version in a study's version bar: when, from where, and whether it holds a record
+    (a tombstone, recording that the study left the registry, holds none)."""
+
+    version: int
+    observed_at: datetime
+    source_date: str | None
+    origin: str
+    has_record: bool
+
+
+def version_marks(session: Session, study: Study) -> list[VersionMark]:
+    """Every version of a study, oldest first in time (``StudyVersion.in_time``), read
+    without the records themselves."""
+    v = StudyVersion
+    rows = session.execute(
+        select(v.version, v.observed_at, v.source_date, v.origin, v.registry_version,
+               v.canonical.is_not(None))
+        .where(v.study_id == study.id)
+    ).all()  # fmt: skip
+    ordered = sorted(rows, key=lambda r: in_time(r[2], r[1], r[4], r[0]))
+    return [VersionMark(r[0], r[1], r[2], r[3], bool(r[5])) for r in ordered]
+
+
 def _load_version(session: Session, study: Study, version: int | None = None) -> StudyVersion:
     """Version ``version`` of a study, or the one holding its current content."""
     wanted = study.content_version if version is None else version
@@ -283,16 +309,20 @@ def diff_versions(db: Database, nct_id: str, old: int, new: int) -> list[FieldCh
 
 def _recent_events(
     session: Session, study: Study, since: datetime, fields: Sequence[str]
-) -> list[ChangeEvent]:
+) -> tuple[list[ChangeEvent], dict[int, int]]:
     """A study's events observed since ``since`` on fields matching the globs ``fields``, the
-    newest version first (each version's in id order)."""
+    newest version first (each version's in id order); and the number of fields of each
+    first sight among them (every field, listed or not)."""
+    rows = study_events(session, study.id, since=since)
+    first_seen: dict[int, int] = {}
+    for row in rows:
+        if row[9]:
+            first_seen[row[2]] = first_seen.get(row[2], 0) + 1
     wanted = field_test(fields)
     if wanted is None:  # no fields listed
-        return []
-    found = [
-        as_event(row) for row in study_events(session, study.id, since=since) if wanted(row[3])
-    ]
-    return sorted(found, key=lambda e: -e.version)
+        return [], first_seen
+    found = [as_event(row) for row in rows if wanted(row[3])]
+    return sorted(found, key=lambda e: -e.version), first_seen
 
 
 @dataclass(frozen=True)
@@ -333,6 +363,9 @@ class PageInput:
     classes: Sequence[dict[str, Any]] = ()
     timeline: Sequence[dict[str, Any]] = ()  # _study_timeline() up to that version
     departure: Departure | None = None  # the study left the registry (the page says so)
+    versions: Sequence[VersionMark] = ()  # every version of the study, oldest first in time
+    latest: int | None = None  # the version holding the study's present content
+    first_seen: Mapping[int, int] = field(default_factory=dict)  # first sight: its field count
 
 
 def page_input(
@@ -342,17 +375,18 @@ def page_input(
     with db.session() as session:
         study, stored, raw = _with_raw(session, nct_id, version)
         window = datetime.now(UTC) - timedelta(days=settings.recent_days)
-        shown = {v.version for v in _in_time(session, study, stored.version)}
-        events = [
-            e for e in _recent_events(session, study, window, settings.recent_fields)
-            if e.version in shown
-        ]  # fmt: skip
+        marks = version_marks(session, study)
+        cut = next(i for i, m in enumerate(marks) if m.version == stored.version)
+        shown = {m.version for m in marks[: cut + 1]}
+        recent, first_seen = _recent_events(session, study, window, settings.recent_fields)
+        events = [e for e in recent if e.version in shown]
         by_version = version_classes(session, study.id)
         classes = _recent_classes(session, study, window, shown, by_version)
         return PageInput(
             orjson.loads(raw), study.nct_id, stored.version, study.last_seen_at, events,
             classes, _study_timeline(session, study, stored.version, by_version),
-            departure(session, study),
+            departure(session, study), marks, study.content_version,
+            {v: n for v, n in first_seen.items() if v in shown},
         )  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from feedgen.feed import FeedGenerator
 from markupsafe import Markup
 
 from mirror.config import PagesSettings
+from mirror.feed import VersionChanges
 from mirror.record import ChangeKind
 from mirror.render.describe import change_summary, change_text, field_rank
 from mirror.store import ChangeEvent
@@ -25,16 +26,17 @@ _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def atom_feed(
-    events: Sequence[ChangeEvent], *, self_url: str, site_url: str, settings: PagesSettings
+    versions: Sequence[VersionChanges], *, self_url: str, site_url: str, settings: PagesSettings
 ) -> bytes:
-    """An Atom document of ``events``: one entry per (study, version), newest first.
+    """An Atom document of ``versions`` (``mirror.feed.version_changes``): one entry per study
+    version, newest first; a folded first sight is one line, not its hundreds of fields.
 
     ``self_url`` is the feed's own URL (its id and ``rel="self"`` link); ``site_url`` the base
     of the pages and API that entries link to. ``settings.recent_fields`` decides which field
     names an entry's title (the first matching field in that order).
     """
     site = site_url.rstrip("/")
-    versions = _versions(events)
+    ordered = sorted(versions, key=lambda v: (_instant(v.observed_at), v.last_id), reverse=True)
     feed = FeedGenerator()
     feed.id(self_url)
     feed.title(FEED_TITLE)
@@ -42,48 +44,40 @@ def atom_feed(
     feed.link(href=self_url, rel="self", type="application/atom+xml")
     feed.link(href=f"{site}/", rel="alternate", type="text/html")
     feed.generator("ctmirror")
-    feed.updated(max((_instant(v[0]) for v in versions), default=datetime.now(UTC)))
-    for version in versions:
+    feed.updated(max((_instant(v.observed_at) for v in ordered), default=datetime.now(UTC)))
+    for version in ordered:
         _add_entry(feed, version, site, settings)
     data: bytes = feed.atom_str(pretty=True)
     return data
 
 
-def _versions(events: Sequence[ChangeEvent]) -> list[list[ChangeEvent]]:
-    """Events grouped by study version, newest version first (by observation, then by id)."""
-    groups: dict[tuple[str, int], list[ChangeEvent]] = {}
-    for event in events:
-        groups.setdefault((event.nct_id, event.version), []).append(event)
-    return sorted(groups.values(), key=_newest, reverse=True)
-
-
-def _newest(group: list[ChangeEvent]) -> tuple[datetime, int]:
-    return max(_instant(e) for e in group), max(e.id or 0 for e in group)
-
-
 def _add_entry(
-    feed: FeedGenerator, events: list[ChangeEvent], site: str, settings: PagesSettings
+    feed: FeedGenerator, version: VersionChanges, site: str, settings: PagesSettings
 ) -> None:
-    first = events[0]
-    ranked = sorted(events, key=lambda e: (field_rank(e.field, settings.recent_fields), e.field))
-    page = f"{site}/trials/{first.nct_id}"
+    ranked = sorted(
+        version.events, key=lambda e: (field_rank(e.field, settings.recent_fields), e.field)
+    )
+    nct_id, number = version.nct_id, version.version
+    page = f"{site}/trials/{nct_id}"
     entry = feed.add_entry(order="append")
-    entry.id(f"{site}/v1/studies/{first.nct_id}/versions/{first.version}")
-    entry.title(_xml(f"{first.nct_id}: {_entry_title(ranked)}"))
-    entry.updated(_instant(first))
-    entry.published(_instant(first))
+    entry.id(f"{site}/v1/studies/{nct_id}/versions/{number}")
+    entry.title(_xml(f"{nct_id}: {_entry_title(version, ranked)}"))
+    entry.updated(_instant(version.observed_at))
+    entry.published(_instant(version.observed_at))
     # One link only: feedgen 1.0 drops an entry link's rel and type (its loop variable shadows
-    # the link), and two alternates without a type would make the feed invalid.
-    entry.link(href=f"{page}.html", rel="alternate", type="text/html")
+    # the link), and two alternates without a type would make the feed invalid. The compare
+    # page is linked from the content.
+    entry.link(href=f"{page}.html?version={number}", rel="alternate", type="text/html")
     for field in dict.fromkeys(e.field.split(".", 1)[0] for e in ranked):
         entry.category(term=field)
-    entry.content(_xml(_content(ranked, page)), type="html")
+    entry.content(_xml(_content(version, ranked, page)), type="html")
 
 
-def _entry_title(events: Sequence[ChangeEvent]) -> str:
+def _entry_title(version: VersionChanges, events: Sequence[ChangeEvent]) -> str:
     """``status.overallStatus RECRUITING → COMPLETED and 2 more``; a first sighting says so."""
-    if all(e.initial for e in events):
-        return f"first version, {len(events)} field{'s' if len(events) != 1 else ''}"
+    if version.folded or not events:
+        n = version.first_sight
+        return f"first version, {n} field{'s' if n != 1 else ''}"
     top = events[0]
     if top.kind is ChangeKind.CHANGED:
         what = change_summary(top.field, top.old, top.new, TITLE_VALUE_MAX)
@@ -93,19 +87,30 @@ def _entry_title(events: Sequence[ChangeEvent]) -> str:
     return f"{top.field} {what}{more}"
 
 
-def _content(events: Sequence[ChangeEvent], page: str) -> str:
-    first = events[0]
-    when = f"{_instant(first):%Y-%m-%d %H:%M} UTC"
-    registry = f" (registry date {first.source_date})" if first.source_date else ""
+def _content(version: VersionChanges, events: Sequence[ChangeEvent], page: str) -> str:
+    when = f"{_instant(version.observed_at):%Y-%m-%d %H:%M} UTC"
+    registry = f" (registry date {version.source_date})" if version.source_date else ""
     head = Markup(
-        '<p><a href="{}.html">{}</a> (<a href="{}.md">Markdown</a>): version {}, observed {}{}</p>'
-    ).format(page, first.nct_id, page, first.version, when, registry)
+        '<p><a href="{}.html?version={}">{}</a> (<a href="{}.md?version={}">Markdown</a>): '
+        "version {}, observed {}{}</p>"
+    ).format(page, version.version, version.nct_id, page, version.version, version.version,
+             when, registry)  # fmt: skip
+    if version.folded or not events:
+        n = version.first_sight
+        return str(head + Markup("<p>First seen on {}, {} field{}.</p>").format(
+            f"{_instant(version.observed_at):%Y-%m-%d}", n, "s" if n != 1 else ""))  # fmt: skip
     items = (Markup("<li><code>{}</code> {}</li>").format(e.field, change_text(e)) for e in events)
-    return str(head + Markup("<ul>") + Markup("").join(items) + Markup("</ul>"))
+    compare = Markup('<p><a href="{}/compare?to={}">Compare with the version before</a></p>')
+    return str(
+        head
+        + Markup("<ul>")
+        + Markup("").join(items)
+        + Markup("</ul>")
+        + compare.format(page, version.version)
+    )
 
 
-def _instant(event: ChangeEvent) -> datetime:
-    at = event.observed_at
+def _instant(at: datetime) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at
 
 

@@ -195,10 +195,44 @@ class ChangeRow:
 
 
 def change_row(event: ChangeEvent) -> ChangeRow:
-    old, new = _side_by_side(event.field, event.old, event.new)
-    listed = isinstance(event.old, list | dict) or isinstance(event.new, list | dict)
-    when = day(event.observed_at)
-    return ChangeRow(event.field, event.kind.value, when, change_text(event), old, new, listed)
+    return value_row(event.field, event.kind, event.old, event.new, day(event.observed_at))
+
+
+def value_row(field: str, kind: ChangeKind, old: Any, new: Any, date: str = "") -> ChangeRow:
+    """A change of ``field`` from ``old`` to ``new`` side by side (an event's, or a diff's)."""
+    left, right = _side_by_side(field, old, new)
+    listed = isinstance(old, list | dict) or isinstance(new, list | dict)
+    text = change_text(ChangeEvent(field=field, kind=kind, old=old, new=new))
+    return ChangeRow(field, kind.value, date, text, left, right, listed)
+
+
+LONG_TEXT = 300  # a text longer than this (or with line breaks) compares best inline
+
+
+def is_long_text(old: Any, new: Any) -> bool:
+    """Two texts to show as one inline diff rather than side by side (criteria, descriptions)."""
+    texts = [v for v in (old, new) if v is not None]
+    return all(isinstance(v, str) for v in texts) and any(
+        len(v) > LONG_TEXT or "\n" in v.strip() for v in texts
+    )
+
+
+def inline_diff(old: str, new: str) -> list[Segment]:
+    """One text showing both: words only in ``old`` marked del, only in ``new`` ins, in
+    reading order; long unchanged stretches cut to the words around the changes."""
+    a, b = _TOKEN.findall(old), _TOKEN.findall(new)
+    if len(a) * len(b) > _WORD_DIFF_WORK_MAX:
+        a, b = _LINE.findall(old), _LINE.findall(new)
+    tokens: list[str] = []
+    marks: list[str] = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, False).get_opcodes():
+        if tag == "equal":
+            tokens += a[i1:i2]
+            marks += [""] * (i2 - i1)
+            continue
+        tokens += a[i1:i2] + b[j1:j2]
+        marks += ["del"] * (i2 - i1) + ["ins"] * (j2 - j1)
+    return _segments(tokens, marks)
 
 
 def _side_by_side(field: str, old: Any, new: Any) -> tuple[list[Item], list[Item]]:

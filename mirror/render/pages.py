@@ -11,20 +11,19 @@ template escapes everything.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import jinja2
 import orjson
 
 from mirror.config import PagesSettings
 from mirror.feed import PageInput
+from mirror.render.browse import folded_lines, folded_rows, templates, version_bar
 from mirror.render.class_text import class_label, class_line, class_text
-from mirror.render.describe import change_line, change_row, day, one_line, recent_changes
+from mirror.render.describe import change_line, day, one_line, recent_changes
 from mirror.render.timeline_svg import timeline_chart
 from mirror.store import ChangeEvent
 
@@ -250,7 +249,7 @@ def render_markdown(page: PageInput, settings: PagesSettings) -> str:
         ),
         _section(
             f"Recent Field Changes (last {settings.recent_days} days)",
-            (change_line(e) for e in v.changes),
+            (_change_md(e) for e in folded_lines(v.changes, page.first_seen)),
             f"_No field changes in the last {settings.recent_days} days._",
         ),
         *_classes_md(v, settings),
@@ -258,6 +257,13 @@ def render_markdown(page: PageInput, settings: PagesSettings) -> str:
         _footer(v, settings),
     ]
     return _front_matter(v.front_matter) + "\n" + "\n\n".join(sections) + "\n"
+
+
+def _change_md(line: ChangeEvent | tuple[int, str, int]) -> str:
+    if isinstance(line, ChangeEvent):
+        return change_line(line)
+    version, date, count = line
+    return f"- first seen (version {version}) — {count} field{'s' * (count != 1)} added _({date})_"
 
 
 def _notice_md(notice: Notice | None) -> list[str]:
@@ -424,12 +430,12 @@ def _millis(value: datetime) -> str:
 def render_html(page: PageInput, settings: PagesSettings) -> str:
     """The study page as a self-contained HTML5 document (no scripts, no external assets)."""
     v = _study_view(page, settings)
-    template = _templates().get_template("study.html")
+    template = templates().get_template("study.html")
     html_url = canonical_url(v.nct_id, settings, ".html")
-    changes = [change_row(e) for e in v.changes]
     return template.render(
-        v=v, settings=settings, html_url=html_url, changes=changes,
+        v=v, settings=settings, html_url=html_url, changes=folded_rows(v.changes, page),
         classes=[_class_row(c) for c in v.classes], timeline=timeline_chart(page.timeline),
+        bar=version_bar(page),
     )  # fmt: skip
 
 
@@ -447,12 +453,3 @@ def _class_row(found: Mapping[str, Any]) -> ClassRow:
     when = found.get("observed_at")
     date = day(when) if isinstance(when, datetime) else ""
     return ClassRow(str(found["name"]), class_text(found), date, found.get("major") is True)
-
-
-@functools.cache
-def _templates() -> jinja2.Environment:
-    loader = jinja2.PackageLoader("mirror.render", "templates")
-    options: dict[str, Any] = {"trim_blocks": True, "lstrip_blocks": True}
-    return jinja2.Environment(
-        loader=loader, autoescape=True, undefined=jinja2.StrictUndefined, **options
-    )

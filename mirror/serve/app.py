@@ -21,6 +21,7 @@ import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from starlette.exceptions import HTTPException
@@ -32,7 +33,7 @@ from mirror.app import App
 from mirror.errors import MirrorError
 from mirror.record import format_instant
 from mirror.serve import feed as api_feed
-from mirror.serve import metrics
+from mirror.serve import metrics, pages
 from mirror.serve import notifications as api_notifications
 from mirror.serve import studies as api_studies
 from mirror.serve import watches as api_watches
@@ -48,6 +49,8 @@ ROUTERS: list[APIRouter] = [
     api_watches.router,
     api_webhooks.router,
     api_notifications.router,
+    pages.router,
+    pages.assets,
 ]
 
 DESCRIPTION = """\
@@ -61,11 +64,15 @@ Reads are open unless the mirror sets `api.read_token`; writes need
 
 def create_app(app: App) -> FastAPI:
     """The ASGI application serving ``app`` (its settings and database)."""
-    api = FastAPI(
+    # /docs with Swagger UI's assets from the fastapi-offline package, served here (no CDN):
+    # it works offline and behind a firewall. /redoc is served by pages.assets.
+    api = FastAPIOffline(
         title="ctmirror",
         version=version("ctmirror"),
         description=DESCRIPTION,
         dependencies=[Depends(refuse_nul)],
+        static_url="/static/docs",
+        redoc_url=None,
     )
     api.state.mirror = app
     api.state.metrics = metrics.Metrics(app.db)

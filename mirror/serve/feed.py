@@ -100,6 +100,8 @@ NctIdsQuery = Annotated[
 ]
 
 router = APIRouter(tags=["changes"], dependencies=[Depends(require_read)])
+# With its charset: a browser shown the feed otherwise guesses one (and garbles "→").
+ATOM_TYPE = "application/atom+xml; charset=utf-8"
 
 
 def change_page(events: list[dict[str, Any]], after: int) -> OrjsonResponse:
@@ -125,7 +127,8 @@ def list_changes(app: AppDep, flt: FilterDep, nct_id: NctIdsQuery = None) -> Res
     summary="The change feed as Atom",
     description="The same filters as `/v1/changes`; one entry per study version. Without "
     "`after`: the newest `limit` events, newest first (what feed readers want); with "
-    "`after`: the events after that cursor. A study version is never cut in two.",
+    "`after`: the events after that cursor. A study version is never cut in two; a study's "
+    "first version is one entry that counts its fields (and counts as one event).",
     response_class=Response,
     responses=content("application/atom+xml") | READ_ERRORS | error_responses(404),
 )
@@ -135,9 +138,9 @@ def atom_changes(
     newest = "after" not in request.query_params
     flt = replace(flt, nct_ids=nct_id or (), newest_first=newest)
     document = atom_feed(
-        feed.changes_by_version(app.db, flt),
+        feed.version_changes(app.db, flt),
         self_url=str(request.url),
         site_url=str(request.base_url),
         settings=app.settings.pages,
     )
-    return Response(document, media_type="application/atom+xml")
+    return Response(document, media_type=ATOM_TYPE)

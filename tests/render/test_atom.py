@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mirror.config import PagesSettings
+from mirror.feed import group_versions
 from mirror.record import ChangeKind
 from mirror.render import atom_feed
 from mirror.store import ChangeEvent
@@ -32,8 +33,9 @@ def event(
 
 
 def feed(events: Sequence[ChangeEvent], settings: PagesSettings | None = None) -> ET.Element:
+    versions = group_versions(events)
     data = atom_feed(
-        events, self_url=SELF, site_url=SITE + "/", settings=settings or PagesSettings()
+        versions, self_url=SELF, site_url=SITE + "/", settings=settings or PagesSettings()
     )
     assert data.startswith(b"<?xml")
     return ET.fromstring(data)
@@ -87,7 +89,7 @@ def test_feedparser_reads_the_feed_without_complaint() -> None:
     """feedparser parses the feed as well-formed Atom 1.0."""
     import feedparser
 
-    parsed = feedparser.parse(atom_feed(sample(), self_url=SELF, site_url=SITE,
+    parsed = feedparser.parse(atom_feed(group_versions(sample()), self_url=SELF, site_url=SITE,
                                         settings=PagesSettings()))  # fmt: skip
     assert not parsed.bozo and parsed.version == "atom10"
     assert len(parsed.entries) == 3
@@ -128,8 +130,16 @@ def test_entry_content_lists_every_change_of_the_version() -> None:
         "<code>design.enrollmentCount</code> changed: 180 → 164",
         "<code>status.whyStopped</code> added: Enough data",
     ]
-    assert f'<a href="{SITE}/trials/NCT03039062.html">NCT03039062</a>' in content
+    assert f'<a href="{SITE}/trials/NCT03039062.html?version=2">NCT03039062</a>' in content
+    assert f'<a href="{SITE}/trials/NCT03039062/compare?to=2">' in content
     assert "version 2, observed 2026-06-02 07:00 UTC (registry date 2026-05-29)" in content
+
+
+def test_a_first_sight_is_one_line_not_its_fields() -> None:
+    """A first version's entry counts its fields instead of listing them (folded)."""
+    content = html.unescape(text(entries(feed(sample()))[2], "a:content"))
+    assert "<li>" not in content and "First seen on 2026-06-01, 2 fields." in content
+    assert "/compare" not in content
 
 
 def test_list_changes_in_titles_name_the_items() -> None:
