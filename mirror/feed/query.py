@@ -29,7 +29,7 @@ from __future__ import annotations
 import fnmatch
 import heapq
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -111,6 +111,53 @@ def find(session: Session, flt: ChangeFilter) -> list[EventRow]:
     blocks = _block_events(session, flt)
     merged = heapq.merge(rows, blocks, key=_event_id, reverse=flt.newest_first)
     return [event for event, _ in zip(merged, range(flt.limit), strict=False)]
+
+
+STREAM_BATCH = 2000  # rows fetched at a time by a stream
+
+
+def stream(session: Session, flt: ChangeFilter) -> Iterator[EventRow]:
+    """Every event matching ``flt`` after ``flt.after``, in id order (``flt.limit`` and
+    ``newest_first`` do not apply): rows and expanded blocks merged from two cursors read
+    ``STREAM_BATCH`` at a time, so memory stays flat however many events match. The caller
+    keeps ``session`` open while it reads."""
+    rows = _stream_rows(session, flt)
+    blocks = _stream_blocks(session, flt)
+    return heapq.merge(rows, blocks, key=_event_id)
+
+
+def _stream_rows(session: Session, flt: ChangeFilter) -> Iterator[EventRow]:
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    col = _off_index if sqlite else _as_is
+    where = _common_conditions(session, flt, col)
+    where += _bounds(flt)
+    if flt.after:
+        where.append(ChangeEvent.id > flt.after)
+    if flt.watch is not None:
+        where.append(col(ChangeEvent.study_id).in_(watch_members(session, flt.watch)))
+    if flt.nct_ids:
+        nct_ids = list(dict.fromkeys(parse_nct_id(n) for n in flt.nct_ids))
+        where.append(ChangeEvent.nct_id.in_(nct_ids))
+    if flt.fields:
+        where.append(_fields_condition(session, flt.fields, col))
+    if flt.since is not None:
+        where += _since_floor(session, flt.since, ChangeEvent.id, ChangeEvent.observed_at)
+    query = select(*EVENT_SELECT).where(*where).order_by(ChangeEvent.id)
+    result = session.execute(query, execution_options={"yield_per": STREAM_BATCH})
+    for row in result:
+        yield tuple(row)
+
+
+def _stream_blocks(session: Session, flt: ChangeFilter) -> Iterator[EventRow]:
+    where = _block_conditions(session, replace(flt, newest_first=False))
+    if where is None:
+        return
+    keep, only = _event_test(flt), field_test(flt.fields)
+    query = expandable(*where).order_by(EventBlock.first_id)
+    for block in session.execute(query, execution_options={"yield_per": STREAM_BATCH // 20}):
+        for event in expand(block, only):
+            if keep(event):
+                yield event
 
 
 def _event_id(event: EventRow) -> int:

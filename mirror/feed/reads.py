@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,11 +13,20 @@ from sqlalchemy.orm import Session
 
 from mirror.config import PagesSettings
 from mirror.errors import NotFound, UsageError
-from mirror.feed.query import MAX_LIMIT, ChangeFilter, event_dict, field_test, find, watch_members
+from mirror.feed.query import (
+    MAX_LIMIT,
+    ChangeFilter,
+    event_dict,
+    field_test,
+    find,
+    stream,
+    watch_members,
+)
 from mirror.record import Canonical, FieldChange, diff_records, format_instant, parse_nct_id
 from mirror.store import (
     ChangeEvent,
     Database,
+    EventRow,
     Study,
     StudyState,
     StudyVersion,
@@ -45,6 +54,14 @@ def change_dicts(db: Database, flt: ChangeFilter) -> list[dict[str, Any]]:
     with db.session() as session:
         rows = find(session, flt)
     return [event_dict(row) for row in rows]
+
+
+def stream_changes(db: Database, flt: ChangeFilter) -> Generator[EventRow, None, None]:
+    """Every event matching ``flt`` after ``flt.after``, in id order, with flat memory: the
+    whole feed in one read (``flt.limit`` does not apply). Close the iterator (or read it to
+    its end) to end the read transaction."""
+    with db.session() as session:
+        yield from stream(session, flt)
 
 
 def changes_by_version(db: Database, flt: ChangeFilter) -> list[ChangeEvent]:
