@@ -140,8 +140,8 @@ def query_text(query: Mapping[str, str]) -> str:
 
 
 @contextmanager
-def progress(label: str) -> Iterator[Callable[[int | None, int], None]]:
-    """A progress bar on stderr when it is a terminal (done/total, studies/s, time left);
+def progress(label: str, unit: str = "studies") -> Iterator[Callable[[int | None, int], None]]:
+    """A progress bar on stderr when it is a terminal (done/total, ``unit``/s, time left);
     otherwise a callback that does nothing."""
     if not sys.stderr.isatty():
         yield lambda total, done: None
@@ -162,7 +162,7 @@ def progress(label: str) -> Iterator[Callable[[int | None, int], None]]:
     class Rate(ProgressColumn):
         def render(self, task: Task) -> Text:
             speed = task.finished_speed or task.speed
-            return Text(f"{speed:,.0f} studies/s" if speed else "… studies/s")
+            return Text(f"{speed:,.0f} {unit}/s" if speed else f"… {unit}/s")
 
     columns = (
         TextColumn("{task.description}"),
