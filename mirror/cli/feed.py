@@ -86,7 +86,7 @@ def changes(
 
 
 TABLE_COLUMNS = ["id", "nct_id", "version", "field", "change", "observed_at"]
-TABLE_OTHERS = 80  # what the other columns of a table take at most on a 100-column terminal
+TABLE_OTHERS = 72  # what the other columns of a table take on a 100-column terminal
 EVENT_KEYS = [
     "id", "nct_id", "version", "field", "kind", "old", "new", "observed_at", "source_date",
     "initial",
@@ -111,7 +111,8 @@ def _change_text(event: dict[str, Any], width: int = INLINE_VALUE_MAX) -> str:
     if event["kind"] == "changed" and isinstance(old, str) and isinstance(new, str):
         return " → ".join(_around(" ".join(old.split()), " ".join(new.split()), (width - 3) // 2))
     shown = ChangeEvent(field=event["field"], kind=ChangeKind(event["kind"]), old=old, new=new)
-    text = change_text(shown, limit=max(10, (width - 12) // 2)).removeprefix("changed: ")
+    each = (width - 12) // 2 if event["kind"] == "changed" else width - len(event["kind"]) - 2
+    text = change_text(shown, limit=max(10, each)).removeprefix("changed: ")
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
