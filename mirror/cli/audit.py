@@ -23,7 +23,7 @@ def audit_command(c: Context, watch_name: str | None, everything: bool, fmt: str
     schedule allows). Exits 1 when a study is missing or the registry could not be asked."""
     if bool(watch_name) == everything:
         raise UsageError("name one watch (--watch NAME) or audit them all (--all)")
-    app = c.app
+    app = c.reader
     watches = export.watches_to_audit(app.db, watch_name)
 
     async def run() -> list[export.AuditResult]:

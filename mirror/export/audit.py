@@ -15,6 +15,7 @@ Every audit is stored (``AuditRun``): ``/healthz`` reports the last one.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -90,7 +91,7 @@ async def audit_watch(
     """Audit one watch (never raises for a registry failure: the result says ``failed``)."""
     stale_after = allowed_gap(watch.schedule, settings.daemon.full_recheck_days)
     now = utcnow()
-    held, last_seen = _held(db, watch)
+    held, last_seen = await asyncio.to_thread(_held, db, watch)
     result = AuditResult(watch.name, now, None, len(held), False, stale_after)
     result.stale = sorted(n for n in held if now - last_seen[n] > stale_after)
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 import structlog
 
 from mirror.errors import UsageError
-from mirror.export.tables import TABLES, ExportFilter, estimate, read_rows
+from mirror.export.tables import TABLES, ExportFilter, check_filter, estimate, read_rows
 from mirror.export.writers import (
     FILE_WRITERS,
     FORMATS,
@@ -60,6 +60,7 @@ def export(
     if unknown:
         raise UsageError(f"unknown table {unknown[0]!r} (known: {', '.join(TABLES)})")
     targets = check_writable(out, fmt, tables, force=force)
+    check_filter(db, flt)
     report = progress or _silent
     summary = ExportSummary(out, fmt)
     started = time.perf_counter()

@@ -22,7 +22,7 @@ from sqlalchemy import Select, and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from mirror import feed
-from mirror.errors import NotFound
+from mirror.errors import NotFound, UsageError
 from mirror.record import parse_nct_id
 from mirror.store import (
     Database,
@@ -120,6 +120,17 @@ TABLES = {
     "changes": Table("changes", CHANGE_COLUMNS, 50_000),
     "classes": Table("classes", CLASS_COLUMNS, 50_000),
 }
+
+
+def check_filter(db: Database, flt: ExportFilter) -> None:
+    """UsageError or NotFound now, before any file is written, for a filter that cannot work
+    (a bad NCT id or glob, since after until, an unknown watch)."""
+    flt.change_filter()
+    for pattern in (*flt.fields, *flt.classes):
+        if not pattern or "[" in pattern or "]" in pattern:
+            raise UsageError(f"pattern {pattern!r}: use * and ? only (e.g. 'status.*')")
+    with db.session() as session:
+        _study_ids(session, flt)
 
 
 def read_rows(db: Database, table: str, flt: ExportFilter) -> Iterator[tuple[Any, ...]]:

@@ -193,6 +193,11 @@ def test_an_unwritable_or_taken_out_is_refused_before_any_work(
     (tmp_path / "file").write_text("x")
     assert "is a file" in run("export", str(tmp_path / "file"), "--format", "csv",
                               expect=2).stderr  # fmt: skip
+    unknown = run("export", str(tmp_path / "w"), "--watch", "nope", expect=1)
+    assert "no watch named 'nope'" in unknown.stderr
+    assert "use * and ? only" in run("export", str(tmp_path / "w"), "--field", "a[b]",
+                                     expect=2).stderr  # fmt: skip
+    assert not (tmp_path / "w").exists()
     run("export", str(tmp_path / "csv"), "--format", "csv")
     again = run("export", str(tmp_path / "csv"), "--format", "csv", expect=2)
     assert "exists (use --force" in again.stderr
