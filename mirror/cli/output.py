@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import os
 import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -43,6 +44,21 @@ def stream(
     ``table`` shows ``columns`` within the terminal's width, ``fit`` (a column) taking what
     the others leave and being cut to it.
     """
+    try:
+        return _stream(rows, fmt, columns, keys, fit)
+    except BrokenPipeError:  # the reader left (`| head`): stop quietly, as Python's docs advise
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise SystemExit(1) from None
+
+
+def _stream(
+    rows: Iterable[Mapping[str, Any]],
+    fmt: str,
+    columns: Sequence[str],
+    keys: Sequence[str],
+    fit: str | None,
+) -> int:
     out = sys.stdout
     count = 0
     if fmt == "json":
