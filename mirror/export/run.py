@@ -13,7 +13,7 @@ from pathlib import Path
 import structlog
 
 from mirror.errors import UsageError
-from mirror.export.tables import TABLES, ExportFilter, check_filter, estimate, read_rows
+from mirror.export.tables import TABLES, ExportFilter, check_filter, estimate, read_chunks
 from mirror.export.writers import (
     FILE_WRITERS,
     FORMATS,
@@ -123,17 +123,23 @@ def _to_sqlite(
 def _copy(
     db: Database, table: str, flt: ExportFilter, writer: TableWriter, report: Progress
 ) -> int:
-    """Every row of ``table`` into ``writer``, one batch at a time; how many there were."""
+    """Every row of ``table`` into ``writer``, a batch of about ``Table.batch`` rows at a
+    time; how many there were."""
     report(table, estimate(db, table, flt), 0)
-    rows = read_rows(db, table, flt)
-    size, count = TABLES[table].batch, 0
+    spec = TABLES[table]
+    chunks = read_chunks(db, table, flt)
+    count, batch = 0, []
     try:
-        while batch := list(itertools.islice(rows, size)):
-            writer.write(batch)
-            count += len(batch)
-            report(table, None, len(batch))
+        for chunk in itertools.chain(chunks, [None]):
+            if chunk is not None:
+                batch += chunk
+            if batch and (chunk is None or len(batch) >= spec.batch):
+                writer.write(spec.columnize(batch))
+                count += len(batch)
+                report(table, None, len(batch))
+                batch = []
     finally:
-        close = getattr(rows, "close", None)
+        close = getattr(chunks, "close", None)
         if close is not None:
             close()
     return count

@@ -12,7 +12,7 @@ stream (server-side cursors, ``yield_per``): memory stays flat whatever the mirr
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -107,17 +107,41 @@ CLASS_COLUMNS = [
 ]  # fmt: skip
 
 
+Columns = list[list[Any]]  # a batch of rows as one list of values per column
+
+
+def transpose(rows: Sequence[Any]) -> Columns:
+    """Rows as columns (one list comprehension per column: several times faster than zip)."""
+    if not rows:
+        return []
+    return [[row[n] for row in rows] for n in range(len(rows[0]))]
+
+
 @dataclass(frozen=True)
 class Table:
+    """A table: its columns, how many rows make a batch (a Parquet row group; it bounds
+    memory), and how a batch of what its reader yields becomes columns."""
+
     name: str
     columns: list[Column]
-    batch: int  # rows per written batch (a Parquet row group): bounds memory
+    batch: int
+    columnize: Callable[[Sequence[Any]], Columns] = transpose
+
+
+def _change_columns(events: Sequence[Any]) -> Columns:
+    """A batch of feed events (``EventRow``) as the columns of ``changes``: built column by
+    column, which costs a fraction of building a tuple per row."""
+    ids, nct_ids, versions, fields, kinds, olds, news, times, dates, initial = transpose(events)
+    return [
+        ids, nct_ids, versions, fields, [k.value for k in kinds], olds, news, times, dates,
+        initial, [_scalar_text(v) for v in olds], [_scalar_text(v) for v in news],
+    ]  # fmt: skip
 
 
 TABLES = {
     "studies": Table("studies", STUDY_COLUMNS, 20_000),
-    "versions": Table("versions", VERSION_COLUMNS, 1_000),  # records are ~10-30 kB each
-    "changes": Table("changes", CHANGE_COLUMNS, 50_000),
+    "versions": Table("versions", VERSION_COLUMNS, 250),  # records are ~10-60 kB each
+    "changes": Table("changes", CHANGE_COLUMNS, 50_000, _change_columns),
     "classes": Table("classes", CLASS_COLUMNS, 50_000),
 }
 
@@ -133,20 +157,22 @@ def check_filter(db: Database, flt: ExportFilter) -> None:
         _study_ids(session, flt)
 
 
-def read_rows(db: Database, table: str, flt: ExportFilter) -> Iterator[tuple[Any, ...]]:
-    """The rows of ``table`` matching ``flt``, streamed, in a stable order."""
+def read_chunks(db: Database, table: str, flt: ExportFilter) -> Iterator[list[Any]]:
+    """The rows of ``table`` matching ``flt`` in a stable order, in consecutive lists (for
+    ``changes`` the feed's ``EventRow``s, which its ``columnize`` turns into the columns)."""
     if table == "changes":
-        return (_change_row(e) for e in feed.stream_changes(db, flt.change_filter()))
+        return feed.stream_change_chunks(db, flt.change_filter())
     return _read(db, table, flt)
 
 
-def _read(db: Database, table: str, flt: ExportFilter) -> Iterator[tuple[Any, ...]]:
+def _read(db: Database, table: str, flt: ExportFilter) -> Iterator[list[Any]]:
     with db.session() as session:
         query = {"studies": _studies, "versions": _versions, "classes": _classes}[table]
-        result = session.execute(query(session, flt), execution_options={"yield_per": BATCH})
+        size = min(BATCH, TABLES[table].batch)
+        result = session.execute(query(session, flt), execution_options={"yield_per": size})
         convert = {"studies": _study_row, "versions": _version_row, "classes": _class_row}[table]
-        for row in result:
-            yield convert(row)
+        for part in result.partitions():
+            yield [convert(row) for row in part]
 
 
 def estimate(db: Database, table: str, flt: ExportFilter) -> int | None:
@@ -275,19 +301,17 @@ def _typed(value: Any, kind: str) -> Any:
 # -- changes ------------------------------------------------------------------------------
 
 
-def _change_row(event: tuple[Any, ...]) -> tuple[Any, ...]:
-    id_, nct_id, version, field, kind, old, new, observed_at, source_date, initial = event
-    return (
-        id_, nct_id, version, field, kind.value, old, new, observed_at, source_date, initial,
-        _scalar_text(old), _scalar_text(new),
-    )  # fmt: skip
+_PLAIN = (int, float)
 
 
 def _scalar_text(value: Any) -> str | None:
-    """A string, number or boolean value as plain text (lists and objects: None)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool | int | float):
+    """A string, number or boolean value as plain text (lists, objects, None: None)."""
+    kind = type(value)
+    if kind is str:
+        return value  # type: ignore[no-any-return]
+    if kind is bool:
+        return "true" if value else "false"
+    if isinstance(value, _PLAIN):
         return orjson.dumps(value).decode()
     return None
 

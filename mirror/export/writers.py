@@ -11,14 +11,14 @@ import csv
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 import orjson
 
 from mirror.errors import UsageError
-from mirror.export.tables import Table
+from mirror.export.tables import Columns, Table
 
 FORMATS = ("parquet", "csv", "ndjson", "sqlite")
 EXTENSIONS = {"parquet": "parquet", "csv": "csv", "ndjson": "ndjson"}
@@ -34,7 +34,8 @@ SQLITE_TYPES = {"int": "INTEGER", "text": "TEXT", "bool": "INTEGER", "time": "TE
 
 
 class TableWriter(Protocol):
-    def write(self, rows: Sequence[tuple[Any, ...]]) -> None: ...
+    def write(self, columns: Columns) -> None:
+        """One batch, as one list of values per column."""
 
     def close(self) -> None: ...
 
@@ -50,13 +51,13 @@ def json_text(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
-def _text_cell(kind: str, value: Any) -> Any:
-    """A value for a text-only format (CSV, SQLite): JSON and instants as text."""
+def _as_text(kind: str, values: list[Any]) -> list[Any]:
+    """A column for a text-only format (CSV, SQLite): JSON and instants as text."""
     if kind == "json":
-        return json_text(value)
+        return [json_text(v) for v in values]
     if kind == "time":
-        return instant(value)
-    return value
+        return [instant(v) for v in values]
+    return values
 
 
 # -- one file per table ---------------------------------------------------------------------
@@ -70,26 +71,60 @@ class ParquetTable:
     """A Parquet file written one row group per batch (pyarrow)."""
 
     def __init__(self, path: Path, table: Table) -> None:
-        pa, pq = _pyarrow()
+        _, pq = _pyarrow()
+        self.arrow = ArrowBatches(table)
+        self.writer = pq.ParquetWriter(str(path), self.arrow.schema, compression="zstd")
+
+    def write(self, columns: Columns) -> None:
+        self.write_arrow(self.arrow.batch(columns))
+
+    def write_arrow(self, batch: Any) -> None:
+        """A batch already made into an Arrow record batch (by :class:`ArrowBatches`)."""
+        self.writer.write_batch(batch)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+class ArrowBatches:
+    """Batches of a table's columns as Arrow record batches of its schema."""
+
+    def __init__(self, table: Table) -> None:
+        pa, _ = _pyarrow()
         types = {
             "int": pa.int64(), "text": pa.string(), "bool": pa.bool_(),
             "time": pa.timestamp("us", tz="UTC"), "json": pa.string(), "raw": pa.string(),
         }  # fmt: skip
         self.pa, self.columns = pa, table.columns
         self.schema = pa.schema([(c.name, types[c.kind]) for c in table.columns])
-        self.writer = pq.ParquetWriter(str(path), self.schema, compression="zstd")
 
-    def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
+    def batch(self, columns: Columns) -> Any:
         arrays = []
-        for n, column in enumerate(self.columns):
-            values = [row[n] for row in rows]
-            if column.kind == "json":
-                values = [json_text(v) for v in values]
+        for n, (column, values) in enumerate(zip(self.columns, columns, strict=True)):
+            if column.kind == "json":  # bytes are taken as UTF-8 text: no decode needed
+                values = [None if v is None else orjson.dumps(v) for v in values]
+            elif column.kind == "time":
+                values = _micros(values)
             arrays.append(self.pa.array(values, type=self.schema.field(n).type))
-        self.writer.write_batch(self.pa.record_batch(arrays, schema=self.schema))
+        return self.pa.record_batch(arrays, schema=self.schema)
 
-    def close(self) -> None:
-        self.writer.close()
+
+def _micros(values: list[datetime | None]) -> list[int | None]:
+    """Instants as microseconds since the epoch (Arrow's fast path); the events of a block
+    share one datetime object, so the last conversion is reused."""
+    found: list[int | None] = []
+    last: datetime | None = None
+    micros: int | None = None
+    for value in values:
+        if value is not last:
+            last = value
+            micros = None if value is None else (value - _EPOCH) // _MICROSECOND
+        found.append(micros)
+    return found
 
 
 def _pyarrow() -> tuple[Any, Any]:
@@ -113,11 +148,9 @@ class CsvTable:
         self.writer = csv.writer(self.file, lineterminator="\n")
         self.writer.writerow([c.name for c in table.columns])
 
-    def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        kinds = self.kinds
-        self.writer.writerows(
-            [_text_cell(k, v) for k, v in zip(kinds, row, strict=True)] for row in rows
-        )
+    def write(self, columns: Columns) -> None:
+        texts = [_as_text(k, values) for k, values in zip(self.kinds, columns, strict=True)]
+        self.writer.writerows(zip(*texts, strict=True))
 
     def close(self) -> None:
         self.file.close()
@@ -130,17 +163,18 @@ class NdjsonTable:
         self.file: IO[bytes] = open(path, "wb")  # noqa: SIM115
         self.columns = table.columns
 
-    def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        lines = []
-        for row in rows:
-            item = {}
-            for column, value in zip(self.columns, row, strict=True):
-                if column.kind == "time":
-                    value = instant(value)
-                elif column.kind == "raw" and value is not None:
-                    value = orjson.Fragment(value)
-                item[column.name] = value
-            lines.append(orjson.dumps(item))
+    def write(self, columns: Columns) -> None:
+        values = []
+        for column, column_values in zip(self.columns, columns, strict=True):
+            if column.kind == "time":
+                column_values = [instant(v) for v in column_values]
+            elif column.kind == "raw":
+                column_values = [None if v is None else orjson.Fragment(v) for v in column_values]
+            values.append(column_values)
+        names = [c.name for c in self.columns]
+        lines = [
+            orjson.dumps(dict(zip(names, row, strict=True))) for row in zip(*values, strict=True)
+        ]
         if lines:
             self.file.write(b"\n".join(lines) + b"\n")
 
@@ -192,12 +226,9 @@ class SqliteTable:
         marks = ", ".join("?" for _ in table.columns)
         self.insert = f'INSERT INTO "{table.name}" VALUES ({marks})'
 
-    def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        kinds = self.kinds
-        self.conn.executemany(
-            self.insert,
-            ([_text_cell(k, v) for k, v in zip(kinds, row, strict=True)] for row in rows),
-        )
+    def write(self, columns: Columns) -> None:
+        texts = [_as_text(k, values) for k, values in zip(self.kinds, columns, strict=True)]
+        self.conn.executemany(self.insert, zip(*texts, strict=True))
 
     def close(self) -> None:
         pass

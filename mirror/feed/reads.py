@@ -20,6 +20,7 @@ from mirror.feed.query import (
     field_test,
     find,
     stream,
+    stream_chunks,
     watch_members,
 )
 from mirror.record import Canonical, FieldChange, diff_records, format_instant, parse_nct_id
@@ -62,6 +63,12 @@ def stream_changes(db: Database, flt: ChangeFilter) -> Generator[EventRow, None,
     its end) to end the read transaction."""
     with db.session() as session:
         yield from stream(session, flt)
+
+
+def stream_change_chunks(db: Database, flt: ChangeFilter) -> Generator[list[EventRow], None, None]:
+    """:func:`stream_changes` in consecutive lists of events (for writers that take batches)."""
+    with db.session() as session:
+        yield from stream_chunks(session, flt)
 
 
 def changes_by_version(db: Database, flt: ChangeFilter) -> list[ChangeEvent]:
