@@ -36,11 +36,16 @@ from mirror.cli.context import Context, pass_ctx, utc
     help="Only the first-sight events / leave them out (default: both).",
 )  # fmt: skip
 @click.option("--force", is_flag=True, help="Replace the tables of an earlier export at OUT.")
+@click.option(
+    "--workers", type=click.IntRange(min=1),
+    help="Processes reading a Parquet export's changes (default: one per CPU on a large feed).",
+)  # fmt: skip
 @pass_ctx
 def export_command(
     c: Context, out: Path, fmt: str, tables: tuple[str, ...], nct_ids: tuple[str, ...],
     watch_name: str | None, fields: tuple[str, ...], classes: tuple[str, ...],
     since: datetime | None, until: datetime | None, initial: bool | None, force: bool,
+    workers: int | None,
 ) -> None:  # fmt: skip
     """Export studies, versions, changes (first sight included) and change classes to OUT.
 
@@ -54,7 +59,14 @@ def export_command(
     db = c.reader.db
     with _progress() as report:
         summary = exports.export(
-            db, out, fmt, flt, tables or tuple(exports.TABLES), force=force, progress=report
+            db,
+            out,
+            fmt,
+            flt,
+            tables or tuple(exports.TABLES),
+            force=force,
+            progress=report,
+            workers=workers,
         )
     click.echo(summary.line())
 

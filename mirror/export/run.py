@@ -13,10 +13,12 @@ from pathlib import Path
 import structlog
 
 from mirror.errors import UsageError
+from mirror.export import parallel
 from mirror.export.tables import TABLES, ExportFilter, check_filter, estimate, read_chunks
 from mirror.export.writers import (
     FILE_WRITERS,
     FORMATS,
+    ParquetTable,
     SqliteFile,
     TableWriter,
     check_writable,
@@ -51,9 +53,13 @@ def export(
     *,
     force: bool = False,
     progress: Progress | None = None,
+    workers: int | None = None,
 ) -> ExportSummary:
     """Write ``tables`` of the mirror matching ``flt`` to ``out`` (a directory of one file per
-    table; for ``sqlite`` one file). Nothing is left at ``out`` when it fails."""
+    table; for ``sqlite`` one file). Nothing is left at ``out`` when it fails.
+
+    ``workers``: processes reading a Parquet export's ``changes`` (default: one per CPU when
+    the feed is large, ``mirror.export.parallel``)."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r} (known: {', '.join(FORMATS)})")
     unknown = [t for t in tables if t not in TABLES]
@@ -69,7 +75,7 @@ def export(
     else:
         out.mkdir(exist_ok=True)
         for table, target in zip(tables, targets, strict=True):
-            _to_file(db, target, fmt, flt, table, summary, report)
+            _to_file(db, target, fmt, flt, table, summary, report, workers)
     summary.seconds = time.perf_counter() - started
     log.info("export.done", out=str(out), format=fmt, seconds=round(summary.seconds, 2),
              **summary.rows)  # fmt: skip
@@ -82,14 +88,19 @@ def _silent(table: str, total: int | None, done: int) -> None:
 
 def _to_file(
     db: Database, target: Path, fmt: str, flt: ExportFilter, table: str,
-    summary: ExportSummary, report: Progress,
+    summary: ExportSummary, report: Progress, workers: int | None,
 ) -> None:  # fmt: skip
     spec = TABLES[table]
     work = partial(target)
     try:
         writer: TableWriter = FILE_WRITERS[fmt](work, spec)
         try:
-            summary.rows[table] = _copy(db, table, flt, writer, report)
+            parallel_ok = isinstance(writer, ParquetTable) and table == "changes"
+            readers = (workers or parallel.workers_for(db, flt)) if parallel_ok else 1
+            if isinstance(writer, ParquetTable) and readers > 1:
+                summary.rows[table] = _copy_parallel(db, flt, writer, report, readers)
+            else:
+                summary.rows[table] = _copy(db, table, flt, writer, report)
         finally:
             writer.close()
         os.replace(work, target)
@@ -118,6 +129,19 @@ def _to_sqlite(
     finally:
         with contextlib.suppress(FileNotFoundError):
             work.unlink()
+
+
+def _copy_parallel(
+    db: Database, flt: ExportFilter, writer: ParquetTable, report: Progress, workers: int
+) -> int:
+    """``changes`` into a Parquet ``writer`` from ``workers`` reading processes."""
+    report("changes", estimate(db, "changes", flt), 0)
+    count = 0
+    for batch in parallel.arrow_batches(db, flt, workers):
+        writer.write_arrow(batch)
+        count += batch.num_rows
+        report("changes", None, batch.num_rows)
+    return count
 
 
 def _copy(

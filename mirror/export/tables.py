@@ -141,7 +141,8 @@ def _change_columns(events: Sequence[Any]) -> Columns:
 TABLES = {
     "studies": Table("studies", STUDY_COLUMNS, 20_000),
     "versions": Table("versions", VERSION_COLUMNS, 250),  # records are ~10-60 kB each
-    "changes": Table("changes", CHANGE_COLUMNS, 50_000, _change_columns),
+    # First-sight values are whole texts and lists: 10,000 events can hold ~50 MB of them.
+    "changes": Table("changes", CHANGE_COLUMNS, 10_000, _change_columns),
     "classes": Table("classes", CLASS_COLUMNS, 50_000),
 }
 
