@@ -12,10 +12,10 @@
 2. Each export is ``ctmirror export OUT --table T --format F`` in a **subprocess**, as a user
    runs it: wall time from the outside, peak RSS of the process (``wait4``), the median of
    ``--runs`` runs and their spread (min–max).
-3. Baseline **in the same run**: the same rows read and thrown away
-   (``ctmirror changes --limit 0 --format ndjson > /dev/null`` for changes, which is the read
-   path plus the cheapest writing; a bare ``read_rows`` loop for versions), so each format's
-   cost shows as a ratio to reading.
+3. Baseline **in the same run**: the same rows read in one process and thrown away (a bare
+   loop over ``mirror.export.tables.read_chunks``), so each format's cost shows as a ratio
+   to reading. For changes also ``ctmirror changes --limit 0 --format ndjson > /dev/null``,
+   the whole feed streamed by the CLI.
 4. The Parquet library: the same ``--library-rows`` change rows written through pyarrow
    (what ``ctmirror export`` uses) and through DuckDB (rows to a temporary CSV file, then
    DuckDB's ``COPY … TO 'x.parquet'``; DuckDB's ``executemany`` is far slower), seconds and
@@ -78,19 +78,19 @@ def export_once(url: str, table: str, fmt: str, work: Path) -> dict[str, Any]:
 
 
 def baseline_once(url: str, table: str) -> dict[str, Any]:
-    if table == "changes":
-        command = [sys.executable, "-m", "mirror", "changes", "--limit", "0", "--format",
-                   "ndjson"]  # fmt: skip
-        result = timed(command, url, stdout=subprocess.DEVNULL)
-        return result | {"rows": None}
     code = (
-        "from mirror.export.tables import ExportFilter, read_rows\n"
+        "from mirror.export.tables import ExportFilter, read_chunks\n"
         "from mirror.store import Database\nimport os\n"
         "db = Database(os.environ['CTMIRROR_DATABASE__URL'])\n"
-        f"print(sum(1 for _ in read_rows(db, {table!r}, ExportFilter())))\n"
+        f"print(sum(len(c) for c in read_chunks(db, {table!r}, ExportFilter())))\n"
     )
     result = timed([sys.executable, "-c", code], url)
     return result | {"rows": int(result["stdout"])}
+
+
+def cli_stream_once(url: str) -> dict[str, Any]:
+    command = [sys.executable, "-m", "mirror", "changes", "--limit", "0", "--format", "ndjson"]
+    return timed(command, url, stdout=subprocess.DEVNULL) | {"rows": None}
 
 
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -103,13 +103,16 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def measure(url: str, table: str, runs: int, work: Path) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    base = median_of([baseline_once(url, table) for _ in range(runs)])
+    found: dict[str, Any] = {"read only": median_of([baseline_once(url, table)
+                                                     for _ in range(runs)])}  # fmt: skip
+    print(f"  {table} read only: {_rate(found['read only'])}", file=sys.stderr)
     for fmt in FORMATS:
         found[fmt] = median_of([export_once(url, table, fmt, work) for _ in range(runs)])
         print(f"  {table} {fmt}: {_rate(found[fmt])}", file=sys.stderr)
-    base["rows"] = base["rows"] or found["parquet"]["rows"]
-    found["read only"] = base
+    if table == "changes":
+        cli = median_of([cli_stream_once(url) for _ in range(runs)])
+        cli["rows"] = found["read only"]["rows"]
+        found["changes --limit 0 (ndjson)"] = cli
     return found
 
 
@@ -121,26 +124,27 @@ def library_comparison(url: str, rows: int, work: Path) -> dict[str, Any]:
     """pyarrow vs DuckDB writing the same change rows to Parquet (rows already in memory)."""
     import duckdb
 
-    from mirror.export.tables import TABLES, ExportFilter, read_rows
+    from mirror.export.tables import TABLES, ExportFilter, read_chunks
     from mirror.export.writers import CsvTable, ParquetTable
     from mirror.store import Database
 
     db = Database(url)
-    stream = read_rows(db, "changes", ExportFilter())
-    sample = list(itertools.islice(stream, rows))
-    stream.close()  # type: ignore[attr-defined]
+    chunks = read_chunks(db, "changes", ExportFilter())
+    sample = list(itertools.islice(itertools.chain.from_iterable(chunks), rows))
+    chunks.close()  # type: ignore[attr-defined]
     db.dispose()
     table, batch = TABLES["changes"], TABLES["changes"].batch
+    columns = [table.columnize(sample[n : n + batch]) for n in range(0, len(sample), batch)]
     started = time.perf_counter()
     writer = ParquetTable(work / "pyarrow.parquet", table)
-    for n in range(0, len(sample), batch):
-        writer.write(sample[n : n + batch])
+    for part in columns:
+        writer.write(part)
     writer.close()
     pyarrow_s = time.perf_counter() - started
     started = time.perf_counter()
     csv_writer = CsvTable(work / "rows.csv", table)
-    for n in range(0, len(sample), batch):
-        csv_writer.write(sample[n : n + batch])
+    for part in columns:
+        csv_writer.write(part)
     csv_writer.close()
     con = duckdb.connect()
     con.execute(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -64,25 +65,36 @@ def changes(
         initial=initial, watch=watch_name, classes=classes,
     )  # fmt: skip
     wanted = None if everything or limit == 0 else limit
-    reader = c.reader
-    rows = feed.stream_changes(reader.db, flt)
-    try:
-        shown = itertools.islice(rows, wanted)
-        events = (feed.event_dict(row) for row in shown)
-        if fmt == "table":
-            width = max(30, output.terminal_width() - TABLE_OTHERS)
-            events = (e | {"change": _change_text(e, width)} for e in events)
-        last = _Last()
-        output.stream(last.track(events), fmt, TABLE_COLUMNS, EVENT_KEYS, fit="change")
-        more = wanted is not None and next(rows, None) is not None
-    finally:
-        rows.close()
+    db = c.reader.db
+    if wanted is not None and wanted < feed.MAX_LIMIT:  # one page: the feed's planner
+        page = feed.change_dicts(db, replace(flt, limit=wanted + 1))
+        _print(iter(page[:wanted]), fmt)
+        more = len(page) > wanted
+        last_id = page[wanted - 1]["id"] if more else None
+    else:  # any number: streamed
+        rows = feed.stream_changes(db, flt)
+        try:
+            last = _print((feed.event_dict(r) for r in itertools.islice(rows, wanted)), fmt)
+            more = wanted is not None and next(rows, None) is not None
+            last_id = last.id
+        finally:
+            rows.close()
     if more:
         click.echo(
-            f"note: {wanted:,} events shown, more follow: continue with --after {last.id} "
+            f"note: {wanted:,} events shown, more follow: continue with --after {last_id} "
             "(or --limit 0 for all)",
             err=True,
         )
+
+
+def _print(events: Iterator[dict[str, Any]], fmt: str) -> _Last:
+    """Print ``events`` as they come; the last one's id."""
+    if fmt == "table":
+        width = max(30, output.terminal_width() - TABLE_OTHERS)
+        events = (e | {"change": _change_text(e, width)} for e in events)
+    last = _Last()
+    output.stream(last.track(events), fmt, TABLE_COLUMNS, EVENT_KEYS, fit="change")
+    return last
 
 
 TABLE_COLUMNS = ["id", "nct_id", "version", "field", "change", "observed_at"]
