@@ -290,6 +290,8 @@ class Daemon:
         """After a full run: is the watch complete? Logged and stored (``/healthz`` shows the
         last one); a failure is logged and never stops the worker."""
         assert self._source is not None
+        if not self.settings.daemon.audit_after_full_run:
+            return
         try:
             result = await audit_watch(self.app.db, self._source, watch, self.settings)
             await asyncio.to_thread(record_audit, self.app.db, watch, result)

@@ -10,7 +10,7 @@ from helpers import STUDY, put_real
 from sqlalchemy import select
 
 from mirror.app import App
-from mirror.store import AuditRun
+from mirror.store import AuditRun, Watch
 
 OTHER = "NCT05305430"
 
@@ -36,3 +36,16 @@ def test_a_full_run_is_followed_by_an_audit(fake_api: FakeCtgov, app: App, run: 
     run("daemon", "--once")  # nothing due: no run, no audit
     with app.db.session() as session:
         assert len(session.scalars(select(AuditRun)).all()) == 1
+
+
+def test_the_audit_after_a_full_run_can_be_turned_off(
+    fake_api: FakeCtgov, app: App, run: Cli
+) -> None:
+    """daemon.audit_after_full_run = false: the full run, and no audit."""
+    put_real(fake_api, [STUDY])
+    run("watch", "add", "ids", STUDY)
+    run.env["CTMIRROR_DAEMON__AUDIT_AFTER_FULL_RUN"] = "false"
+    run("daemon", "--once")
+    with app.db.session() as session:
+        assert session.scalars(select(AuditRun)).all() == []
+        assert session.scalar(select(Watch.last_full_run_at)) is not None
