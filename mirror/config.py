@@ -186,6 +186,8 @@ class DaemonSettings(Section):
     # How often a standby daemon tries to become the scheduler, and the scheduler re-reads
     # the watches, in seconds.
     check_seconds: float = Field(15, gt=0)
+    # After each full run of a watch, audit it against the registry (docs/audit.md).
+    audit_after_full_run: bool = True
 
 
 class Settings(BaseSettings):

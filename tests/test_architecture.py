@@ -33,7 +33,8 @@ def _imports(path: Path) -> list[ast.ImportFrom]:
 
 def test_the_stage_subpackages_are_there() -> None:
     """mirror/ holds the stage subpackages of docs/architecture.md."""
-    stages = ["record", "store", "source", "pipeline", "feed", "render", "notify", "daemon"]
+    stages = ["record", "store", "source", "pipeline", "feed", "render", "export", "notify"]
+    stages.append("daemon")
     assert sorted([*stages, "serve", "cli"]) == SUBPACKAGES
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +16,10 @@ from mirror import feed
 from mirror.cli import output
 from mirror.cli.context import Context, format_option, pass_ctx, utc
 from mirror.record import ChangeKind, field_mapping
-from mirror.render import render_markdown, short_value
+from mirror.render import change_text, render_markdown
+from mirror.store import ChangeEvent
+
+INLINE_VALUE_MAX = 80
 
 
 @click.command()
@@ -34,32 +41,102 @@ from mirror.render import render_markdown, short_value
     default=None,
     help="Only the events of first sight / drop them (default: both).",
 )
-@click.option("--limit", type=int, default=100, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="At most this many events; 0: every matching event.",
+)
+@click.option("--all", "everything", is_flag=True, help="Every matching event (--limit 0).")
 @format_option()
 @pass_ctx
 def changes(
     c: Context, nct_ids: tuple[str, ...], fields: tuple[str, ...], kinds: tuple[str, ...],
     watch_name: str | None, classes: tuple[str, ...], since: datetime | None,
-    until: datetime | None, after: int | None, initial: bool | None, limit: int, fmt: str,
+    until: datetime | None, after: int | None, initial: bool | None, limit: int,
+    everything: bool, fmt: str,
 ) -> None:  # fmt: skip
-    """The change feed: field-level change events in id order."""
+    """The change feed: field-level change events in id order, streamed (any number of them,
+    in constant memory). When --limit cuts the feed short, stderr says how to go on."""
     flt = feed.ChangeFilter(
         nct_ids=nct_ids, fields=fields, kinds=[ChangeKind(k) for k in kinds],
         since=utc(since), until=utc(until), after=after,
-        initial=initial, watch=watch_name, classes=classes, limit=limit,
+        initial=initial, watch=watch_name, classes=classes,
     )  # fmt: skip
-    events = [e.as_dict() for e in feed.changes(c.reader.db, flt)]
+    wanted = None if everything or limit == 0 else limit
+    db = c.reader.db
+    if wanted is not None and wanted < feed.MAX_LIMIT:  # one page: the feed's planner
+        page = feed.change_dicts(db, replace(flt, limit=wanted + 1))
+        _print(iter(page[:wanted]), fmt)
+        more = len(page) > wanted
+        last_id = page[wanted - 1]["id"] if more else None
+    else:  # any number: streamed
+        rows = feed.stream_changes(db, flt)
+        try:
+            last = _print((feed.event_dict(r) for r in itertools.islice(rows, wanted)), fmt)
+            more = wanted is not None and next(rows, None) is not None
+            last_id = last.id
+        finally:
+            rows.close()
+    if more:
+        click.echo(
+            f"note: {wanted:,} events shown, more follow: continue with --after {last_id} "
+            "(or --limit 0 for all)",
+            err=True,
+        )
+
+
+def _print(events: Iterator[dict[str, Any]], fmt: str) -> _Last:
+    """Print ``events`` as they come; the last one's id."""
     if fmt == "table":
-        for e in events:
-            e["change"] = _change_text(e)
-    output.emit(events, fmt, ["id", "nct_id", "version", "field", "change", "observed_at"])
+        width = max(30, output.terminal_width() - TABLE_OTHERS)
+        events = (e | {"change": _change_text(e, width)} for e in events)
+    last = _Last()
+    output.stream(last.track(events), fmt, TABLE_COLUMNS, EVENT_KEYS, fit="change")
+    return last
 
 
-def _change_text(event: dict[str, Any]) -> str:
-    if event["kind"] == "changed":
-        return f"{short_value(event['old'])} → {short_value(event['new'])}"
-    detail = "" if event["new"] is None else f": {short_value(event['new'])}"
-    return f"{event['kind']}{detail}"
+TABLE_COLUMNS = ["id", "nct_id", "version", "field", "change", "observed_at"]
+TABLE_OTHERS = 72  # what the other columns of a table take on a 100-column terminal
+EVENT_KEYS = [
+    "id", "nct_id", "version", "field", "kind", "old", "new", "observed_at", "source_date",
+    "initial",
+]  # fmt: skip
+
+
+class _Last:
+    """Remembers the id of the last event that went by (the cursor to continue from)."""
+
+    id: int | None = None
+
+    def track(self, events: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for event in events:
+            self.id = event["id"]
+            yield event
+
+
+def _change_text(event: dict[str, Any], width: int = INLINE_VALUE_MAX) -> str:
+    """One event in words within ``width``: two texts cut around their first difference, lists
+    and objects by what changed in them (the pages' summaries)."""
+    old, new = event["old"], event["new"]
+    if event["kind"] == "changed" and isinstance(old, str) and isinstance(new, str):
+        return " → ".join(_around(" ".join(old.split()), " ".join(new.split()), (width - 3) // 2))
+    shown = ChangeEvent(field=event["field"], kind=ChangeKind(event["kind"]), old=old, new=new)
+    each = (width - 12) // 2 if event["kind"] == "changed" else width - len(event["kind"]) - 2
+    text = change_text(shown, limit=max(10, each)).removeprefix("changed: ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _around(old: str, new: str, limit: int) -> tuple[str, str]:
+    """Both texts within ``limit`` characters, cut so that their first difference shows."""
+    if len(old) <= limit and len(new) <= limit:
+        return old, new
+    differs = len(os.path.commonprefix([old, new]))
+    start = max(0, differs - max(4, limit // 3))
+    if start:
+        old, new = "…" + old[start:], "…" + new[start:]
+    return tuple(t if len(t) <= limit else t[: limit - 1] + "…" for t in (old, new))  # type: ignore[return-value]
 
 
 @click.command()

@@ -13,8 +13,10 @@ from typing import Any
 
 import click
 
+from mirror.cli.audit import audit_command
 from mirror.cli.context import Context
 from mirror.cli.db import db
+from mirror.cli.export import export_command
 from mirror.cli.feed import changes, diff, fields, history, show
 from mirror.cli.history import backfill, classes, timeline
 from mirror.cli.imports import import_command
@@ -69,6 +71,8 @@ for command in (
     webhooks_group,
     notify_group,
     db,
+    export_command,
+    audit_command,
 ):
     cli.add_command(command)
 

@@ -31,6 +31,7 @@ from mirror.daemon.jobs import (
 )
 from mirror.daemon.lock import SchedulerLock, scheduler_lock
 from mirror.daemon.scheduler import Timing, WatchScheduler, default_timing, enqueue_due
+from mirror.export import audit_watch, record_audit
 from mirror.notify import HttpSender, WebhookSender, owner_name
 from mirror.pipeline import RunSummary, SyncRequest
 from mirror.source import ApiSource
@@ -263,6 +264,8 @@ class Daemon:
         else:
             await self._finish_part(job, watch, summary)
         log.info("daemon.job_done", job_id=job.id, watch=watch.name, status=summary.status.value)
+        if ok and job.full and job.group_id is None:
+            await self._audit(watch)
         self._wake_dispatchers()
         return summary
 
@@ -279,6 +282,29 @@ class Daemon:
                 await self.app.syncer(self._source).complete_parts(watch, queued_at)
         except Exception as exc:  # the run is not recorded as done: the next one is full again
             log.error("daemon.part_finish_failed", job_id=job.id, error=str(exc))
+            return
+        if queued_at is not None:
+            await self._audit(watch)
+
+    async def _audit(self, watch: Watch) -> None:
+        """After a full run: is the watch complete? Logged and stored (``/healthz`` shows the
+        last one); a failure is logged and never stops the worker."""
+        assert self._source is not None
+        if not self.settings.daemon.audit_after_full_run:
+            return
+        try:
+            result = await audit_watch(self.app.db, self._source, watch, self.settings)
+            await asyncio.to_thread(record_audit, self.app.db, watch, result)
+        except Exception as exc:
+            log.error("daemon.audit_failed", watch=watch.name, error=str(exc))
+            return
+        level = log.info if result.status == "ok" else log.warning
+        level(
+            "daemon.audit", watch=watch.name, status=result.status,
+            registry_total=result.registry_total, mirror_total=result.mirror_total,
+            missing=result.missing_count, extra=result.extra_count, stale=len(result.stale),
+            error=result.error,
+        )  # fmt: skip
 
     async def _heartbeat(self, job: ClaimedJob) -> None:
         while True:

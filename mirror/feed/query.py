@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import fnmatch
 import heapq
+import itertools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -111,6 +112,83 @@ def find(session: Session, flt: ChangeFilter) -> list[EventRow]:
     blocks = _block_events(session, flt)
     merged = heapq.merge(rows, blocks, key=_event_id, reverse=flt.newest_first)
     return [event for event, _ in zip(merged, range(flt.limit), strict=False)]
+
+
+STREAM_BATCH = 2000  # rows fetched at a time by a stream
+
+
+def stream(session: Session, flt: ChangeFilter) -> Iterator[EventRow]:
+    """Every event matching ``flt`` after ``flt.after``, in id order (``flt.limit`` and
+    ``newest_first`` do not apply), read in batches so that memory stays flat however many
+    events match. The caller keeps ``session`` open while it reads."""
+    return itertools.chain.from_iterable(stream_chunks(session, flt))
+
+
+def stream_chunks(session: Session, flt: ChangeFilter) -> Iterator[list[EventRow]]:
+    """:func:`stream` in consecutive lists of events (``STREAM_BATCH`` or so each).
+
+    Rows and blocks come from two cursors. A block holds a range of ids no row has, so the
+    merge goes block by block: the rows before a block, then the block's events whole.
+    """
+    rows = _stream_rows(session, flt)
+    row = next(rows, None)
+    chunk: list[EventRow] = []
+    for first_id, events in _stream_blocks(session, flt):
+        while row is not None and row[0] < first_id:
+            chunk.append(row)
+            row = next(rows, None)
+        chunk += events
+        if len(chunk) >= STREAM_BATCH:
+            yield chunk
+            chunk = []
+    if row is not None:
+        chunk.append(row)
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= STREAM_BATCH:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _stream_rows(session: Session, flt: ChangeFilter) -> Iterator[EventRow]:
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    col = _off_index if sqlite else _as_is
+    where = _common_conditions(session, flt, col)
+    where += _bounds(flt)
+    if flt.after:
+        where.append(ChangeEvent.id > flt.after)
+    if flt.watch is not None:
+        where.append(col(ChangeEvent.study_id).in_(watch_members(session, flt.watch)))
+    if flt.nct_ids:
+        nct_ids = list(dict.fromkeys(parse_nct_id(n) for n in flt.nct_ids))
+        where.append(ChangeEvent.nct_id.in_(nct_ids))
+    if flt.fields:
+        where.append(_fields_condition(session, flt.fields, col))
+    if flt.since is not None:
+        where += _since_floor(session, flt.since, ChangeEvent.id, ChangeEvent.observed_at)
+    query = select(*EVENT_SELECT).where(*where).order_by(ChangeEvent.id)
+    result = session.execute(query, execution_options={"yield_per": STREAM_BATCH})
+    for part in result.partitions():
+        yield from map(tuple, part)
+
+
+def _stream_blocks(session: Session, flt: ChangeFilter) -> Iterator[tuple[int, list[EventRow]]]:
+    """Each matching block's first id and its matching events, in id order."""
+    where = _block_conditions(session, replace(flt, newest_first=False))
+    if where is None:
+        return
+    only = field_test(flt.fields)
+    bounded = flt.after is not None or flt.before is not None
+    keep = _event_test(flt)
+    query = expandable(*where).order_by(EventBlock.first_id)
+    for block in session.execute(query, execution_options={"yield_per": STREAM_BATCH // 20}):
+        events = expand(block, only)
+        if bounded:
+            events = [e for e in events if keep(e)]
+        if events:
+            yield block.first_id, events
 
 
 def _event_id(event: EventRow) -> int:

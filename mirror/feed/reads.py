@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,11 +13,21 @@ from sqlalchemy.orm import Session
 
 from mirror.config import PagesSettings
 from mirror.errors import NotFound, UsageError
-from mirror.feed.query import MAX_LIMIT, ChangeFilter, event_dict, field_test, find, watch_members
+from mirror.feed.query import (
+    MAX_LIMIT,
+    ChangeFilter,
+    event_dict,
+    field_test,
+    find,
+    stream,
+    stream_chunks,
+    watch_members,
+)
 from mirror.record import Canonical, FieldChange, diff_records, format_instant, parse_nct_id
 from mirror.store import (
     ChangeEvent,
     Database,
+    EventRow,
     Study,
     StudyState,
     StudyVersion,
@@ -46,6 +56,20 @@ def change_dicts(db: Database, flt: ChangeFilter) -> list[dict[str, Any]]:
     with db.session() as session:
         rows = find(session, flt)
     return [event_dict(row) for row in rows]
+
+
+def stream_changes(db: Database, flt: ChangeFilter) -> Generator[EventRow, None, None]:
+    """Every event matching ``flt`` after ``flt.after``, in id order, with flat memory: the
+    whole feed in one read (``flt.limit`` does not apply). Close the iterator (or read it to
+    its end) to end the read transaction."""
+    with db.session() as session:
+        yield from stream(session, flt)
+
+
+def stream_change_chunks(db: Database, flt: ChangeFilter) -> Generator[list[EventRow], None, None]:
+    """:func:`stream_changes` in consecutive lists of events (for writers that take batches)."""
+    with db.session() as session:
+        yield from stream_chunks(session, flt)
 
 
 def changes_by_version(db: Database, flt: ChangeFilter) -> list[ChangeEvent]:

@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mirror import feed
 from mirror.app import App
 from mirror.errors import MirrorError
+from mirror.export import last_audit
 from mirror.record import format_instant
 from mirror.serve import feed as api_feed
 from mirror.serve import metrics, pages
@@ -211,7 +212,7 @@ _operations = APIRouter(tags=["operations"])
 
 @_operations.get(
     "/healthz",
-    summary="Is the database reachable; the last sync run",
+    summary="Is the database reachable; the last sync run and the last completeness audit",
     responses={503: {"description": "The database is unreachable"}},
 )
 def healthz(app: AppDep) -> JSONResponse:
@@ -219,6 +220,7 @@ def healthz(app: AppDep) -> JSONResponse:
         with app.db.session() as session:
             session.execute(select(1))
         run = feed.last_sync(app.db)
+        audit = last_audit(app.db)
     except SQLAlchemyError as exc:
         log.warning("api.health", database="unreachable", error=str(exc))
         return JSONResponse(
@@ -238,7 +240,7 @@ def healthz(app: AppDep) -> JSONResponse:
             "started_at": format_instant(run.started_at),
             "finished_at": finished,
         }
-    return JSONResponse({"status": "ok", "database": "ok", "last_sync": last})
+    return JSONResponse({"status": "ok", "database": "ok", "last_sync": last, "last_audit": audit})
 
 
 @_operations.get(

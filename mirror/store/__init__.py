@@ -2,6 +2,7 @@
 writing and compression (``rows``), first-sight event blocks, raw-JSON retention.
 """
 
+from mirror.store.audits import AuditRun
 from mirror.store.blocks import (
     EVENT_SELECT,
     EventRow,
@@ -74,6 +75,7 @@ from mirror.store.schema import (
 )
 
 __all__ = [
+    "AuditRun",
     "in_time",
     "BLOCK_COLUMNS",
     "Base",

@@ -149,7 +149,7 @@ def test_fields_lists_the_fixed_paths(run: Cli) -> None:
         ("sync", "NCT123"),
         ("sync", "NCT03039062", "--all"),
         ("sync",),
-        ("changes", "--limit", "0"),
+        ("changes", "--limit", "-1"),
         ("changes", "--field", "status.[ab]"),
         ("show", "03039062"),
         ("watch", "add", "bad name", "NCT03039062"),

@@ -100,6 +100,7 @@ def test_search_watch_is_incremental_then_full_once_the_last_full_is_old(
     fake: FakeCtgov, app: App, run: Any
 ) -> None:
     """Runs after a full one read by LastUpdatePostDate; a week later the run is full again."""
+    run.env["CTMIRROR_DAEMON__AUDIT_AFTER_FULL_RUN"] = "false"  # only the runs' searches here
     run("watch", "add", "search", "--query", "query.cond=cancer", "--schedule", "every 1s")
     run("daemon", "--once")
     time.sleep(1.05)
@@ -387,6 +388,7 @@ def test_full_run_of_a_big_search_runs_in_update_date_ranges(
     ranges that split its members evenly; a member no range returned is re-checked by id."""
     ids = all_study_ids()[:30]
     put_real(fake_api, ids)
+    run.env["CTMIRROR_DAEMON__AUDIT_AFTER_FULL_RUN"] = "false"  # only the runs' searches here
     run("watch", "add", "everything", "--all", "--schedule", "every 1s")
     run("daemon", "--once")  # the first run: no members yet, so in one piece
     assert [(j.parts, j.part) for j in jobs(app.db)] == [(1, None)]
