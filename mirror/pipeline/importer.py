@@ -2,7 +2,9 @@
 
 One run = one ``sync_runs`` row, one summary line, and the counts read / new / changed /
 unchanged / failed. Records are read and parsed in a background thread one batch ahead of the
-batch being written, and written by :meth:`Ingestor.ingest` with origin ``archive``.
+batch being written, and written by :meth:`Ingestor.ingest` with origin ``archive``. A record
+whose NCT id can be seen in its bytes goes as a :class:`Sighting`: it is parsed only when its
+bytes are not the ones stored with its study.
 
 An archive that can be split (see :mod:`mirror.source.archive`) is imported in *batches* recorded in
 ``import_batches``: the first worker plans them, every worker (threads, processes, hosts) claims
@@ -49,9 +51,9 @@ from mirror.pipeline.import_batches import (
     round_tally,
     wait_time,
 )
-from mirror.pipeline.ingest import Ingestor, IngestResult, Outcome
+from mirror.pipeline.ingest import Ingestor, IngestResult, Outcome, Sighting
 from mirror.pipeline.runs import recorded, relaxed_gc, start_run
-from mirror.record import utcnow
+from mirror.record import guess_nct_id, utcnow
 from mirror.source import (
     ArchiveDamaged,
     NdjsonArchive,
@@ -115,7 +117,7 @@ class Loaded:
     """A batch read and parsed, waiting to be written."""
 
     batch: ClaimedBatch | None
-    observations: list[Observation]
+    observations: list[Observation | Sighting]
     labels: dict[str, str]  # nct_id -> record label
     tally: Tally
     size: int  # records the progress bar moves by
@@ -268,6 +270,12 @@ def _parse(
     loaded = Loaded(batch, [], {}, Tally(), size)
     loaded.tally.counts["read"] = len(records)
     for record in records:
+        # Parsed only if its bytes are not the ones stored (the ingest stage's raw fingerprint).
+        guess = guess_nct_id(record.data)
+        if guess is not None:
+            loaded.observations.append(Sighting(guess, record.data, observed_at, record.label))
+            loaded.labels[guess] = record.label
+            continue
         try:
             obs = to_observation(record, observed_at)
         except MalformedRecord as exc:

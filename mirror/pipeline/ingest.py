@@ -5,11 +5,13 @@ Every source (API, archive, history) hands :class:`Observation` batches to
 together with its change events, or not at all.
 
 The common case, an unchanged re-read, is settled before anything is normalized: the
-record's fingerprint (``mirror.record.normalize.fingerprint``, one serialization and one hash)
-equals the one stored with the study, and the batch's ``last_seen_at`` updates go out as
-one statement. Other records are normalized and their content hash decides; only studies
-whose content changed have their previous canonical record loaded. Rows are written with
-the driver's bulk paths (``mirror.store.rows``).
+record's fingerprints (``mirror.record.hashes``) match the ones stored with the study, and the
+batch's ``last_seen_at`` updates go out as one statement. The raw fingerprint, one xxh3 pass
+over the bytes as read, settles a record an archive hands over as a :class:`Sighting` before it
+is even parsed; the parsed one (one serialization, one hash) settles a record whose bytes moved
+but not what normalize reads. Other records are normalized and their content hash decides;
+only studies whose content changed have their previous canonical record loaded. Rows are
+written with the driver's bulk paths (``mirror.store.rows``).
 """
 
 from __future__ import annotations
@@ -35,12 +37,15 @@ from mirror.record import (
     content_hash,
     diff_records,
     encode,
-    fingerprint,
+    fingerprints,
     initial_changes,
     normalize,
+    raw_fingerprint,
+    same_parsed,
+    same_raw,
     without_nul,
 )
-from mirror.source import Disappearance, Observation
+from mirror.source import Disappearance, Observation, Record, to_observation
 from mirror.store import (
     BLOCK_COLUMNS,
     CONTENT_COLUMNS,
@@ -111,12 +116,29 @@ class Prepared:
         return self.blobs
 
 
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """A record an archive holds, not parsed yet: ``nct_id`` is a guess from its bytes (its
+    raw fingerprint can only match the stored one of that study if the guess is right)."""
+
+    nct_id: str
+    raw: bytes
+    observed_at: datetime
+    label: str
+
+    def parsed(self) -> Observation:
+        """The record as an observation (MalformedRecord when it is none)."""
+        return to_observation(Record(self.label, self.raw), self.observed_at)
+
+
 @dataclass(slots=True)
 class Pending:
-    """An observation left unnormalized: its fingerprint matched the stored one when read."""
+    """A record left unnormalized: its fingerprints matched the stored ones (``stored``) when
+    read. ``renewed``: what to store instead (its bytes moved, not its content)."""
 
-    obs: Observation
-    fingerprint: str
+    obs: Observation | Sighting
+    stored: str
+    renewed: str | None = None
 
 
 Item = Prepared | Pending
@@ -132,7 +154,8 @@ class Writes:
     new_studies: list[dict[str, Any]] = field(default_factory=list)
     study_updates: list[dict[str, Any]] = field(default_factory=list)
     seen: list[tuple[int, datetime]] = field(default_factory=list)  # (study id, last seen)
-    fingerprints: list[dict[str, Any]] = field(default_factory=list)
+    fingerprints: list[dict[str, Any]] = field(default_factory=list)  # b_id, parts
+    renewed: list[dict[str, Any]] = field(default_factory=list)  # b_id, fingerprint
     versions: list[dict[str, Any]] = field(default_factory=list)
     events: list[tuple[Any, ...]] = field(default_factory=list)
     blocks: list[dict[str, Any]] = field(default_factory=list)  # mirror.store.blocks.block_row
@@ -143,6 +166,7 @@ class Writes:
     def clear_rows(self) -> None:
         """Forget the rows (once written); the results stay."""
         self.new_studies, self.study_updates, self.seen, self.fingerprints = [], [], [], []
+        self.renewed = []
         self.versions, self.events, self.classes, self.members = [], [], [], []
         self.blocks = []
 
@@ -166,7 +190,7 @@ class Ingestor:
 
     # -- public -------------------------------------------------------------------------
 
-    def ingest(self, observations: Sequence[Observation]) -> list[IngestResult]:
+    def ingest(self, observations: Sequence[Observation | Sighting]) -> list[IngestResult]:
         """Store what is new in ``observations``; one transaction for the batch."""
         with self.db.session() as session:  # read outside the write lock
             heads = load_heads(session, [obs.nct_id for obs in observations])
@@ -174,7 +198,7 @@ class Ingestor:
         results: list[IngestResult] = []
         for obs in observations:
             try:
-                items.append(self._item(obs, heads.get(obs.nct_id)))
+                items.append(self._item(obs, heads))
             except MalformedRecord as exc:
                 log.warning("ingest.malformed", nct_id=obs.nct_id, error=exc.message)
                 results.append(IngestResult(obs.nct_id, Outcome.FAILED, error=exc.message))
@@ -187,7 +211,8 @@ class Ingestor:
     # -- preparation (no database) ------------------------------------------------------
 
     def prepare(self, obs: Observation, fingerprint: str | None = None) -> Prepared:
-        """Normalize and hash ``obs`` (``fingerprint``: its own, kept with the study).
+        """Normalize and hash ``obs`` (``fingerprint``: its own, kept with the study: see
+        ``mirror.record.fingerprints``).
 
         MalformedRecord when the record cannot be stored: it fails alone, its batch goes on.
         NUL characters of its text become U+FFFD in the canonical record (the raw JSON keeps
@@ -204,10 +229,18 @@ class Ingestor:
         source_date = obs.source_date or _text(record.get("status.lastUpdatePostDate"), 10)
         return Prepared(obs, record, encoded, parts, content_hash(parts), source_date, fingerprint)
 
-    def _item(self, obs: Observation, head: StudyHead | None) -> Item:
-        print_ = fingerprint(obs.study, self.ignore)
-        if print_ is not None and _unchanged_by_fingerprint(print_, head):
-            return Pending(obs, print_)
+    def _item(self, obs: Observation | Sighting, heads: Mapping[str, StudyHead]) -> Item:
+        head = heads.get(obs.nct_id)
+        stored = _stored(head)
+        if stored is not None and same_raw(stored, raw_fingerprint(obs.raw, self.ignore)):
+            return Pending(obs, stored)  # the bytes stored before: not even parsed
+        if isinstance(obs, Sighting):
+            obs = obs.parsed()
+            head = heads.get(obs.nct_id)  # the guess was wrong: the record's own study
+            stored = _stored(head)
+        print_ = fingerprints(obs.raw, obs.study, self.ignore)
+        if stored is not None and same_parsed(stored, obs.study, self.ignore):
+            return Pending(obs, stored, print_)
         item = self.prepare(obs, print_)
         if head is None or head.content_hash != item.hash:
             item.compressed()  # a new version, most likely: compress before taking the write lock
@@ -255,9 +288,10 @@ class Ingestor:
 
     def _settled(self, item: Item, head: StudyHead | None) -> Item:
         """A pending item whose study changed since it was read is normalized after all."""
-        if isinstance(item, Pending) and not _unchanged_by_fingerprint(item.fingerprint, head):
+        if isinstance(item, Pending) and not _still_stored(item.stored, head):
             # Its content was stored (and so valid) before: this cannot raise MalformedRecord.
-            return self.prepare(item.obs, item.fingerprint)
+            obs = item.obs.parsed() if isinstance(item.obs, Sighting) else item.obs
+            return self.prepare(obs, item.renewed or fingerprints(obs.raw, obs.study, self.ignore))
         return item
 
     def _insert_new_studies(
@@ -324,6 +358,8 @@ class Ingestor:
             # Same content under a new fingerprint: remember it for the next re-read.
             parts = _content_columns(item)["part_hashes"]
             writes.fingerprints.append({"b_id": head.id, "parts": parts})
+        elif isinstance(item, Pending) and item.renewed and item.renewed != head.fingerprint:
+            writes.renewed.append({"b_id": head.id, "fingerprint": item.renewed})
         writes.results.append(IngestResult(item.obs.nct_id, Outcome.UNCHANGED, head.latest_version))
 
     def _plan_change(
@@ -485,7 +521,9 @@ class Ingestor:
         insert_classes(session, writes.classes)
         # The outbox row commits with its version: webhooks never miss one (docs/architecture.md).
         rows.insert(session, "outbox", OUTBOX_COLUMNS, [rows.outbox(v) for v in versions])
-        update_studies(session, writes.study_updates, writes.fingerprints, writes.seen)
+        update_studies(
+            session, writes.study_updates, writes.fingerprints, writes.seen, writes.renewed
+        )
         if self.watch_id is not None:
             touched = [*ids, *writes.members, *(u["b_id"] for u in writes.study_updates)]
             add_watch_members(session, self.watch_id, touched + [sid for sid, _ in writes.seen])
@@ -519,8 +557,14 @@ def _text(value: Any, size: int = 1000) -> str | None:
     return value if isinstance(value, str) and len(value) <= size else None
 
 
-def _unchanged_by_fingerprint(print_: str, head: StudyHead | None) -> bool:
-    return head is not None and head.state is StudyState.ACTIVE and head.fingerprint == print_
+def _stored(head: StudyHead | None) -> str | None:
+    """The fingerprints stored with a study a re-read may match: only an active one's."""
+    return head.fingerprint if head is not None and head.state is StudyState.ACTIVE else None
+
+
+def _still_stored(stored: str, head: StudyHead | None) -> bool:
+    """Whether the study still holds the fingerprints a pending item matched when read."""
+    return head is not None and head.state is StudyState.ACTIVE and head.fingerprint == stored
 
 
 def _changing(chunk: list[Item], heads: Mapping[str, StudyHead]) -> list[str]:

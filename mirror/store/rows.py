@@ -55,8 +55,8 @@ VERSION_COLUMNS = (
 OUTBOX_COLUMNS = ("study_id", "nct_id", "version", "origin", "created_at")
 BLOCK_COLUMNS = ("first_id", "last_id", "study_id", "nct_id", "version", "observed_at",
                  "source_date", "fields")  # fmt: skip
-# studies.part_hashes also keeps the fingerprint of the raw record it was computed from
-# (mirror.record.normalize.fingerprint), under a key no area can have.
+# studies.part_hashes also keeps the fingerprints of the raw record it was computed from
+# (mirror.record.fingerprints), under a key no area can have.
 FINGERPRINT_KEY = "~raw"
 
 
@@ -307,6 +307,15 @@ _FINGERPRINT_UPDATE = (
 )
 
 
+# Only the fingerprint inside part_hashes (the part hashes stay as they are).
+_RENEW_SQL = {
+    "sqlite": "UPDATE studies SET part_hashes ="
+    f" json_set(part_hashes, '$.\"{FINGERPRINT_KEY}\"', ?) WHERE id = ?",
+    "postgresql": "UPDATE studies SET part_hashes = jsonb_set(part_hashes,"
+    f" '{{{FINGERPRINT_KEY}}}', to_jsonb(%s::text)) WHERE id = %s",
+}
+
+
 STUDY_COLUMNS = (
     "nct_id", "state", "alias_of", "latest_version", "content_version", "first_seen_at",
     "last_seen_at",
@@ -329,14 +338,19 @@ def update_studies(
     updates: list[dict[str, Any]],
     fingerprints: list[dict[str, Any]],
     seen: list[tuple[int, datetime]],
+    renewed: Sequence[dict[str, Any]] = (),
 ) -> None:
-    """Apply whole-row ``updates`` (``b_id``: the study), new fingerprints (``b_id``,
-    ``parts``) and ``last_seen_at`` times (study id, time)."""
+    """Apply whole-row ``updates`` (``b_id``: the study), new part hashes with their
+    fingerprint (``b_id``, ``parts``), ``last_seen_at`` times (study id, time) and new
+    fingerprints alone (``b_id``, ``fingerprint``)."""
     conn = session.connection()
     if updates:
         conn.execute(_STUDY_UPDATE, updates)
     if fingerprints:
         conn.execute(_FINGERPRINT_UPDATE, fingerprints)
+    if renewed:
+        rows = [(r["fingerprint"], r["b_id"]) for r in renewed]
+        conn.exec_driver_sql(_RENEW_SQL[conn.dialect.name], rows)
     by_time: defaultdict[datetime, list[int]] = defaultdict(list)
     for study_id, seen_at in seen:
         by_time[seen_at].append(study_id)
