@@ -12,7 +12,6 @@ from mirror import feed
 from mirror.cli import output
 from mirror.cli.context import Context, format_option, pass_ctx, utc
 from mirror.record import ChangeKind, field_mapping
-from mirror.render import render_markdown, short_value
 
 
 @click.command()
@@ -56,6 +55,8 @@ def changes(
 
 
 def _change_text(event: dict[str, Any]) -> str:
+    from mirror.render import short_value  # only for a table: json/ndjson/csv load no render
+
     if event["kind"] == "changed":
         return f"{short_value(event['old'])} → {short_value(event['new'])}"
     detail = "" if event["new"] is None else f": {short_value(event['new'])}"
@@ -117,6 +118,8 @@ def show(c: Context, nct_id: str, fmt: str, version: int | None) -> None:
         detail = feed.study_detail(c.reader.db, nct_id, version)
         click.echo(orjson.dumps(detail, option=orjson.OPT_INDENT_2))
         return
+    from mirror.render import render_markdown
+
     page = feed.page_input(c.reader.db, nct_id, version, c.settings.pages)
     click.echo(render_markdown(page, c.settings.pages), nl=False)
 

@@ -1,0 +1,45 @@
+"""Each command imports only what it uses: reading the feed or importing an archive loads
+neither the HTTP app, nor the pages, nor the notification channels (docs/performance.md)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from fake_ctgov import DATA_DIR
+
+# Runs one command, then names the heavy modules it loaded.
+SCRIPT = """
+import sys
+from mirror.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as exit:
+    assert not exit.code, exit.code
+heavy = ("fastapi", "starlette", "uvicorn", "jinja2", "feedgen", "apprise", "mirror.serve",
+         "mirror.notify", "mirror.daemon", "mirror.render.pages", "mirror.render.atom")
+print(" ".join(m for m in heavy if m in sys.modules) or "none", file=sys.stderr)
+"""
+
+
+def loaded(tmp_path: Path, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CTMIRROR_")}
+    env["CTMIRROR_DATABASE__URL"] = f"sqlite:///{tmp_path / 'mirror.db'}"
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stderr.strip().splitlines()[-1]
+
+
+def test_import_and_changes_load_no_http_app_pages_or_channels(tmp_path: Path) -> None:
+    """`ctmirror import` and `ctmirror changes` (as a table) load none of the heavy modules."""
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for path in sorted((DATA_DIR / "studies").glob("NCT*.json"))[:3]:
+        (archive / path.name).write_bytes(path.read_bytes())
+    assert loaded(tmp_path, "import", str(archive)) == "none"
+    assert loaded(tmp_path, "changes", "--limit", "1") == "none"
+    assert loaded(tmp_path, "changes", "--limit", "1", "--format", "json") == "none"
