@@ -45,10 +45,11 @@ from mirror.record import (
     same_raw,
     without_nul,
 )
-from mirror.source import Disappearance, Observation, Record, to_observation
+from mirror.source import Disappearance, NotModified, Observation, Record, to_observation
 from mirror.store import (
     BLOCK_COLUMNS,
     CONTENT_COLUMNS,
+    ETAG_KEY,
     EVENT_COLUMNS,
     FINGERPRINT_KEY,
     OUTBOX_COLUMNS,
@@ -134,10 +135,11 @@ class Sighting:
 @dataclass(slots=True)
 class Pending:
     """A record left unnormalized: its fingerprints matched the stored ones (``stored``) when
-    read. ``renewed``: what to store instead (its bytes moved, not its content)."""
+    read, or the registry said it is the stored one (NotModified). ``renewed``: the
+    fingerprints to store instead (its bytes moved, not its content)."""
 
-    obs: Observation | Sighting
-    stored: str
+    obs: Observation | Sighting | NotModified
+    stored: str | None
     renewed: str | None = None
 
 
@@ -190,7 +192,9 @@ class Ingestor:
 
     # -- public -------------------------------------------------------------------------
 
-    def ingest(self, observations: Sequence[Observation | Sighting]) -> list[IngestResult]:
+    def ingest(
+        self, observations: Sequence[Observation | Sighting | NotModified]
+    ) -> list[IngestResult]:
         """Store what is new in ``observations``; one transaction for the batch."""
         with self.db.session() as session:  # read outside the write lock
             heads = load_heads(session, [obs.nct_id for obs in observations])
@@ -229,9 +233,15 @@ class Ingestor:
         source_date = obs.source_date or _text(record.get("status.lastUpdatePostDate"), 10)
         return Prepared(obs, record, encoded, parts, content_hash(parts), source_date, fingerprint)
 
-    def _item(self, obs: Observation | Sighting, heads: Mapping[str, StudyHead]) -> Item:
+    def _item(
+        self, obs: Observation | Sighting | NotModified, heads: Mapping[str, StudyHead]
+    ) -> Item:
         head = heads.get(obs.nct_id)
         stored = _stored(head)
+        if isinstance(obs, NotModified):
+            if head is None or head.state is not StudyState.ACTIVE or head.etag != obs.etag:
+                raise MalformedRecord("answered 304 for a record not stored as read", obs.nct_id)
+            return Pending(obs, stored)
         if stored is not None and same_raw(stored, raw_fingerprint(obs.raw, self.ignore)):
             return Pending(obs, stored)  # the bytes stored before: not even parsed
         if isinstance(obs, Sighting):
@@ -288,11 +298,14 @@ class Ingestor:
 
     def _settled(self, item: Item, head: StudyHead | None) -> Item:
         """A pending item whose study changed since it was read is normalized after all."""
-        if isinstance(item, Pending) and not _still_stored(item.stored, head):
-            # Its content was stored (and so valid) before: this cannot raise MalformedRecord.
-            obs = item.obs.parsed() if isinstance(item.obs, Sighting) else item.obs
-            return self.prepare(obs, item.renewed or fingerprints(obs.raw, obs.study, self.ignore))
-        return item
+        if not isinstance(item, Pending) or _still_stored(item.stored, head):
+            return item
+        obs = item.obs
+        if isinstance(obs, NotModified):
+            return item  # the registry says it is what was stored: seen, whatever came since
+        # Its content was stored (and so valid) before: this cannot raise MalformedRecord.
+        obs = obs.parsed() if isinstance(obs, Sighting) else obs
+        return self.prepare(obs, item.renewed or fingerprints(obs.raw, obs.study, self.ignore))
 
     def _insert_new_studies(
         self,
@@ -354,12 +367,17 @@ class Ingestor:
 
     def _plan_seen(self, item: Item, head: StudyHead, writes: Writes) -> None:
         writes.seen.append((head.id, item.obs.observed_at))
-        if isinstance(item, Prepared) and item.fingerprint != head.fingerprint:
+        etag = item.obs.etag if isinstance(item.obs, Observation) else None
+        if isinstance(item, Prepared) and (item.fingerprint, etag) != (head.fingerprint, head.etag):
             # Same content under a new fingerprint: remember it for the next re-read.
             parts = _content_columns(item)["part_hashes"]
             writes.fingerprints.append({"b_id": head.id, "parts": parts})
-        elif isinstance(item, Pending) and item.renewed and item.renewed != head.fingerprint:
-            writes.renewed.append({"b_id": head.id, "fingerprint": item.renewed})
+        elif isinstance(item, Pending) and (item.renewed or head.fingerprint, etag) != (
+            head.fingerprint,
+            head.etag,
+        ):
+            renewed = {"fingerprint": item.renewed or head.fingerprint, "etag": etag}
+            writes.renewed.append({"b_id": head.id, **renewed})
         writes.results.append(IngestResult(item.obs.nct_id, Outcome.UNCHANGED, head.latest_version))
 
     def _plan_change(
@@ -537,6 +555,8 @@ def _content_columns(item: Prepared | None) -> dict[str, Any]:
     parts: dict[str, str] = item.parts
     if item.fingerprint is not None:
         parts = {**parts, FINGERPRINT_KEY: item.fingerprint}
+    if item.obs.etag is not None:
+        parts = {**parts, ETAG_KEY: item.obs.etag}
     return {
         "content_hash": item.hash,
         "part_hashes": parts,
@@ -562,9 +582,14 @@ def _stored(head: StudyHead | None) -> str | None:
     return head.fingerprint if head is not None and head.state is StudyState.ACTIVE else None
 
 
-def _still_stored(stored: str, head: StudyHead | None) -> bool:
+def _still_stored(stored: str | None, head: StudyHead | None) -> bool:
     """Whether the study still holds the fingerprints a pending item matched when read."""
-    return head is not None and head.state is StudyState.ACTIVE and head.fingerprint == stored
+    return (
+        stored is not None
+        and head is not None
+        and head.state is StudyState.ACTIVE
+        and head.fingerprint == stored
+    )
 
 
 def _changing(chunk: list[Item], heads: Mapping[str, StudyHead]) -> list[str]:

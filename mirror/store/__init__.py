@@ -33,6 +33,7 @@ from mirror.store.retention import prune_raw, table_stats
 from mirror.store.rows import (
     BLOCK_COLUMNS,
     CONTENT_COLUMNS,
+    ETAG_KEY,
     EVENT_COLUMNS,
     FINGERPRINT_KEY,
     OUTBOX_COLUMNS,
@@ -88,6 +89,7 @@ __all__ = [
     "EVENT_SELECT",
     "EventBlock",
     "EventRow",
+    "ETAG_KEY",
     "FINGERPRINT_KEY",
     "ImportBatch",
     "JobStatus",
