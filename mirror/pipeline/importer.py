@@ -52,7 +52,7 @@ from mirror.pipeline.import_batches import (
     wait_time,
 )
 from mirror.pipeline.ingest import Ingestor, IngestResult, Outcome, Sighting
-from mirror.pipeline.runs import recorded, relaxed_gc, start_run
+from mirror.pipeline.runs import process_alive, recorded, relaxed_gc, start_run
 from mirror.record import guess_nct_id, utcnow
 from mirror.source import (
     ArchiveDamaged,
@@ -422,9 +422,9 @@ def auto_workers(source: RecordSource, batch_size: int) -> int:
 
 def _supervise(db: Database, job: WorkerJob, workers: int, progress: Progress) -> list[str]:
     """Start the worker processes, show their progress, wait for them; what went wrong."""
-    spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited engine
+    context = _worker_context()
     processes = [
-        spawn.Process(target=_work_in_process, args=(job,), name=f"import-worker-{n + 1}")
+        context.Process(target=_work_in_process, args=(job,), name=f"import-worker-{n + 1}")
         for n in range(workers)
     ]
     for process in processes:
@@ -446,14 +446,27 @@ def _supervise(db: Database, job: WorkerJob, workers: int, progress: Progress) -
     return [f"{p.name} exited with code {p.exitcode}" for p in processes if p.exitcode]
 
 
+def _worker_context() -> Any:
+    """Worker processes forked from a fresh server process that imported the pipeline once
+    (no inherited engine, threads or locks, and no second second of imports per worker); a
+    fresh interpreter each where there is no fork."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
 def _orphaned(parent: int) -> Callable[[], bool]:
     """Whether ``parent``, the process that started this one, is gone (killed, even by
     SIGKILL): a worker then takes no further batch, so it never outlives its import by more
-    than a batch or two. (The pid comes from the parent: one read here could already be that
-    of the process this one was handed to.)"""
+    than a batch or two. A worker forked by the fork server is the server's child: the server
+    ends with ``parent``, and the worker is handed to another process. (``parent`` comes from
+    the parent: one read here could already be that of the process this one was handed to.)"""
+    forked_by = os.getppid()  # parent itself, or the fork server it started
 
     def gone() -> bool:
-        if os.getppid() == parent:
+        if os.getppid() == forked_by and process_alive(parent):
             return False
         log.warning("import.parent_gone", parent_pid=parent)
         return True

@@ -88,9 +88,10 @@ def raw_fingerprint(
     if at < 0:
         digest.update(raw)
     else:
-        digest.update(raw[:at])
+        view = memoryview(raw)  # no copies of the two halves
+        digest.update(view[:at])
         digest.update(_MASK)
-        digest.update(raw[at + len(_MASK) :])
+        digest.update(view[at + len(_MASK) :])
     return digest.hexdigest()
 
 
@@ -161,8 +162,10 @@ def _patterns(ignore: Sequence[str]) -> tuple[str, ...]:
 def _version_holder_at(raw: bytes) -> int:
     """Where the date of the record's one versionHolder starts in ``raw``; -1 when it has none,
     more than one, or a ``\\u`` escape (which could spell a key that is not seen here)."""
-    at = raw.find(_VERSION_HOLDER)
-    if at < 0 or raw.count(_VERSION_HOLDER_KEY) != 1 or b"\\u" in raw:
+    at = raw.find(_VERSION_HOLDER_KEY)  # the first, then none after it: one pass over raw
+    if at < 0 or not raw.startswith(_VERSION_HOLDER, at):
+        return -1
+    if raw.find(_VERSION_HOLDER_KEY, at + 1) >= 0 or b"\\u" in raw:
         return -1
     at += len(_VERSION_HOLDER)
     if raw[at + len(_MASK) : at + len(_MASK) + 1] != b'"' or not _DATE.fullmatch(

@@ -445,10 +445,17 @@ def _batches_done(db: Database) -> tuple[int, int]:
 
 
 def _worker_pids(parent: int) -> list[int]:
-    """The multiprocessing workers ``parent`` started (its other children are not workers)."""
-    found = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout
-    pids = [int(pid) for pid in found.split()]
-    return [p for p in pids if b"--multiprocessing-fork" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    """The multiprocessing workers ``parent`` started: the children of its fork server (its
+    other children are not workers)."""
+    servers = [
+        p for p in _children(parent) if b"forkserver" in Path(f"/proc/{p}/cmdline").read_bytes()
+    ]
+    return [worker for server in servers for worker in _children(server)]
+
+
+def _children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(child) for child in found.split()]
 
 
 def _running(pid: int) -> bool:
