@@ -312,6 +312,12 @@ _FINGERPRINT_UPDATE = (
 )
 
 
+# The batch's ids as one parameter, as in _HEADS_SQL.
+_SEEN_SQL = {
+    "sqlite": "UPDATE studies SET last_seen_at = ? WHERE id IN (SELECT value FROM json_each(?))"
+    " AND last_seen_at < ?",
+    "postgresql": "UPDATE studies SET last_seen_at = %s WHERE id = ANY(%s) AND last_seen_at < %s",
+}
 # Only the fingerprint and the validator inside part_hashes (the part hashes stay as they are).
 _RENEW_SQL = {
     "sqlite": "UPDATE studies SET part_hashes = json_set(part_hashes,"
@@ -359,14 +365,14 @@ def update_studies(
     by_time: defaultdict[datetime, list[int]] = defaultdict(list)
     for study_id, seen_at in seen:
         by_time[seen_at].append(study_id)
+    dialect = conn.dialect.name
+    instant = RowWriter(conn.dialect).instant
     for seen_at, study_ids in by_time.items():
         # One statement per distinct time (a batch usually has one), not one per study; an
         # older observation (an archive of last week imported today) never moves it back.
-        conn.execute(
-            update(STUDIES)
-            .where(STUDIES.c.id.in_(study_ids), STUDIES.c.last_seen_at < seen_at)
-            .values(last_seen_at=seen_at)
-        )
+        ids = study_ids if dialect == "postgresql" else orjson.dumps(study_ids).decode()
+        at = instant(seen_at)
+        conn.exec_driver_sql(_SEEN_SQL[dialect], (at, ids, at))
 
 
 def insert_classes(session: Session, rows: list[dict[str, Any]]) -> None:
