@@ -14,7 +14,8 @@ file. Then, interleaved so that the machine's noise hits each alike, ``--runs`` 
 
 Each as ``python -m mirror …`` in a subprocess, wall time from the outside. Printed: the median
 and min-max per command, the ratio of medians to the baseline, and the heavy modules
-(``python -X importtime``) each command loads.
+(``python -X importtime``) each command loads. Commands run in the temporary directory, so
+``PYTHONPATH=<another checkout>`` measures that checkout's ctmirror the same way.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ def main(argv: list[str] | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CTMIRROR_")}
         env |= {"CTMIRROR_DATABASE__URL": f"sqlite:///{tmp}/mirror.db"}
         mirror = [sys.executable, "-m", "mirror"]
-        subprocess.run([*mirror, "import", str(folder)], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [*mirror, "import", str(folder)], env=env, check=True, capture_output=True, cwd=tmp
+        )
         commands = {
             "baseline: import sqlalchemy.orm, click": [
                 sys.executable, "-c", "import sqlalchemy.orm, click"],
@@ -69,9 +72,9 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(opts.runs):
             for name, command in commands.items():
                 started = time.perf_counter()
-                subprocess.run(command, env=env, check=True, capture_output=True)
+                subprocess.run(command, env=env, check=True, capture_output=True, cwd=tmp)
                 times[name].append(time.perf_counter() - started)
-        heavy = {name: _heavy(command, env) for name, command in commands.items()}
+        heavy = {name: _heavy(command, env, tmp) for name, command in commands.items()}
     base = statistics.median(times[next(iter(commands))])
     rows = []
     for name, samples in times.items():
@@ -90,11 +93,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"JSON: {path.relative_to(REPO)}")
 
 
-def _heavy(command: list[str], env: dict[str, str]) -> list[str]:
+def _heavy(command: list[str], env: dict[str, str], cwd: str) -> list[str]:
     """The HEAVY packages ``command`` imports (``python -X importtime``)."""
     done = subprocess.run(
-        [command[0], "-X", "importtime", *command[1:]], env=env, capture_output=True, text=True
-    )
+        [command[0], "-X", "importtime", *command[1:]],
+        env=env, capture_output=True, text=True, cwd=cwd,
+    )  # fmt: skip
     names = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
     return [package for package in HEAVY if package in names]
 

@@ -51,7 +51,8 @@ from mirror.pipeline.import_batches import (
     round_tally,
     wait_time,
 )
-from mirror.pipeline.ingest import Ingestor, IngestResult, Outcome, Sighting
+from mirror.pipeline.ingest import Ingestor
+from mirror.pipeline.ingest_items import IngestResult, Outcome, Sighting
 from mirror.pipeline.runs import process_alive, recorded, relaxed_gc, start_run
 from mirror.record import guess_nct_id, utcnow
 from mirror.source import (

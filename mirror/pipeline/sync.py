@@ -19,7 +19,8 @@ import structlog
 from sqlalchemy import select, update
 
 from mirror.config import Settings
-from mirror.pipeline.ingest import Ingestor, IngestResult, Outcome
+from mirror.pipeline.ingest import Ingestor
+from mirror.pipeline.ingest_items import IngestResult, Outcome
 from mirror.pipeline.runs import RUN_COUNTS, recorded, relaxed_gc, start_run
 from mirror.record import utcnow
 from mirror.source import (
