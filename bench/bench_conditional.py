@@ -1,11 +1,12 @@
 # ruff: noqa: E402  (imports follow the sys.path set-up)
 """Conditional re-reads: requests and bytes a re-sync by id saves with ETags and 304.
 
-    python bench/bench_conditional.py [--backend sqlite|postgresql] [--rounds 3] [--edited 17]
+    python bench/bench_conditional.py [--backend sqlite|postgresql] [--rounds 3] [--edited 8]
 
 The fake registry (``tests/fake_ctgov.py``, all 1,687 real records, in this process) answers
 strong ETags and ``304 Not Modified`` as RFC 9110 says. Each round, on a new database: a first
-sync of every id (17 requests of 100 ids), an unchanged re-sync, then a re-sync after
+sync of every id (17 requests of 100 ids), an unchanged re-sync, the same re-sync with the
+stored ETags dropped first (the baseline: no conditional request), then a re-sync after
 ``--edited`` studies were edited (each edit changes its request's answer). For each sync: the
 requests, the 304s, the body bytes the fake sent, and the wall time; the JSON has every round.
 """
@@ -34,6 +35,7 @@ from _common import DEFAULT_PG_URL, fresh_database
 from mirror.app import App, build_app
 from mirror.config import load_settings
 from mirror.pipeline import SyncRequest
+from mirror.store import ETAG_KEY
 
 OUT = REPO / "bench" / "out"
 
@@ -74,6 +76,8 @@ def one_round(backend: str, pg_url: str, edited: int, seed: int) -> dict[str, An
             try:
                 first = synced(app, fake, ids)
                 again = synced(app, fake, ids)
+                forget_validators(app)
+                plain = synced(app, fake, ids)  # the same re-read, not conditional: the baseline
                 for nct_id in random.Random(seed).sample(ids, edited):
                     fake.edit(nct_id, _edit)
                 edits = synced(app, fake, ids)
@@ -81,7 +85,17 @@ def one_round(backend: str, pg_url: str, edited: int, seed: int) -> dict[str, An
                 app.close()
     finally:
         fake.stop()
-    return {"first": first, "unchanged": again, "edited": edits}
+    return {"first": first, "unchanged": again, "unconditional": plain, "edited": edits}
+
+
+def forget_validators(app: App) -> None:
+    """Drop every stored ETag, so that the next re-read asks for everything."""
+    sql = {
+        "sqlite": f"UPDATE studies SET part_hashes = json_remove(part_hashes, '$.\"{ETAG_KEY}\"')",
+        "postgresql": f"UPDATE studies SET part_hashes = part_hashes - '{ETAG_KEY}'",
+    }[app.db.engine.dialect.name]
+    with app.db.write() as session:
+        session.connection().exec_driver_sql(sql)
 
 
 def _edit(study: dict[str, Any]) -> None:
@@ -95,10 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--edited", type=int, default=17, help="Studies edited before sync 3.")
+    parser.add_argument("--edited", type=int, default=8, help="Studies edited before sync 3.")
     opts = parser.parse_args(argv)
     rounds = [one_round(opts.backend, opts.pg_url, opts.edited, n) for n in range(opts.rounds)]
-    for phase in ("first", "unchanged", "edited"):
+    for phase in ("first", "unchanged", "unconditional", "edited"):
         runs = [r[phase] for r in rounds]
         seconds = sorted(r["seconds"] for r in runs)
         print(

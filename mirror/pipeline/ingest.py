@@ -279,7 +279,8 @@ class Ingestor:
 
     def _plan_seen(self, item: Item, head: StudyHead, writes: Writes) -> None:
         writes.seen.append((head.id, item.obs.observed_at))
-        etag = item.obs.etag if isinstance(item.obs, Observation) else None
+        # An archive's record says nothing of the registry's answers: the validator stays.
+        etag = item.obs.etag if isinstance(item.obs, Observation | NotModified) else head.etag
         if isinstance(item, Prepared) and (item.fingerprint, etag) != (head.fingerprint, head.etag):
             # Same content under a new fingerprint: remember it for the next re-read.
             parts = _content_columns(item)["part_hashes"]
