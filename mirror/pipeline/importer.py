@@ -423,7 +423,7 @@ def auto_workers(source: RecordSource, batch_size: int) -> int:
 
 def _supervise(db: Database, job: WorkerJob, workers: int, progress: Progress) -> list[str]:
     """Start the worker processes, show their progress, wait for them; what went wrong."""
-    context = _worker_context()
+    context = _worker_context(db)
     processes = [
         context.Process(target=_work_in_process, args=(job,), name=f"import-worker-{n + 1}")
         for n in range(workers)
@@ -447,15 +447,21 @@ def _supervise(db: Database, job: WorkerJob, workers: int, progress: Progress) -
     return [f"{p.name} exited with code {p.exitcode}" for p in processes if p.exitcode]
 
 
-def _worker_context() -> Any:
-    """Worker processes forked from a fresh server process that imported the pipeline once
-    (no inherited engine, threads or locks, and no second second of imports per worker); a
-    fresh interpreter each where there is no fork."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    return context
+def _worker_context(db: Database) -> Any:
+    """How worker processes start: forked from this process when it runs no other thread (its
+    modules are imported already; ``db`` lets go of its connections first, so that none
+    crosses the fork); else forked from a fresh server process that imported the pipeline
+    once (a progress bar's thread holds locks a fork would copy); else a fresh interpreter
+    each. Whichever way, a worker opens its own engine."""
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        db.dispose()
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 def _orphaned(parent: int) -> Callable[[], bool]:

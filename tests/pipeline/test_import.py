@@ -445,12 +445,12 @@ def _batches_done(db: Database) -> tuple[int, int]:
 
 
 def _worker_pids(parent: int) -> list[int]:
-    """The multiprocessing workers ``parent`` started: the children of its fork server (its
-    other children are not workers)."""
-    servers = [
-        p for p in _children(parent) if b"forkserver" in Path(f"/proc/{p}/cmdline").read_bytes()
-    ]
-    return [worker for server in servers for worker in _children(server)]
+    """The multiprocessing workers ``parent`` started: its forks, or the children of its fork
+    server (its resource tracker is no worker)."""
+    kids = {p: Path(f"/proc/{p}/cmdline").read_bytes() for p in _children(parent)}
+    servers = [p for p, cmdline in kids.items() if b"forkserver" in cmdline]
+    forked = [p for p, cmdline in kids.items() if b"resource_tracker" not in cmdline]
+    return [w for s in servers for w in _children(s)] or forked
 
 
 def _children(pid: int) -> list[int]:
