@@ -1,5 +1,5 @@
-"""Each command imports only what it uses: reading the feed or importing an archive loads
-neither the HTTP app, nor the pages, nor the notification channels (docs/performance.md)."""
+"""Each command imports only what it uses: syncing, reading the feed or importing an archive
+loads neither the HTTP app, nor the pages, nor the notification channels (docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fake_ctgov import DATA_DIR
+import conftest
+from fake_ctgov import DATA_DIR, FakeCtgov, load_study
 
 # Runs one command, then names the heavy modules it loaded.
 SCRIPT = """
@@ -24,9 +25,9 @@ print(" ".join(m for m in heavy if m in sys.modules) or "none", file=sys.stderr)
 """
 
 
-def loaded(tmp_path: Path, *args: str) -> str:
+def loaded(tmp_path: Path, *args: str, base_url: str = "http://127.0.0.1:9") -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CTMIRROR_")}
-    env["CTMIRROR_DATABASE__URL"] = f"sqlite:///{tmp_path / 'mirror.db'}"
+    env |= conftest.test_env(f"sqlite:///{tmp_path / 'mirror.db'}", base_url)
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, *args], env=env, capture_output=True, text=True, timeout=120
     )
@@ -34,8 +35,12 @@ def loaded(tmp_path: Path, *args: str) -> str:
     return done.stderr.strip().splitlines()[-1]
 
 
-def test_import_and_changes_load_no_http_app_pages_or_channels(tmp_path: Path) -> None:
-    """`ctmirror import` and `ctmirror changes` (as a table) load none of the heavy modules."""
+def test_sync_import_and_changes_load_no_http_app_pages_or_channels(
+    tmp_path: Path, fake_api: FakeCtgov
+) -> None:
+    """`ctmirror sync`, `import` and `changes` (as a table too) load none of the heavy modules."""
+    fake_api.put(load_study("NCT05756322"))
+    assert loaded(tmp_path, "sync", "NCT05756322", base_url=fake_api.base_url) == "none"
     archive = tmp_path / "archive"
     archive.mkdir()
     for path in sorted((DATA_DIR / "studies").glob("NCT*.json"))[:3]:
