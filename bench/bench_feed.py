@@ -250,7 +250,9 @@ def build(db: Database, target_events: int) -> dict[str, Any]:
     }
 
 
-def prepare(backend: str, pg_url: str, target_events: int, rebuild: bool) -> tuple[str, dict]:
+def prepare(
+    backend: str, pg_url: str, target_events: int, rebuild: bool, pg_database: str = PG_BENCH_DB
+) -> tuple[str, dict]:
     """The URL of the cached benchmark database (built first when missing) and its metadata."""
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     meta_path = OUT_DIR / f"feed-{backend}.meta.json"
@@ -262,10 +264,10 @@ def prepare(backend: str, pg_url: str, target_events: int, rebuild: bool) -> tup
             for stale in OUT_DIR.glob("feed-sqlite.db*"):
                 stale.unlink()
     else:
-        url = make_url(pg_url).set(database=PG_BENCH_DB).render_as_string(hide_password=False)
+        url = make_url(pg_url).set(database=pg_database).render_as_string(hide_password=False)
         if rebuild or not meta_path.exists():
             meta_path.unlink(missing_ok=True)
-            _recreate_pg(pg_url)
+            _recreate_pg(pg_url, pg_database)
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         if meta["events"] >= target_events:
@@ -291,11 +293,11 @@ def prepare(backend: str, pg_url: str, target_events: int, rebuild: bool) -> tup
     return url, meta
 
 
-def _recreate_pg(pg_url: str) -> None:
+def _recreate_pg(pg_url: str, name: str) -> None:
     admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{PG_BENCH_DB}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{PG_BENCH_DB}"'))
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
 
 
@@ -452,6 +454,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
+    parser.add_argument(
+        "--pg-database", default=PG_BENCH_DB, help="Name of the PostgreSQL benchmark database."
+    )
     parser.add_argument("--events", type=int, default=2_000_000)
     parser.add_argument("--rebuild", action="store_true")
     parser.add_argument("--build-only", action="store_true")
@@ -459,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=100, help="Page size of every request.")
     opts = parser.parse_args(argv)
     configure_logging(LogSettings(level="warning", format="json"))
-    url, meta = prepare(opts.backend, opts.pg_url, opts.events, opts.rebuild)
+    url, meta = prepare(opts.backend, opts.pg_url, opts.events, opts.rebuild, opts.pg_database)
     print(f"database: {json.dumps(meta)}")
     if opts.build_only:
         return

@@ -7,9 +7,11 @@
 1. **Corpus** (cached in ``bench/out/corpus-<N>/``): the 1,687 real records of
    ``../shared/data/ctgov/studies`` copied under fresh NCT ids (NCT9…) up to N studies, written
    as the registry's bulk download (``day1.zip``, one ``NCTxxxxxxxx.json`` member per study),
-   and a second day (``day2.zip``) in which 0.5% of the studies carry realistic sponsor edits
-   (status one step on, enrollment, dates turning ACTUAL or slipping, a site added or closed, a
-   primary outcome's time frame reworded) with new LastUpdate dates.
+   and a second day (``day2.zip``) as the registry's next refresh: every study's
+   ``derivedSection.miscInfoModule.versionHolder`` moved a day on, and 0.5% of the studies
+   carrying realistic sponsor edits (status one step on, enrollment, dates turning ACTUAL or
+   slipping, a site added or closed, a primary outcome's time frame reworded) with new
+   LastUpdate dates.
 2. Each run is ``ctmirror import`` in a **subprocess**, exactly as a user runs it (so with its
    default worker processes: one per CPU), into a fresh database; wall time from the outside,
    peak RSS the largest ``ru_maxrss`` of the command and its worker processes:
@@ -21,6 +23,8 @@
    each study against its day-1 record, timed on ``--baseline-sample`` studies and scaled to
    N (it would take half an hour at 100k).
 4. ``--workers`` 1, 2 and 4 on each backend (first sight of the largest size).
+5. ``--rounds N`` repeats 2-3 (baselines included) N times; the table gives the median and the
+   spread of each figure.
 
 Results: a table on stdout (studies/s, ratios, peak RSS, bytes per version, the slope from
 the smallest to the largest size) and JSON in ``bench/out/``.
@@ -34,6 +38,7 @@ import os
 import platform
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,7 +70,7 @@ DAY1, DAY2 = "2026-11-20T06:00:00Z", "2026-11-21T06:00:00Z"
 
 def corpus(size: int) -> tuple[Path, Path]:
     """``day1.zip`` and ``day2.zip`` of ``size`` studies (built once, then cached)."""
-    folder = OUT / f"corpus-{size}"
+    folder = OUT / f"corpus-{size}-v2"  # v2: day 2 moves every versionHolder
     day1, day2 = folder / "day1.zip", folder / "day2.zip"
     if day1.exists() and day2.exists():
         return day1, day2
@@ -82,12 +87,11 @@ def corpus(size: int) -> tuple[Path, Path]:
             study = orjson.loads(real[n % len(real)])
             nct_id = f"NCT{90_000_000 + n:08d}"
             study["protocolSection"]["identificationModule"]["nctId"] = nct_id
-            raw = orjson.dumps(study)
-            one.writestr(f"{nct_id}.json", raw)
+            one.writestr(f"{nct_id}.json", orjson.dumps(study))
+            study["derivedSection"]["miscInfoModule"]["versionHolder"] = "2026-11-21"
             if n in edited:
                 _sponsor_edit(study, rng)
-                raw = orjson.dumps(study)
-            two.writestr(f"{nct_id}.json", raw)
+            two.writestr(f"{nct_id}.json", orjson.dumps(study))
     print(f"  corpus {size:,}: {day1.stat().st_size / 1e6:,.0f} MB zipped", file=sys.stderr)
     return day1, day2
 
@@ -225,11 +229,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--workers", default="1,2,4", help="Worker counts to compare; '' skips.")
     parser.add_argument("--baseline-sample", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=1, help="Repeat each size this often.")
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
     opts = parser.parse_args(argv)
     sizes = [int(s) for s in opts.sizes.split(",")]
     backends = ["sqlite", "postgresql"] if opts.backend == "both" else [opts.backend]
-    rows = [measure_size(size, backend, opts) for backend in backends for size in sizes]
+    rows = [
+        measure_size(size, backend, opts)
+        for backend in backends
+        for size in sizes
+        for _ in range(opts.rounds)
+    ]
+    medians = [_median_row([r for r in rows if (r["backend"], r["size"]) == key])
+               for key in dict.fromkeys((r["backend"], r["size"]) for r in rows)]  # fmt: skip
+    print("\nmedian (min-max) of", opts.rounds, "round(s):")
+    for m in medians:
+        print("  " + "  ".join(f"{k} {v}" for k, v in m.items()))
     slopes = {b: _slope([r for r in rows if r["backend"] == b]) for b in backends if len(sizes) > 1}
     workers = [int(w) for w in opts.workers.split(",") if w]
     scaling = [r for b in backends for r in measure_workers(max(sizes), b, workers, opts)]
@@ -238,9 +253,29 @@ def main(argv: list[str] | None = None) -> None:
     path = OUT / f"bench_import-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     meta = {"python": platform.python_version(), "cpus": os.cpu_count()}
     path.write_text(
-        json.dumps({"sizes": rows, "slopes": slopes, "workers": scaling, **meta}, indent=2)
+        json.dumps(
+            {"sizes": rows, "medians": medians, "slopes": slopes, "workers": scaling, **meta},
+            indent=2,
+        )
     )
     print(f"JSON: {path.relative_to(REPO)}")
+
+
+MEDIAN_KEYS = ("first_per_s", "unchanged_per_s", "unchanged_vs_loads", "edited_per_s",
+               "edited_vs_naive_deepdiff", "peak_rss_mb", "bytes_per_version")  # fmt: skip
+
+
+def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure of ``rows`` (rounds of one backend and size) as 'median (min-max)'."""
+    out: dict[str, Any] = {"backend": rows[0]["backend"], "size": rows[0]["size"]}
+    for key in MEDIAN_KEYS:
+        values = sorted(r[key] for r in rows)
+        digits = 2 if key.endswith(("_vs_loads",)) else 0
+        out[key] = (
+            f"{statistics.median(values):,.{digits}f} "
+            f"({values[0]:,.{digits}f}-{values[-1]:,.{digits}f})"
+        )
+    return out
 
 
 def _slope(rows: list[dict[str, Any]]) -> dict[str, float]:

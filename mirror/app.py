@@ -12,21 +12,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-
-import httpx
+from typing import TYPE_CHECKING
 
 from mirror.config import Settings
-from mirror.notify import (
-    AppriseNotifier,
-    Dispatcher,
-    EgressPolicy,
-    HttpSender,
-    NotificationDispatcher,
-    WebhookSender,
-)
-from mirror.pipeline import Backfiller, Importer, Ingestor, Syncer
-from mirror.source import ApiSource, HistorySource, StudySource
 from mirror.store import Database, open_database
+
+# The services' packages are imported by the factory that needs them, not here: a command
+# pays only for what it uses (`ctmirror changes` never loads the notifiers or the HTTP client).
+if TYPE_CHECKING:
+    import httpx
+
+    from mirror.notify import (
+        AppriseNotifier,
+        Dispatcher,
+        EgressPolicy,
+        HttpSender,
+        NotificationDispatcher,
+        WebhookSender,
+    )
+    from mirror.pipeline import Backfiller, Importer, Ingestor, Syncer
+    from mirror.source import ApiSource, HistorySource, StudySource
 
 
 @dataclass
@@ -36,40 +41,60 @@ class App:
 
     def source(self, transport: httpx.AsyncBaseTransport | None = None) -> ApiSource:
         """A new API client; it belongs to the event loop that uses it (``async with``)."""
+        from mirror.source import ApiSource
+
         return ApiSource(self.settings.source, transport=transport)
 
     def syncer(self, source: StudySource) -> Syncer:
+        from mirror.pipeline import Syncer
+
         return Syncer(self.db, source, self.settings)
 
     def ingestor(self, *, run_id: int | None = None, watch_id: int | None = None) -> Ingestor:
         """The write stage on its own (a run's syncer or importer builds its own per run)."""
+        from mirror.pipeline import Ingestor
+
         return Ingestor(self.db, ignore=self.settings.diff.ignore, run_id=run_id, watch_id=watch_id)
 
     def importer(self) -> Importer:
         """An import worker in this process (``run_workers`` starts processes of their own)."""
+        from mirror.pipeline import Importer
+
         return Importer(self.db, self.settings)
 
     def backfiller(self, source: HistorySource) -> Backfiller:
+        from mirror.pipeline import Backfiller
+
         return Backfiller(self.db, source, self.settings)
 
     def egress_policy(self) -> EgressPolicy:
         """What webhook URLs may reach (``webhooks.allow_private``, ``allow_loopback``)."""
+        from mirror.notify import EgressPolicy
+
         return EgressPolicy.of(self.settings.webhooks)
 
     def sender(self) -> HttpSender:
         """A new webhook sender; close it with ``await sender.aclose()``."""
+        from mirror.notify import HttpSender
+
         return HttpSender(self.settings.webhooks)
 
     def dispatcher(self, sender: WebhookSender, owner: str) -> Dispatcher:
+        from mirror.notify import Dispatcher
+
         return Dispatcher(self.db, self.settings, sender, owner)
 
     def notifier(self) -> AppriseNotifier:
         """The notification sender (Apprise under the ``[notifications]`` egress policy)."""
+        from mirror.notify import AppriseNotifier
+
         return AppriseNotifier(self.settings.notifications)
 
     def notification_dispatcher(
         self, notifier: AppriseNotifier, owner: str, clock: Callable[[], datetime] | None = None
     ) -> NotificationDispatcher:
+        from mirror.notify import NotificationDispatcher
+
         if clock is None:
             return NotificationDispatcher(self.db, self.settings, notifier, owner)
         return NotificationDispatcher(self.db, self.settings, notifier, owner, clock)

@@ -22,6 +22,10 @@ Faithful to the spec:
   ``nctIdAliases``. If a ``query.*`` parameter holds only NCT ids, the filters are ignored.
   ``postFilter.*`` behave like ``filter.*``.
 * Errors (400, 404) are ``text/plain`` messages, as the spec's ``errorMessage`` says.
+* Conditional requests (RFC 9110): every 200 of ``/studies`` and ``/studies/{nctId}`` carries a
+  strong ``ETag`` of its body; a request whose ``If-None-Match`` names the ETag the answer would
+  carry (or ``*``) gets ``304 Not Modified`` with that ETag and no body. ``RequestRecord.sent``
+  counts the body bytes of each answer.
 
 The record history (not in the spec; ``/api/int``, as ClinicalTrials.gov serves it): every record
 keeps its versions, oldest first, the last being the live record. ``put()`` starts a history,
@@ -503,6 +507,7 @@ class RequestRecord:
     status: int | None
     fault: str | None = None
     target: str = ""  # the raw request target: path and query string as sent
+    sent: int = 0  # bytes of the answer's body
 
 
 @dataclass
@@ -541,6 +546,18 @@ def _fault_response(status: int, retry_after: float | None) -> _Response:
     body = orjson.dumps({"message": f"injected fault: HTTP {status}"})
     headers = {} if retry_after is None else {"Retry-After": _format_retry_after(retry_after)}
     return _Response(status, body, "application/json", headers)
+
+
+def _conditional(response: _Response, path: str, if_none_match: str | None) -> _Response:
+    """A study answer with its ETag, or 304 when ``If-None-Match`` names it (RFC 9110 13.1.2)."""
+    if response.status != 200 or not path.startswith(f"{API_PREFIX}/studies"):
+        return response
+    etag = '"' + hashlib.sha256(response.body).hexdigest()[:32] + '"'
+    named = {tag.strip().removeprefix("W/") for tag in (if_none_match or "").split(",")}
+    if etag in named or "*" in named:
+        return _Response(304, b"", None, {"ETag": etag})
+    return _Response(response.status, response.body, response.content_type,
+                     {**response.headers, "ETag": etag})  # fmt: skip
 
 
 def _single(query: Query, name: str) -> str | None:
@@ -912,8 +929,10 @@ class FakeCtgov:
         fault = self._take_fault(handler.path)
         kind, opts = fault if fault else (None, {})
 
-        def record(status: int | None) -> None:
-            rec = RequestRecord(handler.command, split.path, query, status, kind, handler.path)
+        def record(status: int | None, sent: int = 0) -> None:
+            rec = RequestRecord(
+                handler.command, split.path, query, status, kind, handler.path, sent
+            )
             self.requests.append(rec)
 
         try:
@@ -927,9 +946,10 @@ class FakeCtgov:
                 response = _fault_response(int(opts["status"]), opts.get("retry_after"))
             else:
                 response = self._respond(handler.command, split.path, query, split.query)
+                response = _conditional(response, split.path, handler.headers.get("If-None-Match"))
         except Exception:  # a bug in the fake: report it, keep serving
             response = _error(500, "fake_ctgov error:\n" + traceback.format_exc())
-        record(response.status)
+        record(response.status, len(response.body))
         try:
             handler.send(response, kind, opts, self._stopping)
         except OSError:

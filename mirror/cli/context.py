@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from sqlalchemy import select
 
-from mirror.app import App, build_app
 from mirror.config import Settings, load_settings
 from mirror.logging import configure_logging
-from mirror.store import Study
+
+if TYPE_CHECKING:
+    from mirror.app import App
 
 F = TypeVar("F", bound=Callable[..., Any])
 FORMATS = ["table", "json", "ndjson", "csv"]
@@ -38,6 +38,8 @@ class Context:
     def app(self) -> App:
         """The mirror, created (and migrated) on first use: for commands that write."""
         if self._app is None:
+            from mirror.app import build_app  # what a command needs, when it needs it
+
             self._app = build_app(self.settings)
         return self._app
 
@@ -46,6 +48,8 @@ class Context:
         """The mirror as it is, for commands that only read: never creates a database, and
         says which one it looked at when it is missing (an error) or holds no study (a note)."""
         if self._app is None:
+            from mirror.app import build_app
+
             self._app = build_app(self.settings, create=False)
             if not _holds_a_study(self._app):
                 where = self._app.db.url.render_as_string(hide_password=True)
@@ -74,5 +78,9 @@ def utc(value: datetime | None) -> datetime | None:
 
 
 def _holds_a_study(app: App) -> bool:
+    from sqlalchemy import select
+
+    from mirror.store import Study
+
     with app.db.session() as session:
         return session.scalar(select(Study.id).limit(1)) is not None

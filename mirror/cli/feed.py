@@ -16,7 +16,6 @@ from mirror import feed
 from mirror.cli import output
 from mirror.cli.context import Context, format_option, pass_ctx, utc
 from mirror.record import ChangeKind, field_mapping
-from mirror.render import change_text, render_markdown
 from mirror.store import ChangeEvent
 
 INLINE_VALUE_MAX = 80
@@ -119,6 +118,8 @@ class _Last:
 def _change_text(event: dict[str, Any], width: int = INLINE_VALUE_MAX) -> str:
     """One event in words within ``width``: two texts cut around their first difference, lists
     and objects by what changed in them (the pages' summaries)."""
+    from mirror.render import change_text  # only for a table: json/ndjson/csv load no render
+
     old, new = event["old"], event["new"]
     if event["kind"] == "changed" and isinstance(old, str) and isinstance(new, str):
         return " → ".join(_around(" ".join(old.split()), " ".join(new.split()), (width - 3) // 2))
@@ -194,6 +195,8 @@ def show(c: Context, nct_id: str, fmt: str, version: int | None) -> None:
         detail = feed.study_detail(c.reader.db, nct_id, version)
         click.echo(orjson.dumps(detail, option=orjson.OPT_INDENT_2))
         return
+    from mirror.render import render_markdown
+
     page = feed.page_input(c.reader.db, nct_id, version, c.settings.pages)
     click.echo(render_markdown(page, c.settings.pages), nl=False)
 

@@ -7,29 +7,54 @@ logs and progress to stderr.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import click
 
-from mirror.cli.audit import audit_command
 from mirror.cli.context import Context
-from mirror.cli.db import db
-from mirror.cli.export import export_command
-from mirror.cli.feed import changes, diff, fields, history, show
-from mirror.cli.history import backfill, classes, timeline
-from mirror.cli.imports import import_command
-from mirror.cli.notify import notify_group
-from mirror.cli.services import daemon_command, serve
-from mirror.cli.sync import sync
-from mirror.cli.watches import watch
-from mirror.cli.webhooks import webhooks_group
 from mirror.errors import MirrorError
+
+# Each command by name -> "module:attribute", imported only when that command runs (or help
+# lists them all): `ctmirror changes` never imports the HTTP app, the pages or the notifiers.
+COMMANDS: dict[str, str] = {
+    "sync": "mirror.cli.sync:sync",
+    "watch": "mirror.cli.watches:watch",
+    "changes": "mirror.cli.feed:changes",
+    "history": "mirror.cli.feed:history",
+    "diff": "mirror.cli.feed:diff",
+    "show": "mirror.cli.feed:show",
+    "fields": "mirror.cli.feed:fields",
+    "backfill": "mirror.cli.history:backfill",
+    "timeline": "mirror.cli.history:timeline",
+    "classes": "mirror.cli.history:classes",
+    "import": "mirror.cli.imports:import_command",
+    "serve": "mirror.cli.services:serve",
+    "daemon": "mirror.cli.services:daemon_command",
+    "webhooks": "mirror.cli.webhooks:webhooks_group",
+    "notify": "mirror.cli.notify:notify_group",
+    "db": "mirror.cli.db:db",
+    "export": "mirror.cli.export:export_command",
+    "audit": "mirror.cli.audit:audit_command",
+}
 
 
 class MirrorGroup(click.Group):
-    """Turns ctmirror's own errors into a message and an exit code instead of a traceback."""
+    """Loads the commands of :data:`COMMANDS` when asked for; turns ctmirror's own errors into a
+    message and an exit code instead of a traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, _, attribute = COMMANDS[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attribute)
+            assert isinstance(command, click.Command) and command.name == cmd_name
+            self.add_command(command)
+        return self.commands.get(cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -52,29 +77,6 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
     """ctmirror: a change-tracking mirror of ClinicalTrials.gov."""
     ctx.obj = Context(config_path)
     ctx.call_on_close(ctx.obj.close)
-
-
-for command in (
-    sync,
-    watch,
-    changes,
-    history,
-    diff,
-    show,
-    fields,
-    backfill,
-    timeline,
-    classes,
-    import_command,
-    serve,
-    daemon_command,
-    webhooks_group,
-    notify_group,
-    db,
-    export_command,
-    audit_command,
-):
-    cli.add_command(command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -4,7 +4,8 @@ in one transaction (``ingest``), driven by syncs, imports and backfills; watches
 
 from mirror.pipeline.backfill import Backfiller, BackfillRequest, BackfillSummary, reclassify
 from mirror.pipeline.importer import Importer, ImportSummary, auto_workers, run_workers
-from mirror.pipeline.ingest import Ingestor, IngestResult, Outcome
+from mirror.pipeline.ingest import Ingestor
+from mirror.pipeline.ingest_items import IngestResult, Outcome, Sighting
 from mirror.pipeline.runs import relaxed_gc
 from mirror.pipeline.sync import Part, RunSummary, Syncer, SyncRequest
 from mirror.pipeline.watches import (
@@ -27,6 +28,7 @@ __all__ = [
     "Importer",
     "IngestResult",
     "Ingestor",
+    "Sighting",
     "Outcome",
     "Part",
     "RunSummary",

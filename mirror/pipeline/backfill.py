@@ -40,7 +40,8 @@ from sqlalchemy.orm import Session, object_session
 
 from mirror.config import Settings
 from mirror.errors import MirrorError, NotFound, UsageError
-from mirror.pipeline.ingest import Ingestor, Prepared, Writes
+from mirror.pipeline.ingest import Ingestor
+from mirror.pipeline.ingest_items import Prepared, Writes
 from mirror.record import (
     STUDY_FIELD,
     Canonical,

@@ -2,7 +2,9 @@
 
 One run = one ``sync_runs`` row, one summary line, and the counts read / new / changed /
 unchanged / failed. Records are read and parsed in a background thread one batch ahead of the
-batch being written, and written by :meth:`Ingestor.ingest` with origin ``archive``.
+batch being written, and written by :meth:`Ingestor.ingest` with origin ``archive``. A record
+whose NCT id can be seen in its bytes goes as a :class:`Sighting`: it is parsed only when its
+bytes are not the ones stored with its study.
 
 An archive that can be split (see :mod:`mirror.source.archive`) is imported in *batches* recorded in
 ``import_batches``: the first worker plans them, every worker (threads, processes, hosts) claims
@@ -49,9 +51,10 @@ from mirror.pipeline.import_batches import (
     round_tally,
     wait_time,
 )
-from mirror.pipeline.ingest import Ingestor, IngestResult, Outcome
-from mirror.pipeline.runs import recorded, relaxed_gc, start_run
-from mirror.record import utcnow
+from mirror.pipeline.ingest import Ingestor
+from mirror.pipeline.ingest_items import IngestResult, Outcome, Sighting
+from mirror.pipeline.runs import process_alive, recorded, relaxed_gc, start_run
+from mirror.record import guess_nct_id, utcnow
 from mirror.source import (
     ArchiveDamaged,
     NdjsonArchive,
@@ -115,7 +118,7 @@ class Loaded:
     """A batch read and parsed, waiting to be written."""
 
     batch: ClaimedBatch | None
-    observations: list[Observation]
+    observations: list[Observation | Sighting]
     labels: dict[str, str]  # nct_id -> record label
     tally: Tally
     size: int  # records the progress bar moves by
@@ -268,6 +271,12 @@ def _parse(
     loaded = Loaded(batch, [], {}, Tally(), size)
     loaded.tally.counts["read"] = len(records)
     for record in records:
+        # Parsed only if its bytes are not the ones stored (the ingest stage's raw fingerprint).
+        guess = guess_nct_id(record.data)
+        if guess is not None:
+            loaded.observations.append(Sighting(guess, record.data, observed_at, record.label))
+            loaded.labels[guess] = record.label
+            continue
         try:
             obs = to_observation(record, observed_at)
         except MalformedRecord as exc:
@@ -414,9 +423,9 @@ def auto_workers(source: RecordSource, batch_size: int) -> int:
 
 def _supervise(db: Database, job: WorkerJob, workers: int, progress: Progress) -> list[str]:
     """Start the worker processes, show their progress, wait for them; what went wrong."""
-    spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited engine
+    context = _worker_context(db)
     processes = [
-        spawn.Process(target=_work_in_process, args=(job,), name=f"import-worker-{n + 1}")
+        context.Process(target=_work_in_process, args=(job,), name=f"import-worker-{n + 1}")
         for n in range(workers)
     ]
     for process in processes:
@@ -438,14 +447,33 @@ def _supervise(db: Database, job: WorkerJob, workers: int, progress: Progress) -
     return [f"{p.name} exited with code {p.exitcode}" for p in processes if p.exitcode]
 
 
+def _worker_context(db: Database) -> Any:
+    """How worker processes start: forked from this process when it runs no other thread (its
+    modules are imported already; ``db`` lets go of its connections first, so that none
+    crosses the fork); else forked from a fresh server process that imported the pipeline
+    once (a progress bar's thread holds locks a fork would copy); else a fresh interpreter
+    each. Whichever way, a worker opens its own engine."""
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        db.dispose()
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
 def _orphaned(parent: int) -> Callable[[], bool]:
     """Whether ``parent``, the process that started this one, is gone (killed, even by
     SIGKILL): a worker then takes no further batch, so it never outlives its import by more
-    than a batch or two. (The pid comes from the parent: one read here could already be that
-    of the process this one was handed to.)"""
+    than a batch or two. A worker forked by the fork server is the server's child: the server
+    ends with ``parent``, and the worker is handed to another process. (``parent`` comes from
+    the parent: one read here could already be that of the process this one was handed to.)"""
+    forked_by = os.getppid()  # parent itself, or the fork server it started
 
     def gone() -> bool:
-        if os.getppid() == parent:
+        if os.getppid() == forked_by and process_alive(parent):
             return False
         log.warning("import.parent_gone", parent_pid=parent)
         return True

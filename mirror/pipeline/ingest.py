@@ -5,18 +5,18 @@ Every source (API, archive, history) hands :class:`Observation` batches to
 together with its change events, or not at all.
 
 The common case, an unchanged re-read, is settled before anything is normalized: the
-record's fingerprint (``mirror.record.normalize.fingerprint``, one serialization and one hash)
-equals the one stored with the study, and the batch's ``last_seen_at`` updates go out as
-one statement. Other records are normalized and their content hash decides; only studies
-whose content changed have their previous canonical record loaded. Rows are written with
-the driver's bulk paths (``mirror.store.rows``).
+record's fingerprints (``mirror.record.hashes``) match the ones stored with the study, and the
+batch's ``last_seen_at`` updates go out as one statement. The raw fingerprint, one xxh3 pass
+over the bytes as read, settles a record an archive hands over as a :class:`Sighting` before it
+is even parsed; the parsed one (one serialization, one hash) settles a record whose bytes moved
+but not what normalize reads. Other records are normalized and their content hash decides;
+only studies whose content changed have their previous canonical record loaded. Rows are
+written with the driver's bulk paths (``mirror.store.rows``).
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,15 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from mirror.errors import MalformedRecord
+from mirror.pipeline.ingest_items import (
+    IngestResult,
+    Item,
+    Outcome,
+    Pending,
+    Prepared,
+    Sighting,
+    Writes,
+)
 from mirror.record import (
     STUDY_FIELD,
     Canonical,
@@ -35,15 +44,19 @@ from mirror.record import (
     content_hash,
     diff_records,
     encode,
-    fingerprint,
+    fingerprints,
     initial_changes,
     normalize,
+    raw_fingerprint,
+    same_parsed,
+    same_raw,
     without_nul,
 )
-from mirror.source import Disappearance, Observation
+from mirror.source import Disappearance, NotModified, Observation
 from mirror.store import (
     BLOCK_COLUMNS,
     CONTENT_COLUMNS,
+    ETAG_KEY,
     EVENT_COLUMNS,
     FINGERPRINT_KEY,
     OUTBOX_COLUMNS,
@@ -57,7 +70,6 @@ from mirror.store import (
     assign_ids,
     block_row,
     class_rows,
-    compress,
     insert_classes,
     insert_studies,
     load_canonicals,
@@ -71,80 +83,6 @@ log = structlog.get_logger(__name__)
 
 # A NUL character in a record's raw JSON (it can only be written escaped).
 _NUL_ESCAPE = b"\\u0000"
-
-
-class Outcome(enum.StrEnum):
-    NEW = "new"
-    CHANGED = "changed"
-    UNCHANGED = "unchanged"
-    GONE = "gone"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True, slots=True)
-class IngestResult:
-    nct_id: str
-    outcome: Outcome
-    version: int | None = None
-    events: int = 0
-    error: str | None = None
-
-
-@dataclass(slots=True)
-class Prepared:
-    """An observation normalized and hashed."""
-
-    obs: Observation
-    record: Canonical
-    encoded: bytes  # the record as JSON (mirror.record.normalize.encode), as stored
-    parts: dict[str, str]
-    hash: str
-    source_date: str | None
-    fingerprint: str | None = None
-    # raw and record zstd-compressed, when made before the write transaction (see _item)
-    blobs: tuple[bytes, bytes] | None = None
-
-    def compressed(self) -> tuple[bytes, bytes]:
-        """The raw JSON and the record as stored: zstd-compressed."""
-        if self.blobs is None:
-            self.blobs = (compress(self.obs.raw), compress(self.encoded))
-        return self.blobs
-
-
-@dataclass(slots=True)
-class Pending:
-    """An observation left unnormalized: its fingerprint matched the stored one when read."""
-
-    obs: Observation
-    fingerprint: str
-
-
-Item = Prepared | Pending
-
-
-@dataclass(slots=True)
-class Writes:
-    """Rows one batch will write, accumulated before touching the database.
-
-    ``events`` are tuples in ``EVENT_COLUMNS`` order made by :meth:`Ingestor.event_rows`.
-    """
-
-    new_studies: list[dict[str, Any]] = field(default_factory=list)
-    study_updates: list[dict[str, Any]] = field(default_factory=list)
-    seen: list[tuple[int, datetime]] = field(default_factory=list)  # (study id, last seen)
-    fingerprints: list[dict[str, Any]] = field(default_factory=list)
-    versions: list[dict[str, Any]] = field(default_factory=list)
-    events: list[tuple[Any, ...]] = field(default_factory=list)
-    blocks: list[dict[str, Any]] = field(default_factory=list)  # mirror.store.blocks.block_row
-    classes: list[dict[str, Any]] = field(default_factory=list)
-    members: list[int] = field(default_factory=list)  # studies inserted ahead of the flush
-    results: list[IngestResult] = field(default_factory=list)
-
-    def clear_rows(self) -> None:
-        """Forget the rows (once written); the results stay."""
-        self.new_studies, self.study_updates, self.seen, self.fingerprints = [], [], [], []
-        self.versions, self.events, self.classes, self.members = [], [], [], []
-        self.blocks = []
 
 
 class Ingestor:
@@ -166,7 +104,9 @@ class Ingestor:
 
     # -- public -------------------------------------------------------------------------
 
-    def ingest(self, observations: Sequence[Observation]) -> list[IngestResult]:
+    def ingest(
+        self, observations: Sequence[Observation | Sighting | NotModified]
+    ) -> list[IngestResult]:
         """Store what is new in ``observations``; one transaction for the batch."""
         with self.db.session() as session:  # read outside the write lock
             heads = load_heads(session, [obs.nct_id for obs in observations])
@@ -174,7 +114,7 @@ class Ingestor:
         results: list[IngestResult] = []
         for obs in observations:
             try:
-                items.append(self._item(obs, heads.get(obs.nct_id)))
+                items.append(self._item(obs, heads))
             except MalformedRecord as exc:
                 log.warning("ingest.malformed", nct_id=obs.nct_id, error=exc.message)
                 results.append(IngestResult(obs.nct_id, Outcome.FAILED, error=exc.message))
@@ -187,7 +127,8 @@ class Ingestor:
     # -- preparation (no database) ------------------------------------------------------
 
     def prepare(self, obs: Observation, fingerprint: str | None = None) -> Prepared:
-        """Normalize and hash ``obs`` (``fingerprint``: its own, kept with the study).
+        """Normalize and hash ``obs`` (``fingerprint``: its own, kept with the study: see
+        ``mirror.record.fingerprints``).
 
         MalformedRecord when the record cannot be stored: it fails alone, its batch goes on.
         NUL characters of its text become U+FFFD in the canonical record (the raw JSON keeps
@@ -204,10 +145,24 @@ class Ingestor:
         source_date = obs.source_date or _text(record.get("status.lastUpdatePostDate"), 10)
         return Prepared(obs, record, encoded, parts, content_hash(parts), source_date, fingerprint)
 
-    def _item(self, obs: Observation, head: StudyHead | None) -> Item:
-        print_ = fingerprint(obs.study, self.ignore)
-        if print_ is not None and _unchanged_by_fingerprint(print_, head):
-            return Pending(obs, print_)
+    def _item(
+        self, obs: Observation | Sighting | NotModified, heads: Mapping[str, StudyHead]
+    ) -> Item:
+        head = heads.get(obs.nct_id)
+        stored = _stored(head)
+        if isinstance(obs, NotModified):
+            if head is None or head.state is not StudyState.ACTIVE or head.etag != obs.etag:
+                raise MalformedRecord("answered 304 for a record not stored as read", obs.nct_id)
+            return Pending(obs, stored)
+        if stored is not None and same_raw(stored, raw_fingerprint(obs.raw, self.ignore)):
+            return Pending(obs, stored)  # the bytes stored before: not even parsed
+        if isinstance(obs, Sighting):
+            obs = obs.parsed()
+            head = heads.get(obs.nct_id)  # the guess was wrong: the record's own study
+            stored = _stored(head)
+        print_ = fingerprints(obs.raw, obs.study, self.ignore)
+        if stored is not None and same_parsed(stored, obs.study, self.ignore):
+            return Pending(obs, stored, print_)
         item = self.prepare(obs, print_)
         if head is None or head.content_hash != item.hash:
             item.compressed()  # a new version, most likely: compress before taking the write lock
@@ -255,10 +210,14 @@ class Ingestor:
 
     def _settled(self, item: Item, head: StudyHead | None) -> Item:
         """A pending item whose study changed since it was read is normalized after all."""
-        if isinstance(item, Pending) and not _unchanged_by_fingerprint(item.fingerprint, head):
-            # Its content was stored (and so valid) before: this cannot raise MalformedRecord.
-            return self.prepare(item.obs, item.fingerprint)
-        return item
+        if not isinstance(item, Pending) or _still_stored(item.stored, head):
+            return item
+        obs = item.obs
+        if isinstance(obs, NotModified):
+            return item  # the registry says it is what was stored: seen, whatever came since
+        # Its content was stored (and so valid) before: this cannot raise MalformedRecord.
+        obs = obs.parsed() if isinstance(obs, Sighting) else obs
+        return self.prepare(obs, item.renewed or fingerprints(obs.raw, obs.study, self.ignore))
 
     def _insert_new_studies(
         self,
@@ -320,10 +279,18 @@ class Ingestor:
 
     def _plan_seen(self, item: Item, head: StudyHead, writes: Writes) -> None:
         writes.seen.append((head.id, item.obs.observed_at))
-        if isinstance(item, Prepared) and item.fingerprint != head.fingerprint:
+        # An archive's record says nothing of the registry's answers: the validator stays.
+        etag = item.obs.etag if isinstance(item.obs, Observation | NotModified) else head.etag
+        if isinstance(item, Prepared) and (item.fingerprint, etag) != (head.fingerprint, head.etag):
             # Same content under a new fingerprint: remember it for the next re-read.
             parts = _content_columns(item)["part_hashes"]
             writes.fingerprints.append({"b_id": head.id, "parts": parts})
+        elif isinstance(item, Pending) and (item.renewed or head.fingerprint, etag) != (
+            head.fingerprint,
+            head.etag,
+        ):
+            renewed = {"fingerprint": item.renewed or head.fingerprint, "etag": etag}
+            writes.renewed.append({"b_id": head.id, **renewed})
         writes.results.append(IngestResult(item.obs.nct_id, Outcome.UNCHANGED, head.latest_version))
 
     def _plan_change(
@@ -485,7 +452,9 @@ class Ingestor:
         insert_classes(session, writes.classes)
         # The outbox row commits with its version: webhooks never miss one (docs/architecture.md).
         rows.insert(session, "outbox", OUTBOX_COLUMNS, [rows.outbox(v) for v in versions])
-        update_studies(session, writes.study_updates, writes.fingerprints, writes.seen)
+        update_studies(
+            session, writes.study_updates, writes.fingerprints, writes.seen, writes.renewed
+        )
         if self.watch_id is not None:
             touched = [*ids, *writes.members, *(u["b_id"] for u in writes.study_updates)]
             add_watch_members(session, self.watch_id, touched + [sid for sid, _ in writes.seen])
@@ -499,6 +468,8 @@ def _content_columns(item: Prepared | None) -> dict[str, Any]:
     parts: dict[str, str] = item.parts
     if item.fingerprint is not None:
         parts = {**parts, FINGERPRINT_KEY: item.fingerprint}
+    if item.obs.etag is not None:
+        parts = {**parts, ETAG_KEY: item.obs.etag}
     return {
         "content_hash": item.hash,
         "part_hashes": parts,
@@ -519,8 +490,19 @@ def _text(value: Any, size: int = 1000) -> str | None:
     return value if isinstance(value, str) and len(value) <= size else None
 
 
-def _unchanged_by_fingerprint(print_: str, head: StudyHead | None) -> bool:
-    return head is not None and head.state is StudyState.ACTIVE and head.fingerprint == print_
+def _stored(head: StudyHead | None) -> str | None:
+    """The fingerprints stored with a study a re-read may match: only an active one's."""
+    return head.fingerprint if head is not None and head.state is StudyState.ACTIVE else None
+
+
+def _still_stored(stored: str | None, head: StudyHead | None) -> bool:
+    """Whether the study still holds the fingerprints a pending item matched when read."""
+    return (
+        stored is not None
+        and head is not None
+        and head.state is StudyState.ACTIVE
+        and head.fingerprint == stored
+    )
 
 
 def _changing(chunk: list[Item], heads: Mapping[str, StudyHead]) -> list[str]:

@@ -19,24 +19,27 @@ import structlog
 from sqlalchemy import select, update
 
 from mirror.config import Settings
-from mirror.pipeline.ingest import Ingestor, IngestResult, Outcome
+from mirror.pipeline.ingest import Ingestor
+from mirror.pipeline.ingest_items import IngestResult, Outcome
 from mirror.pipeline.runs import RUN_COUNTS, recorded, relaxed_gc, start_run
 from mirror.record import utcnow
 from mirror.source import (
     Disappearance,
     FetchFailure,
     FetchItem,
+    NotModified,
     Observation,
     Page,
     StudySource,
     updated_between,
 )
-from mirror.store import Database, RunStatus, Study, Watch, WatchKind, WatchStudy
+from mirror.store import Database, RunStatus, Study, Watch, WatchKind, WatchStudy, load_heads
 
 log = structlog.get_logger(__name__)
 
 # Re-read this many days before the last run's date: LastUpdatePostDate is a date, not a time.
 INCREMENTAL_OVERLAP = timedelta(days=1)
+VALIDATORS_AT_ONCE = 10_000  # study heads read per query for a conditional re-read by id
 
 
 @dataclass(frozen=True)
@@ -170,7 +173,7 @@ class Syncer:
             # A full pass of a search: members it no longer returned may have left the registry.
             missing = self._members(watch) - seen
             if missing:
-                pages = self.source.by_ids(sorted(missing))
+                pages = self._by_ids(sorted(missing))
                 await self._consume(pages, ingestor, summary, progress)
         if watch is not None:
             self._mark_watch(watch, run_started.date(), full=since is None)
@@ -185,7 +188,7 @@ class Syncer:
             # Every study a part read was seen after the run was queued.
             missing = sorted(self._members(watch, seen_before=started_at))
             if missing:
-                await self._consume(self.source.by_ids(missing), ingestor, summary, _no_progress)
+                await self._consume(self._by_ids(missing), ingestor, summary, _no_progress)
             self._mark_watch(watch, started_at.date(), full=True)
         return summary
 
@@ -194,14 +197,23 @@ class Syncer:
         if watch is not None and part is not None and part.updated is not None:
             return self.source.search(updated_between(watch.query, *part.updated))
         if watch is not None and part is not None:
-            return self.source.by_ids(part.ids)
+            return self._by_ids(part.ids)
         if watch is not None and watch.kind is WatchKind.IDS:
-            return self.source.by_ids(watch.nct_ids)
+            return self._by_ids(watch.nct_ids)
         if watch is not None:
             return self.source.search(watch.query, since)
         if request.query is not None or request.everything:
             return self.source.search(request.query or {}, since)
-        return self.source.by_ids(request.nct_ids)
+        return self._by_ids(request.nct_ids)
+
+    def _by_ids(self, nct_ids: Sequence[str]) -> AsyncIterator[Page]:
+        """The source's reads of ``nct_ids``, conditional on the validators stored with them."""
+        validators: dict[str, str] = {}
+        with self.db.session() as session:
+            for start in range(0, len(nct_ids), VALIDATORS_AT_ONCE):
+                heads = load_heads(session, nct_ids[start : start + VALIDATORS_AT_ONCE])
+                validators.update((i, h.etag) for i, h in heads.items() if h.etag)
+        return self.source.by_ids(nct_ids, validators)
 
     async def _consume(
         self,
@@ -226,7 +238,7 @@ class Syncer:
         self, results: list[IngestResult], items: list[FetchItem], summary: RunSummary
     ) -> None:
         # Records actually read; 404s and merged ids count as gone, not fetched.
-        summary.counts["fetched"] += sum(isinstance(i, Observation) for i in items)
+        summary.counts["fetched"] += sum(isinstance(i, Observation | NotModified) for i in items)
         for result in results:
             summary.counts[result.outcome.value] += 1
             if result.outcome is Outcome.FAILED:
@@ -259,7 +271,7 @@ def _no_progress(total: int | None, done: int) -> None:
 
 
 def _ingest_items(ingestor: Ingestor, items: list[FetchItem]) -> list[IngestResult]:
-    observed = [i for i in items if isinstance(i, Observation)]
+    observed = [i for i in items if isinstance(i, Observation | NotModified)]
     gone = [i for i in items if isinstance(i, Disappearance)]
     failed = [
         IngestResult(i.nct_id, Outcome.FAILED, error=i.error)

@@ -13,9 +13,13 @@ from mirror.record.hashes import (
     content_hash,
     encode,
     fingerprint,
+    fingerprints,
     part_hashes,
+    raw_fingerprint,
+    same_parsed,
+    same_raw,
 )
-from mirror.record.nct import NCT_ID, NCT_ID_PATTERN, nct_id_of, parse_nct_id
+from mirror.record.nct import NCT_ID, NCT_ID_PATTERN, guess_nct_id, nct_id_of, parse_nct_id
 from mirror.record.normalize import DEFAULT_IGNORE, Canonical, identity_of, normalize
 from mirror.record.text import NUL_REPLACEMENT, clean_text, text_key, without_nul
 
@@ -43,7 +47,9 @@ __all__ = [
     "encode",
     "field_mapping",
     "fingerprint",
+    "fingerprints",
     "format_instant",
+    "guess_nct_id",
     "identity_of",
     "initial_changes",
     "loosely_equal",
@@ -51,6 +57,9 @@ __all__ = [
     "normalize",
     "parse_nct_id",
     "part_hashes",
+    "raw_fingerprint",
+    "same_parsed",
+    "same_raw",
     "text_key",
     "utcnow",
     "without_nul",

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from deepdiff import DeepDiff
 
 from mirror.record.events import ChangeKind
 from mirror.record.hashes import area_of
@@ -101,6 +100,8 @@ def _changed_fields(old: Canonical, new: Canonical) -> set[str]:
         elif a is not b and _typed_json(a) != _typed_json(b):
             unsure.add(field)
     if unsure:
+        from deepdiff import DeepDiff  # here: reading the feed never diffs (start-up time)
+
         # threshold_to_diff_deeper=0: by default DeepDiff reports a dict that shares under a
         # third of its keys as one root-level change, which names no field.
         tree = DeepDiff(

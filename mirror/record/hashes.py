@@ -1,14 +1,17 @@
-"""Hashes of canonical records: per area, the whole content, and the raw fingerprint that
-settles an unchanged re-read before anything is normalized."""
+"""Hashes of canonical records: per area, the whole content, and the fingerprints that
+settle an unchanged re-read before anything is normalized (the raw one before anything is
+parsed)."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Final
 
 import orjson
+import xxhash
 
 from mirror.record.normalize import Canonical, drops_all_derived, sorted_json
 
@@ -53,6 +56,44 @@ def encode(record: Canonical) -> tuple[bytes, dict[str, str]]:
 # study object, so that stored fingerprints stop matching and records are normalized again.
 NORMALIZE_REVISION: Final = 2
 
+# A stored fingerprint of today's kind: ``x3:<raw>:<parsed>``, two xxh3-128 digests. One
+# without the prefix is of the old kind (SHA-256 of the parsed route): still compared.
+FINGERPRINT_KIND: Final = "x3:"
+
+# The one part of a record the registry rewrites every day: derivedSection's versionHolder
+# (the date of the data). Masked in the raw digest when derived.* is ignored.
+_VERSION_HOLDER: Final = b'"versionHolder":"'
+_VERSION_HOLDER_KEY: Final = b'"versionHolder"'
+_DATE: Final = re.compile(rb"\d{4}-\d{2}-\d{2}")
+_MASK: Final = b"0000-00-00"
+
+
+def raw_fingerprint(
+    raw: bytes, ignore: Sequence[str] = (), study: Mapping[str, Any] | None = None
+) -> str:
+    """A hex digest of a record's bytes as read, without parsing them.
+
+    Equal digests mean equal bytes, so equal records, except for the one value masked when
+    derived.* is ignored: the versionHolder date, masked only when it is the record's one
+    ``"versionHolder"`` and no key can hide behind a ``\\u`` escape. Given the parsed
+    ``study`` (when the digest is stored), it is also masked only when that one is
+    derivedSection's: a digest equal to a stored one then means the same bytes but for that
+    date, at the same place, whatever the new bytes are.
+    """
+    patterns = _patterns(ignore)
+    at = _version_holder_at(raw) if drops_all_derived(patterns) else -1
+    if at >= 0 and study is not None and not _holds_version_holder(study):
+        at = -1
+    digest = xxhash.xxh3_128(_fingerprint_salt(patterns))
+    if at < 0:
+        digest.update(raw)
+    else:
+        view = memoryview(raw)  # no copies of the two halves
+        digest.update(view[:at])
+        digest.update(_MASK)
+        digest.update(view[at + len(_MASK) :])
+    return digest.hexdigest()
+
 
 def fingerprint(study: Mapping[str, Any], ignore: Sequence[str] = ()) -> str | None:
     """A hex digest of everything ``normalize(study, ignore)`` reads, at a fraction of its cost.
@@ -62,19 +103,82 @@ def fingerprint(study: Mapping[str, Any], ignore: Sequence[str] = ()) -> str | N
     registry regenerates it daily. Unequal fingerprints say nothing (keys may just have moved):
     the content hash decides. None when the object cannot be serialized.
     """
+    body = _parsed_body(study, _patterns(ignore))
+    if body is None:
+        return None
+    digest = xxhash.xxh3_128(_fingerprint_salt(_patterns(ignore)))
+    digest.update(body)
+    return digest.hexdigest()
+
+
+def fingerprints(raw: bytes, study: Mapping[str, Any], ignore: Sequence[str] = ()) -> str | None:
+    """What is stored with a study: its :func:`raw_fingerprint` and :func:`fingerprint`."""
+    parsed = fingerprint(study, ignore)
+    if parsed is None:
+        return None
+    return f"{FINGERPRINT_KIND}{raw_fingerprint(raw, ignore, study)}:{parsed}"
+
+
+def same_raw(stored: str | None, raw_print: str) -> bool:
+    """Whether a stored fingerprint says the bytes behind ``raw_print`` are the stored ones."""
+    return stored is not None and stored.startswith(f"{FINGERPRINT_KIND}{raw_print}:")
+
+
+def same_parsed(stored: str | None, study: Mapping[str, Any], ignore: Sequence[str]) -> bool:
+    """Whether a stored fingerprint, of either kind, says ``study`` normalizes as stored."""
+    if stored is None:
+        return False
+    if stored.startswith(FINGERPRINT_KIND):
+        return stored.rpartition(":")[2] == fingerprint(study, ignore)
+    return stored == _sha256_fingerprint(study, ignore)
+
+
+def _sha256_fingerprint(study: Mapping[str, Any], ignore: Sequence[str]) -> str | None:
+    """The fingerprint stored before xxh3: kept so that an upgraded mirror's first re-read
+    needs no normalize either (it then stores the new kind)."""
+    body = _parsed_body(study, _patterns(ignore))
+    if body is None:
+        return None
+    digest = hashlib.sha256(_fingerprint_salt(_patterns(ignore)))
+    digest.update(body)
+    return digest.hexdigest()[: 2 * DIGEST_SIZE]
+
+
+def _parsed_body(study: Mapping[str, Any], patterns: tuple[str, ...]) -> bytes | None:
     if not isinstance(study, dict):
         return None
-    patterns = (ignore,) if isinstance(ignore, str) else tuple(ignore)
     if drops_all_derived(patterns) and isinstance(study.get("derivedSection"), dict):
         study = {key: value for key, value in study.items() if key != "derivedSection"}
     try:
-        body = orjson.dumps(study)
+        return orjson.dumps(study)
     except orjson.JSONEncodeError:
         return None
-    # SHA-256, not blake2b: where the CPU has SHA instructions it hashes twice as fast.
-    digest = hashlib.sha256(_fingerprint_salt(patterns))
-    digest.update(body)
-    return digest.hexdigest()[: 2 * DIGEST_SIZE]
+
+
+def _patterns(ignore: Sequence[str]) -> tuple[str, ...]:
+    return (ignore,) if isinstance(ignore, str) else tuple(ignore)
+
+
+def _version_holder_at(raw: bytes) -> int:
+    """Where the date of the record's one versionHolder starts in ``raw``; -1 when it has none,
+    more than one, or a ``\\u`` escape (which could spell a key that is not seen here)."""
+    at = raw.find(_VERSION_HOLDER_KEY)  # the first, then none after it: one pass over raw
+    if at < 0 or not raw.startswith(_VERSION_HOLDER, at):
+        return -1
+    if raw.find(_VERSION_HOLDER_KEY, at + 1) >= 0 or b"\\u" in raw:
+        return -1
+    at += len(_VERSION_HOLDER)
+    if raw[at + len(_MASK) : at + len(_MASK) + 1] != b'"' or not _DATE.fullmatch(
+        raw, at, at + len(_MASK)
+    ):
+        return -1
+    return at
+
+
+def _holds_version_holder(study: Mapping[str, Any]) -> bool:
+    derived = study.get("derivedSection")
+    misc = derived.get("miscInfoModule") if isinstance(derived, dict) else None
+    return isinstance(misc, dict) and isinstance(misc.get("versionHolder"), str)
 
 
 @lru_cache(maxsize=64)

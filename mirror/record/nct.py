@@ -11,6 +11,7 @@ from mirror.errors import InvalidNctId, MalformedRecord
 NCT_ID: Final = re.compile(r"NCT[0-9]{8}")
 # The same, as an OpenAPI parameter pattern: any case, as parse_nct_id accepts it.
 NCT_ID_PATTERN: Final = r"^[Nn][Cc][Tt][0-9]{8}$"
+_NCT_ID_IN_JSON: Final = re.compile(rb'"nctId"\s*:\s*"(NCT[0-9]{8})"')
 _JSON_TYPES: Final = {
     list: "list",
     str: "string",
@@ -45,3 +46,11 @@ def nct_id_of(study: Mapping[str, Any]) -> str:
     if not isinstance(nct_id, str) or not NCT_ID.fullmatch(nct_id):
         raise MalformedRecord(f"nctId {nct_id!r} is not NCT followed by 8 digits")
     return nct_id
+
+
+def guess_nct_id(raw: bytes) -> str | None:
+    """The first ``"nctId": "NCT…"`` in a record's JSON, without parsing it: the study's id in
+    every registry record (identificationModule comes first), but only a guess: whatever
+    trusts it must hold without it (``mirror.pipeline.ingest.Sighting``)."""
+    found = _NCT_ID_IN_JSON.search(raw)
+    return found[1].decode() if found else None

@@ -3,7 +3,9 @@ API v2 client with record history (``api``), the archive readers (``archive``) a
 searches (``search``).
 """
 
-from mirror.source.api import ApiSource
+import importlib
+import typing
+
 from mirror.source.archive import (
     DirectoryArchive,
     NdjsonArchive,
@@ -18,6 +20,7 @@ from mirror.source.base import (
     FetchItem,
     HistoryEntry,
     HistorySource,
+    NotModified,
     Observation,
     Page,
     Record,
@@ -26,6 +29,9 @@ from mirror.source.base import (
     StudySource,
 )
 from mirror.source.search import check_search, parse_query, updated_between
+
+if typing.TYPE_CHECKING:
+    from mirror.source.api import ApiSource
 
 __all__ = [
     "ApiSource",
@@ -37,6 +43,7 @@ __all__ = [
     "HistoryEntry",
     "HistorySource",
     "NdjsonArchive",
+    "NotModified",
     "Observation",
     "Page",
     "Record",
@@ -50,3 +57,12 @@ __all__ = [
     "to_observation",
     "updated_between",
 ]
+
+
+def __getattr__(name: str) -> typing.Any:
+    # The API client (and httpx) is imported on first use: importing an archive never needs it.
+    if name != "ApiSource":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = importlib.import_module(f"{__name__}.api").ApiSource
+    globals()[name] = value
+    return value

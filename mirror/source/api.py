@@ -5,6 +5,11 @@ The source is polite by construction: every request passes one rate limiter
 only named transient failures (429, 5xx, timeouts, dropped or truncated
 responses) are retried, with exponential backoff and jitter, honouring
 ``Retry-After``. Anything else is a :class:`SourceError` with the server's words.
+
+Re-reads by id are conditional where they can be: an answer's ``ETag`` goes with each of its
+observations (the ingest stage keeps it with the study), and a request whose studies all hold
+the same one sends it as ``If-None-Match``; a ``304 Not Modified`` (no body) is a
+:class:`NotModified` for each of them.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import socket
 import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from types import TracebackType
 from typing import Any
@@ -38,6 +44,7 @@ from mirror.source.base import (
     FetchFailure,
     FetchItem,
     HistoryEntry,
+    NotModified,
     Observation,
     Page,
 )
@@ -86,14 +93,18 @@ class ApiSource:
 
     # -- by id ---------------------------------------------------------------------------
 
-    async def by_ids(self, nct_ids: Sequence[str]) -> AsyncIterator[Page]:
+    async def by_ids(
+        self, nct_ids: Sequence[str], validators: Mapping[str, str] | None = None
+    ) -> AsyncIterator[Page]:
         ids = list(dict.fromkeys(nct_ids))
+        known = validators or {}
         chunks = [
             ids[i : i + self.settings.ids_per_request]
             for i in range(0, len(ids), self.settings.ids_per_request)
         ]
         pending = {
-            asyncio.ensure_future(self._chunk(c)) for c in chunks[: self.settings.concurrency]
+            asyncio.ensure_future(self._chunk(c, known))
+            for c in chunks[: self.settings.concurrency]
         }
         queued = iter(chunks[self.settings.concurrency :])
         first = True
@@ -102,25 +113,31 @@ class ApiSource:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     if (nxt := next(queued, None)) is not None:
-                        pending.add(asyncio.ensure_future(self._chunk(nxt)))
+                        pending.add(asyncio.ensure_future(self._chunk(nxt, known)))
                     yield Page(task.result(), len(ids) if first else None)
                     first = False
         finally:
             for task in pending:
                 task.cancel()
 
-    async def _chunk(self, ids: list[str]) -> list[FetchItem]:
-        """One ``filter.ids`` request; ids it does not return are asked for one by one."""
+    async def _chunk(self, ids: list[str], validators: Mapping[str, str]) -> list[FetchItem]:
+        """One ``filter.ids`` request (conditional when every id holds the same validator);
+        ids it does not return are asked for one by one."""
+        held = {validators.get(i) for i in ids}
+        answer = _Answer(held.pop() if len(held) == 1 else None)
+        params = {"filter.ids": ",".join(ids)}
         try:
-            studies = [s async for s in self._pages({"filter.ids": ",".join(ids)}, len(ids))]
+            studies = [s async for s in self._pages(params, len(ids), answer=answer)]
         except SourceError as exc:
             return [FetchFailure(i, exc.message) for i in ids]
         now = utcnow()
+        if answer.not_modified and answer.sent is not None:
+            return [NotModified(i, now, answer.sent) for i in ids]
         items: list[FetchItem] = []
         found: set[str] = set()
         for study in studies:
             try:
-                obs = _observed(study, now)
+                obs = _observed(study, now, etag=answer.etag)
             except MalformedRecord as exc:
                 # Named by its id when it has one; else asked for alone below, and named then.
                 if exc.nct_id in ids:
@@ -134,16 +151,24 @@ class ApiSource:
                 found.add(alias)
                 items.append(Disappearance(alias, now, alias_of=obs.nct_id))
         for missing in (i for i in ids if i not in found):
-            items.extend(await self.study(missing))
+            items.extend(await self.study(missing, validators.get(missing)))
         return items
 
-    async def study(self, nct_id: str) -> list[FetchItem]:
-        """``GET /studies/{id}``: the record or why there is none; a merged id brings its target."""
+    async def study(self, nct_id: str, validator: str | None = None) -> list[FetchItem]:
+        """``GET /studies/{id}``: the record or why there is none; a merged id brings its target.
+        With the ``validator`` of the stored record: a NotModified when it is still that one."""
+        conditional = {"If-None-Match": validator} if validator else None
         try:
-            response, body = await self._get(f"studies/{nct_id}", allow=(301, 404))
+            response, body = await self._get(
+                f"studies/{nct_id}", allow=(301, 304, 404), headers=conditional
+            )
         except SourceError as exc:
             return [FetchFailure(nct_id, exc.message)]
         now = utcnow()
+        if response.status_code == 304:
+            if validator:
+                return [NotModified(nct_id, now, validator)]
+            return [FetchFailure(nct_id, "304 Not Modified to a request that was not conditional")]
         if response.status_code == 404:
             return [Disappearance(nct_id, now)]
         if response.status_code == 301:
@@ -157,7 +182,7 @@ class ApiSource:
                 ]
             return [Disappearance(nct_id, now, alias_of=target), *await self.study(target)]
         try:
-            obs = _observed(body, now, response.content)
+            obs = _observed(body, now, response.content, response.headers.get("etag"))
         except MalformedRecord as exc:
             return [FetchFailure(nct_id, exc.message)]
         if obs.nct_id != nct_id:
@@ -185,14 +210,29 @@ class ApiSource:
             yield Page(batch, total[0] if total else 0)
 
     async def _pages(
-        self, params: Mapping[str, str], page_size: int, total: list[int] | None = None
+        self,
+        params: Mapping[str, str],
+        page_size: int,
+        total: list[int] | None = None,
+        answer: _Answer | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Every study of a GET /studies listing, following nextPageToken."""
+        """Every study of a GET /studies listing, following nextPageToken. With ``answer``: the
+        first request is conditional on ``answer.sent``; ``answer`` says whether it was not
+        modified, and the ETag of a listing of one page."""
         query: dict[str, Any] = {**params, "pageSize": page_size, "format": "json"}
         if total is not None:
             query["countTotal"] = "true"
+        conditional = {"If-None-Match": answer.sent} if answer and answer.sent else None
         while True:
-            _, body = await self._get("studies", params=query)
+            response, body = await self._get(
+                "studies", params=query, allow=(304,) if conditional else (), headers=conditional
+            )
+            if answer is not None and response.status_code == 304:
+                answer.not_modified = True
+                return
+            if answer is not None and "pageToken" not in query:
+                answer.etag = response.headers.get("etag")
+            conditional = None
             if not isinstance(body, dict) or not isinstance(body.get("studies"), list):
                 raise SourceError(
                     f"GET /studies answered without a 'studies' list: {str(body)[:200]}"
@@ -204,6 +244,8 @@ class ApiSource:
             token = body.get("nextPageToken")
             if not token:
                 return
+            if answer is not None:
+                answer.etag = None  # a listing of several pages has no one validator
             query = {k: v for k, v in query.items() if k != "countTotal"} | {"pageToken": token}
 
     # -- record history ------------------------------------------------------------------
@@ -244,6 +286,7 @@ class ApiSource:
         params: Mapping[str, Any] | None = None,
         allow: Iterable[int] = (),
         base: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[httpx.Response, Any]:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(TransientSourceError),
@@ -255,7 +298,7 @@ class ApiSource:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._get_once(path, params, frozenset(allow), base)
+                    return await self._get_once(path, params, frozenset(allow), base, headers)
         except TransientSourceError as exc:
             raise SourceError(
                 f"{exc.message} (gave up after {self.settings.max_retries + 1} attempts)"
@@ -268,6 +311,7 @@ class ApiSource:
         params: Mapping[str, Any] | None,
         allow: frozenset[int],
         base: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[httpx.Response, Any]:
         url = _url(base or self.settings.base_url, path)
         deadline = self.settings.timeout_seconds
@@ -276,7 +320,9 @@ class ApiSource:
                 # One deadline for the whole request: connect, headers and the last byte of the
                 # body (httpx's own timeouts bound each step, not a body trickling in).
                 async with asyncio.timeout(deadline):
-                    response = await self._client.get(path if base is None else url, params=params)
+                    response = await self._client.get(
+                        path if base is None else url, params=params, headers=headers
+                    )
             except (TimeoutError, httpx.TimeoutException):
                 raise TransientSourceError(
                     f"GET {url}: no complete answer within {deadline:g}s"
@@ -386,7 +432,18 @@ def _day(text: str) -> str | None:
         return None
 
 
-def _observed(study: Any, now: datetime, raw: bytes | None = None) -> Observation:
+@dataclass
+class _Answer:
+    """A conditional listing: the validator sent, whether the answer was 304, its ETag."""
+
+    sent: str | None
+    not_modified: bool = False
+    etag: str | None = None
+
+
+def _observed(
+    study: Any, now: datetime, raw: bytes | None = None, etag: str | None = None
+) -> Observation:
     """One record of an answer as an Observation; MalformedRecord saying what is wrong with it
     (not a study object, no valid nctId, nested deeper than JSON can be stored)."""
     nct_id = nct_id_of(study)
@@ -395,7 +452,7 @@ def _observed(study: Any, now: datetime, raw: bytes | None = None) -> Observatio
             raw = orjson.dumps(study)
         except orjson.JSONEncodeError as exc:
             raise MalformedRecord(f"cannot be stored as JSON ({exc})", nct_id) from None
-    return Observation(nct_id, raw, study, now)
+    return Observation(nct_id, raw, study, now, etag=etag)
 
 
 async def _numbered(items: AsyncIterator[Any]) -> AsyncIterator[tuple[int, Any]]:

@@ -1,8 +1,10 @@
 """What a source hands over, and the protocols a source implements.
 
 Every source of study records produces the same things: an :class:`Observation` (one study
-record as read, raw bytes and parsed object), a :class:`Disappearance` (the registry no longer has
-the study, or it became an alias of another) or a :class:`FetchFailure`, in :class:`Page` s. The
+record as read, raw bytes and parsed object), a :class:`NotModified` (a conditional re-read the
+registry answered 304: the record is the one read before, and no body came), a
+:class:`Disappearance` (the registry no longer has the study, or it became an alias of another)
+or a :class:`FetchFailure`, in :class:`Page` s. The
 pipeline (``mirror.pipeline``) consumes them and knows nothing of HTTP or archives.
 
 Three kinds of source implement these contracts:
@@ -37,6 +39,19 @@ class Observation:
     # The registry's date for this version; default: the record's LastUpdatePostDate.
     source_date: str | None = None
     registry_version: int | None = None  # the registry's version number (history backfill)
+    # The validator of the answer it came in (HTTP ETag), kept with the study for a conditional
+    # re-read (``StudySource.by_ids``'s ``validators``).
+    etag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NotModified:
+    """A conditional re-read answered 304: the study's record is still the one read with
+    ``etag``."""
+
+    nct_id: str
+    observed_at: datetime
+    etag: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +71,7 @@ class FetchFailure:
     error: str
 
 
-FetchItem = Observation | Disappearance | FetchFailure
+FetchItem = Observation | NotModified | Disappearance | FetchFailure
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +95,16 @@ class StudySource(Protocol):
     """A registry that can be read by id and by saved search.
 
     ``by_ids`` yields, for each requested id, an Observation, a Disappearance (404 or a
-    merged id) or a FetchFailure. ``search`` yields Observations of every study that
+    merged id) or a FetchFailure; given ``validators`` (NCT id -> the ``etag`` of the
+    observation stored), it may ask conditionally and yield a NotModified instead of an
+    Observation whose record is the stored one. ``search`` yields Observations of every study that
     matches ``params``, restricted to those updated on or after ``since`` when given;
     it raises SourceError when the search itself cannot be completed.
     """
 
-    def by_ids(self, nct_ids: Sequence[str]) -> AsyncIterator[Page]: ...
+    def by_ids(
+        self, nct_ids: Sequence[str], validators: Mapping[str, str] | None = None
+    ) -> AsyncIterator[Page]: ...
 
     def search(
         self, params: Mapping[str, str], since: date | None = None

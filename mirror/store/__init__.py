@@ -34,6 +34,7 @@ from mirror.store.retention import prune_raw, table_stats
 from mirror.store.rows import (
     BLOCK_COLUMNS,
     CONTENT_COLUMNS,
+    ETAG_KEY,
     EVENT_COLUMNS,
     FINGERPRINT_KEY,
     OUTBOX_COLUMNS,
@@ -90,6 +91,7 @@ __all__ = [
     "EVENT_SELECT",
     "EventBlock",
     "EventRow",
+    "ETAG_KEY",
     "FINGERPRINT_KEY",
     "ImportBatch",
     "JobStatus",

@@ -8,26 +8,28 @@ else behind the code's revision is an error that says to run ``ctmirror db upgra
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.config import Config
-from alembic.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mirror.errors import NoMirror, StorageError, UsageError
 from mirror.store.schema import Base
+
+# Alembic is imported where it works (migrating, checking, a schema that is not at head): a
+# command on an up-to-date mirror only reads the revision row (docs/performance.md).
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +47,8 @@ def _migrations_dir() -> Path:
 
 
 def _alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(_migrations_dir()))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -85,9 +89,13 @@ class Database:
     # -- schema -----------------------------------------------------------------------
 
     def upgrade(self, revision: str = "head") -> None:
+        from alembic import command
+
         self._migrate(command.upgrade, revision)
 
     def downgrade(self, revision: str) -> None:
+        from alembic import command
+
         self._migrate(command.downgrade, revision)
 
     def _migrate(self, step: Any, revision: str) -> None:
@@ -97,15 +105,22 @@ class Database:
             step(cfg, revision)
 
     def current_revision(self) -> str | None:
+        from alembic.migration import MigrationContext
+
         with self.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
 
     def head_revision(self) -> str | None:
+        from alembic.script import ScriptDirectory
+
         script = ScriptDirectory.from_config(_alembic_config(str(self.url)))
         return script.get_current_head()
 
     def schema_drift(self) -> list[Any]:
         """Differences between the models and the migrated database (empty = in agreement)."""
+        from alembic.autogenerate import compare_metadata
+        from alembic.migration import MigrationContext
+
         with self.engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"compare_type": True})
             return list(compare_metadata(ctx, Base.metadata))
@@ -118,6 +133,8 @@ class Database:
         if self.is_sqlite and path and path != ":memory:" and not Path(path).is_file():
             self.dispose()
             raise NoMirror(where, f"{Path(path).resolve()} does not exist")
+        if self._at_head():
+            return
         try:
             current = self.current_revision()
         except OperationalError as exc:
@@ -129,6 +146,8 @@ class Database:
 
     def ensure_schema(self) -> None:
         """Migrate a fresh SQLite database; refuse to run on a schema behind the code."""
+        if self._at_head():
+            return
         try:
             current, head = self.current_revision(), self.head_revision()
         except OperationalError as exc:
@@ -143,6 +162,19 @@ class Database:
             f"database {self.url!r} is at schema revision {current or 'none'}, this ctmirror "
             f"needs {head}: run `ctmirror db upgrade`"
         )
+
+    def _at_head(self) -> bool:
+        """Whether the database is at the newest revision, told without Alembic when the
+        scripts have one head: one read of ``alembic_version`` (False: ask Alembic)."""
+        head = _scripts_head()
+        if head is None:
+            return False
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+        except DBAPIError:
+            return False
+        return [tuple(row) for row in rows] == [(head,)]
 
 
 def _create_engine(url: str, *, echo: bool) -> Engine:
@@ -178,6 +210,24 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Any) -> None:
         immediate = conn.get_execution_options().get("sqlite_immediate")
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+_REVISION = re.compile(r"^(down_)?revision(?:: [^=]+)? = (None|\"(\w+)\")$", re.MULTILINE)
+
+
+@cache
+def _scripts_head() -> str | None:
+    """The one head of the migration scripts, read from their ``revision`` and
+    ``down_revision`` lines; None when they are not that simple (Alembic then decides)."""
+    revisions, parents = set(), set()
+    for script in (_migrations_dir() / "versions").glob("*.py"):
+        found = {bool(m[1]): m[3] for m in _REVISION.finditer(script.read_text())}
+        if len(found) != 2 or found[False] is None:
+            return None
+        revisions.add(found[False])
+        parents.add(found[True])
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
 
 
 def open_database(

@@ -55,9 +55,11 @@ VERSION_COLUMNS = (
 OUTBOX_COLUMNS = ("study_id", "nct_id", "version", "origin", "created_at")
 BLOCK_COLUMNS = ("first_id", "last_id", "study_id", "nct_id", "version", "observed_at",
                  "source_date", "fields")  # fmt: skip
-# studies.part_hashes also keeps the fingerprint of the raw record it was computed from
-# (mirror.record.normalize.fingerprint), under a key no area can have.
+# studies.part_hashes also keeps the fingerprints of the raw record it was computed from
+# (mirror.record.fingerprints), under a key no area can have.
 FINGERPRINT_KEY = "~raw"
+# ... and the validator (HTTP ETag) of the answer it came in, for a conditional re-read.
+ETAG_KEY = "~etag"
 
 
 def _table(model: type[Base]) -> Table:
@@ -79,6 +81,7 @@ class StudyHead(NamedTuple):
     latest_version: int
     content_hash: str | None
     fingerprint: str | None
+    etag: str | None
 
 
 class StudyRow(NamedTuple):
@@ -102,7 +105,7 @@ class StudyRow(NamedTuple):
         """``part_hashes`` without the fingerprint: what ``diff_records`` compares."""
         if self.part_hashes is None:
             return None
-        return {k: v for k, v in self.part_hashes.items() if k != FINGERPRINT_KEY}
+        return {k: v for k, v in self.part_hashes.items() if not k.startswith("~")}
 
 
 # Statements made once: SQLAlchemy then only expands the IN list of each call.
@@ -114,10 +117,12 @@ _ROWS_QUERY = select(*[STUDIES.c[name] for name in StudyRow._fields]).where(_NCT
 # as one parameter (SQLAlchemy would render an IN list of 200 parameters for every batch).
 _HEADS_SQL = {
     "sqlite": "SELECT id, nct_id, state, latest_version, content_hash,"
-    f" json_extract(part_hashes, '$.\"{FINGERPRINT_KEY}\"') FROM studies"
+    f" json_extract(part_hashes, '$.\"{FINGERPRINT_KEY}\"'),"
+    f" json_extract(part_hashes, '$.\"{ETAG_KEY}\"') FROM studies"
     " WHERE nct_id IN (SELECT value FROM json_each(?))",
     "postgresql": "SELECT id, nct_id, state, latest_version, content_hash,"
-    f" part_hashes ->> '{FINGERPRINT_KEY}' FROM studies WHERE nct_id = ANY(%s)",
+    f" part_hashes ->> '{FINGERPRINT_KEY}', part_hashes ->> '{ETAG_KEY}' FROM studies"
+    " WHERE nct_id = ANY(%s)",
 }
 
 
@@ -130,8 +135,8 @@ def load_heads(session: Session, nct_ids: Iterable[str]) -> dict[str, StudyHead]
     param = wanted if dialect == "postgresql" else orjson.dumps(wanted).decode()
     rows = session.connection().exec_driver_sql(_HEADS_SQL[dialect], (param,))
     return {
-        nct_id: StudyHead(id_, nct_id, StudyState(state), latest, content, print_)
-        for id_, nct_id, state, latest, content, print_ in rows
+        nct_id: StudyHead(id_, nct_id, StudyState(state), latest, content, print_, etag)
+        for id_, nct_id, state, latest, content, print_, etag in rows
     }
 
 
@@ -307,6 +312,21 @@ _FINGERPRINT_UPDATE = (
 )
 
 
+# The batch's ids as one parameter, as in _HEADS_SQL.
+_SEEN_SQL = {
+    "sqlite": "UPDATE studies SET last_seen_at = ? WHERE id IN (SELECT value FROM json_each(?))"
+    " AND last_seen_at < ?",
+    "postgresql": "UPDATE studies SET last_seen_at = %s WHERE id = ANY(%s) AND last_seen_at < %s",
+}
+# Only the fingerprint and the validator inside part_hashes (the part hashes stay as they are).
+_RENEW_SQL = {
+    "sqlite": "UPDATE studies SET part_hashes = json_set(part_hashes,"
+    f" '$.\"{FINGERPRINT_KEY}\"', ?, '$.\"{ETAG_KEY}\"', ?) WHERE id = ?",
+    "postgresql": "UPDATE studies SET part_hashes = part_hashes || jsonb_build_object("
+    f"'{FINGERPRINT_KEY}', %s::text, '{ETAG_KEY}', %s::text) WHERE id = %s",
+}
+
+
 STUDY_COLUMNS = (
     "nct_id", "state", "alias_of", "latest_version", "content_version", "first_seen_at",
     "last_seen_at",
@@ -329,25 +349,30 @@ def update_studies(
     updates: list[dict[str, Any]],
     fingerprints: list[dict[str, Any]],
     seen: list[tuple[int, datetime]],
+    renewed: Sequence[dict[str, Any]] = (),
 ) -> None:
-    """Apply whole-row ``updates`` (``b_id``: the study), new fingerprints (``b_id``,
-    ``parts``) and ``last_seen_at`` times (study id, time)."""
+    """Apply whole-row ``updates`` (``b_id``: the study), new part hashes with their
+    fingerprint (``b_id``, ``parts``), ``last_seen_at`` times (study id, time) and new
+    fingerprints and validators alone (``b_id``, ``fingerprint``, ``etag``)."""
     conn = session.connection()
     if updates:
         conn.execute(_STUDY_UPDATE, updates)
     if fingerprints:
         conn.execute(_FINGERPRINT_UPDATE, fingerprints)
+    if renewed:
+        rows = [(r["fingerprint"], r["etag"], r["b_id"]) for r in renewed]
+        conn.exec_driver_sql(_RENEW_SQL[conn.dialect.name], rows)
     by_time: defaultdict[datetime, list[int]] = defaultdict(list)
     for study_id, seen_at in seen:
         by_time[seen_at].append(study_id)
+    dialect = conn.dialect.name
+    instant = RowWriter(conn.dialect).instant
     for seen_at, study_ids in by_time.items():
         # One statement per distinct time (a batch usually has one), not one per study; an
         # older observation (an archive of last week imported today) never moves it back.
-        conn.execute(
-            update(STUDIES)
-            .where(STUDIES.c.id.in_(study_ids), STUDIES.c.last_seen_at < seen_at)
-            .values(last_seen_at=seen_at)
-        )
+        ids = study_ids if dialect == "postgresql" else orjson.dumps(study_ids).decode()
+        at = instant(seen_at)
+        conn.exec_driver_sql(_SEEN_SQL[dialect], (at, ids, at))
 
 
 def insert_classes(session: Session, rows: list[dict[str, Any]]) -> None:

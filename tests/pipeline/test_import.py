@@ -445,10 +445,17 @@ def _batches_done(db: Database) -> tuple[int, int]:
 
 
 def _worker_pids(parent: int) -> list[int]:
-    """The multiprocessing workers ``parent`` started (its other children are not workers)."""
-    found = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout
-    pids = [int(pid) for pid in found.split()]
-    return [p for p in pids if b"--multiprocessing-fork" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    """The multiprocessing workers ``parent`` started: its forks, or the children of its fork
+    server (its resource tracker is no worker)."""
+    kids = {p: Path(f"/proc/{p}/cmdline").read_bytes() for p in _children(parent)}
+    servers = [p for p, cmdline in kids.items() if b"forkserver" in cmdline]
+    forked = [p for p, cmdline in kids.items() if b"resource_tracker" not in cmdline]
+    return [w for s in servers for w in _children(s)] or forked
+
+
+def _children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(child) for child in found.split()]
 
 
 def _running(pid: int) -> bool:

@@ -19,11 +19,21 @@ from fake_ctgov import load_study
 from helpers import count, events, study_row, version_numbers
 
 import mirror.pipeline.ingest
-from mirror.pipeline import Ingestor, Outcome
-from mirror.record import fingerprint, normalize
+from mirror.pipeline import Ingestor, Outcome, Sighting
+from mirror.record import fingerprint, normalize, raw_fingerprint
 from mirror.record.diff import _changed_fields
+from mirror.record.hashes import _sha256_fingerprint
 from mirror.source import Observation
-from mirror.store import ChangeEvent, Database, OutboxEntry, StudyVersion, compress, decompress
+from mirror.store import (
+    FINGERPRINT_KEY,
+    ChangeEvent,
+    Database,
+    OutboxEntry,
+    Study,
+    StudyVersion,
+    compress,
+    decompress,
+)
 
 STUDIES = ("NCT05756322", "NCT05305430", "NCT00410098")
 IGNORE = ("derived.*",)
@@ -211,6 +221,114 @@ def test_fingerprint_ignores_derived_only_when_the_globs_drop_it() -> None:
     assert fingerprint(study, IGNORE) == fingerprint(edited, IGNORE)
     assert fingerprint(study, ()) != fingerprint(edited, ())
     assert fingerprint(study, IGNORE) != fingerprint(study, ())
+
+
+@pytest.fixture
+def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records every Sighting the ingest stage parses (and parses it)."""
+    calls: list[str] = []
+    parsed = Sighting.parsed
+
+    def counted(self: Sighting) -> Observation:
+        calls.append(self.nct_id)
+        return parsed(self)
+
+    monkeypatch.setattr(Sighting, "parsed", counted)
+    return calls
+
+
+def sight(study: dict[str, Any], guess: str | None = None, at: datetime = DAY) -> Sighting:
+    nct_id = study["protocolSection"]["identificationModule"]["nctId"]
+    return Sighting(guess or nct_id, orjson.dumps(study), at, f"{nct_id}.json")
+
+
+def test_stored_bytes_are_settled_unparsed(db: Database, parses: list[str]) -> None:
+    """An archive's record with the stored bytes (but its versionHolder) is never parsed."""
+    ingestor = Ingestor(db, ignore=IGNORE)
+    study = load_study(STUDIES[0])
+    assert outcomes(ingestor.ingest([sight(study)])) == [(STUDIES[0], Outcome.NEW)]
+    study["derivedSection"]["miscInfoModule"]["versionHolder"] = "2026-11-21"
+    parses.clear()
+    assert outcomes(ingestor.ingest([sight(study)])) == [(STUDIES[0], Outcome.UNCHANGED)]
+    assert parses == []
+    study["protocolSection"]["statusModule"]["overallStatus"] = "COMPLETED"
+    assert outcomes(ingestor.ingest([sight(study)])) == [(STUDIES[0], Outcome.CHANGED)]
+    assert parses == [STUDIES[0]]
+
+
+def test_a_wrong_guess_is_stored_under_the_records_own_id(db: Database) -> None:
+    """A Sighting whose guessed id is another stored study's is parsed and stored as itself."""
+    ingestor = Ingestor(db, ignore=IGNORE)
+    first, second = load_study(STUDIES[0]), load_study(STUDIES[1])
+    ingestor.ingest([observe(first)])
+    results = ingestor.ingest([sight(second, guess=STUDIES[0])])
+    assert outcomes(results) == [(STUDIES[1], Outcome.NEW)]
+    assert version_numbers(db, STUDIES[0]) == version_numbers(db, STUDIES[1]) == [1]
+
+
+def test_bytes_moved_content_not_renews_the_fingerprint(
+    db: Database, no_normalize: list[str], parses: list[str]
+) -> None:
+    """derivedSection edited beyond versionHolder: parsed, not normalized, and its new bytes
+    stored so that the next read settles it unparsed."""
+    ingestor = Ingestor(db, ignore=IGNORE)
+    study = load_study(STUDIES[0])
+    ingestor.ingest([sight(study)])
+    study["derivedSection"]["conditionBrowseModule"] = {"meshes": [{"id": "D0", "term": "x"}]}
+    no_normalize.clear()
+    parses.clear()
+    for expected_parses in ([STUDIES[0]], [STUDIES[0]]):
+        assert outcomes(ingestor.ingest([sight(study)])) == [(STUDIES[0], Outcome.UNCHANGED)]
+        assert parses == expected_parses
+    assert no_normalize == []
+    stored = study_row(db, STUDIES[0]).part_hashes[FINGERPRINT_KEY]
+    assert stored.startswith(f"x3:{raw_fingerprint(orjson.dumps(study), IGNORE)}:")
+
+
+def test_fingerprints_of_the_old_kind_still_settle_a_reread(
+    db: Database, no_normalize: list[str]
+) -> None:
+    """A study stored with a SHA-256 fingerprint (before xxh3) is settled without normalize,
+    and gets the new kind."""
+    ingestor = Ingestor(db, ignore=IGNORE)
+    study = load_study(STUDIES[0])
+    ingestor.ingest([observe(study)])
+    old_kind = _sha256_fingerprint(study, IGNORE)
+    with db.write() as session:
+        row = session.get(Study, study_row(db, STUDIES[0]).id)
+        assert row is not None and row.part_hashes is not None
+        row.part_hashes = {**row.part_hashes, FINGERPRINT_KEY: old_kind}
+    no_normalize.clear()
+    assert outcomes(ingestor.ingest([observe(study)])) == [(STUDIES[0], Outcome.UNCHANGED)]
+    assert no_normalize == []
+    assert study_row(db, STUDIES[0]).part_hashes[FINGERPRINT_KEY].startswith("x3:")
+
+
+def test_raw_fingerprint_masks_only_derived_version_holder() -> None:
+    """Only derivedSection's one versionHolder date is masked, and only when derived.* is
+    ignored; a second versionHolder anywhere, or any other byte, changes the digest."""
+    study = load_study(STUDIES[0])
+    moved = load_study(STUDIES[0])
+    moved["derivedSection"]["miscInfoModule"]["versionHolder"] = "2031-01-01"
+    raw, raw_moved = orjson.dumps(study), orjson.dumps(moved)
+    assert raw_fingerprint(raw, IGNORE, study) == raw_fingerprint(raw_moved, IGNORE)
+    assert raw_fingerprint(raw, (), study) != raw_fingerprint(raw_moved, ())
+    twice = load_study(STUDIES[0])
+    twice["protocolSection"]["statusModule"]["versionHolder"] = "2026-01-01"
+    twice_moved = orjson.loads(orjson.dumps(twice))
+    twice_moved["protocolSection"]["statusModule"]["versionHolder"] = "2027-01-01"
+    assert raw_fingerprint(orjson.dumps(twice), IGNORE) != raw_fingerprint(
+        orjson.dumps(twice_moved), IGNORE
+    )
+    # Stored without a derived versionHolder (the one seen is elsewhere): no mask either.
+    elsewhere = load_study(STUDIES[0])
+    del elsewhere["derivedSection"]["miscInfoModule"]["versionHolder"]
+    elsewhere["protocolSection"]["statusModule"]["versionHolder"] = "2026-01-01"
+    other = orjson.loads(orjson.dumps(elsewhere))
+    other["protocolSection"]["statusModule"]["versionHolder"] = "2027-01-01"
+    assert raw_fingerprint(orjson.dumps(elsewhere), IGNORE, elsewhere) != raw_fingerprint(
+        orjson.dumps(other), IGNORE
+    )
 
 
 def test_fingerprint_of_what_json_cannot_hold_is_none() -> None:

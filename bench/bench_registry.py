@@ -1,0 +1,147 @@
+# ruff: noqa: E402  (imports follow the sys.path set-up)
+"""The registry end to end: a synthetic full registry imported on SQLite and PostgreSQL.
+
+    python bench/bench_registry.py [--studies 600000] [--backend sqlite|postgresql|both]
+                                   [--edited 1000] [--keep]
+
+1. **The registry** (``bench/out/registry-<N>/``, generated streaming, deleted afterwards unless
+   ``--keep``): the 1,687 real records of ``../shared/data/ctgov/studies`` under fresh NCT ids
+   (NCT9…) up to N studies, as the registry's bulk download: a deflated zip with one
+   ``NN/NCTxxxxxxxx.json`` member per study (``day1.zip``, about 19 KB of JSON per study:
+   11.5 GB unpacked at 600,000). ``day2.zip`` is the next day: every ``versionHolder`` moved on,
+   and ``--edited`` studies carrying sponsor edits (those of ``bench_import.py``).
+2. On each backend, into a new database, ``ctmirror import`` as a user runs it (a subprocess,
+   its default worker processes): day 1 (wall, studies/s, peak RSS, database size), then day 2
+   on top (wall).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import sys
+import time
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+import fake_ctgov
+from _common import DEFAULT_PG_URL, fresh_database
+from bench_import import DAY1, DAY2, SEED, _sponsor_edit, ctmirror_import
+from sqlalchemy import create_engine, text
+
+OUT = REPO / "bench" / "out"
+
+
+def generate(folder: Path, size: int, edited: int) -> tuple[Path, Path]:
+    """``day1.zip`` and ``day2.zip`` of ``size`` studies, written member by member."""
+    folder.mkdir(parents=True, exist_ok=True)
+    day1, day2 = folder / "day1.zip", folder / "day2.zip"
+    rng = random.Random(SEED)
+    real = [p.read_bytes() for p in sorted((fake_ctgov.DATA_DIR / "studies").glob("NCT*.json"))]
+    edits = set(rng.sample(range(size), min(size, edited)))
+    deflated = {"compression": zipfile.ZIP_DEFLATED, "compresslevel": 1}
+    started, unpacked = time.perf_counter(), 0
+    with (
+        zipfile.ZipFile(day1, "w", **deflated) as one,
+        zipfile.ZipFile(day2, "w", **deflated) as two,
+    ):
+        for n in range(size):
+            study = orjson.loads(real[n % len(real)])
+            nct_id = f"NCT{90_000_000 + n:08d}"
+            study["protocolSection"]["identificationModule"]["nctId"] = nct_id
+            member = f"{nct_id[-2:]}/{nct_id}.json"
+            raw = orjson.dumps(study)
+            unpacked += len(raw)
+            one.writestr(member, raw)
+            study["derivedSection"]["miscInfoModule"]["versionHolder"] = "2026-11-21"
+            if n in edits:
+                _sponsor_edit(study, rng)
+            two.writestr(member, orjson.dumps(study))
+            if n and n % 50_000 == 0:
+                print(f"  generated {n:,} studies", file=sys.stderr, flush=True)
+    seconds = time.perf_counter() - started
+    print(
+        f"  registry of {size:,}: {unpacked / 1e9:.1f} GB unpacked, {day1.stat().st_size / 1e9:.2f}"
+        f" GB zipped, generated in {seconds:.0f} s",
+        file=sys.stderr,
+    )
+    return day1, day2
+
+
+def database_bytes(url: str) -> int:
+    """The database's size on disk: the SQLite file (WAL checkpointed), or pg_database_size."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                return Path(str(engine.url.database)).stat().st_size
+            return int(
+                conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+def measure(backend: str, size: int, day1: Path, day2: Path, pg_url: str) -> dict[str, Any]:
+    with fresh_database(backend, pg_url) as url:
+        first = ctmirror_import(url, day1, DAY1)
+        size_bytes = database_bytes(url)
+        second = ctmirror_import(url, day2, DAY2)
+    row = {
+        "backend": backend,
+        "studies": size,
+        "first_seconds": first["seconds"],
+        "first_per_s": size / first["seconds"],
+        "peak_rss_mb": max(first["peak_rss_mb"], second["peak_rss_mb"]),
+        "database_gb": size_bytes / 1e9,
+        "day2_seconds": second["seconds"],
+        "day2_per_s": size / second["seconds"],
+        "summaries": [first["summary"], second["summary"]],
+    }
+    print(
+        f"{backend:>10s} {size:>8,}  first {row['first_seconds']:7.1f} s"
+        f" ({row['first_per_s']:,.0f}/s)"
+        f"  rss {row['peak_rss_mb']:.0f} MB  db {row['database_gb']:.2f} GB"
+        f"  day 2 {row['day2_seconds']:.1f} s ({row['day2_per_s']:,.0f}/s)",
+        flush=True,
+    )
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--studies", type=int, default=600_000)
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--edited", type=int, default=1000)
+    parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
+    parser.add_argument("--keep", action="store_true", help="Keep the generated zips.")
+    opts = parser.parse_args(argv)
+    backends = ["sqlite", "postgresql"] if opts.backend == "both" else [opts.backend]
+    folder = OUT / f"registry-{opts.studies}"
+    try:
+        day1, day2 = generate(folder, opts.studies, opts.edited)
+        rows = [measure(b, opts.studies, day1, day2, opts.pg_url) for b in backends]
+    finally:
+        if not opts.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+    OUT.mkdir(exist_ok=True)
+    path = OUT / f"bench_registry-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    meta = {"python": platform.python_version(), "cpus": os.cpu_count(), "edited": opts.edited}
+    path.write_text(json.dumps({"rows": rows, **meta}, indent=2))
+    print(f"JSON: {path.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
