@@ -1,13 +1,19 @@
-"""Small helpers shared by the end-to-end sync tests: run a sync, read back what it stored."""
+"""Small helpers shared by the end-to-end tests: run a sync, read back what it stored, wait for a
+server on loopback."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import orjson
+import pytest
 import zstandard
 from fake_ctgov import FakeCtgov
 from sqlalchemy import func, select
@@ -24,6 +30,28 @@ POSTED = "2026-06-01"
 SUBMITTED = "2026-05-29"
 
 Change = tuple[str, str, Any, Any]  # field, kind, old, new
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until_healthy(base: str, process: subprocess.Popen[bytes], seconds: float) -> None:
+    """Wait until the ``ctmirror serve`` at ``base`` answers /healthz; fail if it exits or is
+    still silent after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    pytest.fail(f"ctmirror serve did not answer /healthz within {seconds}s")
 
 
 def sync(app: App, request: SyncRequest) -> RunSummary:

@@ -12,19 +12,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 from fake_ctgov import FakeCtgov
-from helpers import STUDY
+from helpers import STUDY, free_port, wait_until_healthy
 from pages_mirror import OTHER, WATCH, build
 
 from mirror.app import App
@@ -51,9 +48,7 @@ def db_url(sqlite_template: Path, tmp_path: Path) -> str:
 def server(fake_api: FakeCtgov, env: dict[str, str], app: App) -> Iterator[str]:
     """``ctmirror serve`` on a free loopback port over the page-test mirror."""
     build(app, fake_api)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "mirror", "serve", "--host", "127.0.0.1", "--port", str(port)],
         env={**os.environ, **env},
@@ -62,13 +57,7 @@ def server(fake_api: FakeCtgov, env: dict[str, str], app: App) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):  # at most 30 s
-            assert process.poll() is None, process.communicate()
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_until_healthy(base, process, seconds=30)
         yield base
     finally:
         process.terminate()

@@ -7,33 +7,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 from fake_ctgov import FakeCtgov
-from helpers import STUDY, put_real, sync_ids
+from helpers import STUDY, free_port, put_real, sync_ids, wait_until_healthy
 
 from mirror.app import App
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_until_healthy(base: str, process: subprocess.Popen[bytes], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    pytest.fail(f"ctmirror serve did not answer /healthz within {seconds}s")
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
