@@ -1,8 +1,12 @@
-"""What the benchmarks share: a scratch database on either backend, a local receiver."""
+"""What the benchmarks share: a scratch database on either backend, a local receiver, where
+results are written."""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import platform
 import socket
 import subprocess
 import sys
@@ -10,6 +14,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -18,6 +23,18 @@ from sqlalchemy.engine import make_url
 from mirror.store import Database
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def write_results(name: str, document: dict[str, object]) -> Path:
+    """``document`` with the machine's Python and CPU count as ``bench/out/<name>-<UTC time>.json``;
+    says where."""
+    OUT.mkdir(exist_ok=True)
+    path = OUT / f"{name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    machine = {"python": platform.python_version(), "cpus": os.cpu_count()}
+    path.write_text(json.dumps({**document, **machine}, indent=2))
+    print(f"JSON: {path.relative_to(OUT.parents[1])}")
+    return path
 
 
 @contextlib.contextmanager

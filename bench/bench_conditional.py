@@ -15,14 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import random
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +26,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 import fake_ctgov
-from _common import DEFAULT_PG_URL, fresh_database
+from _common import DEFAULT_PG_URL, fresh_database, write_results
 
 from mirror.app import App, build_app
 from mirror.config import load_settings
 from mirror.pipeline import SyncRequest
 from mirror.store import ETAG_KEY
-
-OUT = REPO / "bench" / "out"
 
 
 def synced(app: App, fake: fake_ctgov.FakeCtgov, ids: list[str]) -> dict[str, Any]:
@@ -120,11 +114,7 @@ def main(argv: list[str] | None = None) -> None:
             f" {runs[0]['body_bytes'] / 1e6:.1f} MB of bodies, {statistics.median(seconds):.2f} s"
             f" ({seconds[0]:.2f}-{seconds[-1]:.2f})  counts {runs[0]['counts']}"
         )
-    OUT.mkdir(exist_ok=True)
-    path = OUT / f"bench_conditional-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    meta = {"python": platform.python_version(), "cpus": os.cpu_count(), "backend": opts.backend}
-    path.write_text(json.dumps({"rounds": rounds, **meta}, indent=2))
-    print(f"JSON: {path.relative_to(REPO)}")
+    write_results("bench_conditional", {"rounds": rounds, "backend": opts.backend})
 
 
 if __name__ == "__main__":

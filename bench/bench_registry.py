@@ -18,15 +18,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import random
 import shutil
 import sys
 import time
 import zipfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 import fake_ctgov
-from _common import DEFAULT_PG_URL, fresh_database
+from _common import DEFAULT_PG_URL, OUT, fresh_database, write_results
 from bench_import import DAY1, DAY2, SEED, _sponsor_edit, ctmirror_import
 from sqlalchemy import create_engine, text
-
-OUT = REPO / "bench" / "out"
 
 
 def generate(folder: Path, size: int, edited: int) -> tuple[Path, Path]:
@@ -136,11 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if not opts.keep:
             shutil.rmtree(folder, ignore_errors=True)
-    OUT.mkdir(exist_ok=True)
-    path = OUT / f"bench_registry-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    meta = {"python": platform.python_version(), "cpus": os.cpu_count(), "edited": opts.edited}
-    path.write_text(json.dumps({"rows": rows, **meta}, indent=2))
-    print(f"JSON: {path.relative_to(REPO)}")
+    write_results("bench_registry", {"rows": rows, "edited": opts.edited})
 
 
 if __name__ == "__main__":
