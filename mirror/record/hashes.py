@@ -103,10 +103,11 @@ def fingerprint(study: Mapping[str, Any], ignore: Sequence[str] = ()) -> str | N
     registry regenerates it daily. Unequal fingerprints say nothing (keys may just have moved):
     the content hash decides. None when the object cannot be serialized.
     """
-    body = _parsed_body(study, _patterns(ignore))
+    patterns = _patterns(ignore)
+    body = _parsed_body(study, patterns)
     if body is None:
         return None
-    digest = xxhash.xxh3_128(_fingerprint_salt(_patterns(ignore)))
+    digest = xxhash.xxh3_128(_fingerprint_salt(patterns))
     digest.update(body)
     return digest.hexdigest()
 
@@ -136,10 +137,11 @@ def same_parsed(stored: str | None, study: Mapping[str, Any], ignore: Sequence[s
 def _sha256_fingerprint(study: Mapping[str, Any], ignore: Sequence[str]) -> str | None:
     """The fingerprint stored before xxh3: kept so that an upgraded mirror's first re-read
     needs no normalize either (it then stores the new kind)."""
-    body = _parsed_body(study, _patterns(ignore))
+    patterns = _patterns(ignore)
+    body = _parsed_body(study, patterns)
     if body is None:
         return None
-    digest = hashlib.sha256(_fingerprint_salt(_patterns(ignore)))
+    digest = hashlib.sha256(_fingerprint_salt(patterns))
     digest.update(body)
     return digest.hexdigest()[: 2 * DIGEST_SIZE]
 
