@@ -12,7 +12,7 @@ from pathlib import Path
 
 import structlog
 
-from mirror.errors import UsageError
+from mirror.errors import StorageError, UsageError
 from mirror.export import parallel
 from mirror.export.tables import TABLES, ExportFilter, check_filter, estimate, read_chunks
 from mirror.export.writers import (
@@ -70,12 +70,15 @@ def export(
     report = progress or _silent
     summary = ExportSummary(out, fmt)
     started = time.perf_counter()
-    if fmt == "sqlite":
-        _to_sqlite(db, out, flt, tables, summary, report)
-    else:
-        out.mkdir(exist_ok=True)
-        for table, target in zip(tables, targets, strict=True):
-            _to_file(db, target, fmt, flt, table, summary, report, workers)
+    try:
+        if fmt == "sqlite":
+            _to_sqlite(db, out, flt, tables, summary, report)
+        else:
+            out.mkdir(exist_ok=True)
+            for table, target in zip(tables, targets, strict=True):
+                _to_file(db, target, fmt, flt, table, summary, report, workers)
+    except OSError as exc:  # what no check beforehand can tell: a full disk, a read-only mount
+        raise StorageError(f"cannot write the export to {out}: {exc.strerror or exc}") from None
     summary.seconds = time.perf_counter() - started
     log.info("export.done", out=str(out), format=fmt, seconds=round(summary.seconds, 2),
              **summary.rows)  # fmt: skip

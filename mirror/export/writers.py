@@ -233,21 +233,24 @@ class SqliteTable:
 def check_writable(out: Path, fmt: str, tables: Sequence[str], *, force: bool) -> list[Path]:
     """The files the export will write; UsageError, before any work, when ``out`` cannot be
     written or would overwrite an export without ``force``."""
-    if fmt == "sqlite":
-        targets = [out]
-        folder = out.parent
-        if out.is_dir():
-            raise UsageError(f"{out} is a directory: --format sqlite writes one file")
-    else:
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"{out} is a file: --format {fmt} writes a directory of files")
-        targets = [out / f"{t}.{EXTENSIONS[fmt]}" for t in tables]
-        folder = out if out.is_dir() else out.parent
-    existing = [t for t in targets if t.exists()]
-    if existing and not force:
-        raise UsageError(f"{existing[0]} exists (use --force to replace it)")
-    if not folder.is_dir():
-        raise UsageError(f"{folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write to {folder}: permission denied")
+    try:
+        if fmt == "sqlite":
+            targets = [out]
+            folder = out.parent
+            if out.is_dir():
+                raise UsageError(f"{out} is a directory: --format sqlite writes one file")
+        else:
+            if out.exists() and not out.is_dir():
+                raise UsageError(f"{out} is a file: --format {fmt} writes a directory of files")
+            targets = [out / f"{t}.{EXTENSIONS[fmt]}" for t in tables]
+            folder = out if out.is_dir() else out.parent
+        existing = [t for t in targets if t.exists()]
+        if existing and not force:
+            raise UsageError(f"{existing[0]} exists (use --force to replace it)")
+        if not folder.is_dir():
+            raise UsageError(f"{folder} does not exist")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UsageError(f"cannot write to {folder}: permission denied")
+    except OSError as exc:  # a path the file system refuses outright (a name too long, …)
+        raise UsageError(f"cannot write to {out}: {exc.strerror or exc}") from None
     return targets

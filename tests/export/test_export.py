@@ -207,6 +207,20 @@ def test_an_unwritable_or_taken_out_is_refused_before_any_work(
     ]  # fmt: skip
 
 
+def test_a_write_no_check_foresees_fails_clearly(
+    mirror: Database, run: Cli, tmp_path: Path
+) -> None:
+    """A path the file system refuses is a usage error; what only the write itself finds (here a
+    directory where --force is to replace a file) fails with exit 1, naming the export and the
+    reason; never a traceback."""
+    refused = run("export", str(tmp_path / ("x" * 300)), "--format", "csv", expect=2)
+    assert "File name too long" in refused.stderr
+    (tmp_path / "out" / "changes.csv").mkdir(parents=True)
+    failed = run("export", str(tmp_path / "out"), "--format", "csv", "--force", expect=1)
+    assert f"cannot write the export to {tmp_path / 'out'}: Is a directory" in failed.stderr
+    assert "Traceback" not in refused.stderr + failed.stderr
+
+
 def test_parallel_readers_write_the_same_changes_in_order(mirror: Database, run: Cli,
                                                           tmp_path: Path) -> None:  # fmt: skip
     """Worker processes reading slices of the feed (cutting through first-sight blocks) give
