@@ -1,0 +1,49 @@
+"""The JSON log: one whole JSON object per line, whoever writes it and from whichever thread."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import orjson
+
+_SCRIPT = textwrap.dedent(
+    """
+    import logging, threading
+    import structlog
+    from mirror.config import LogSettings
+    from mirror.logging import configure_logging
+
+    configure_logging(LogSettings(format="json", level="info"))
+    log = structlog.get_logger()
+
+    def ours(n):
+        for i in range(400):
+            log.info("sync.page", thread=n, i=i, padding="x" * 200)
+
+    def theirs(n):
+        for i in range(400):
+            logging.getLogger("somelibrary").warning("connection reset %s/%s", n, i)
+
+    threads = [threading.Thread(target=f, args=(n,)) for n in range(3) for f in (ours, theirs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    """
+)
+
+
+def test_json_log_lines_stay_whole_under_threads() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _SCRIPT], capture_output=True, check=True, timeout=60
+    )
+    lines = done.stderr.splitlines()
+    events = [orjson.loads(line) for line in lines]  # a split or merged line fails here
+    assert len(events) == 2400
+    ours = [e for e in events if e["event"] == "sync.page"]
+    theirs = [e for e in events if e.get("logger") == "somelibrary"]
+    assert len(ours) == len(theirs) == 1200
+    assert theirs[0]["level"] == "warning" and theirs[0]["event"].startswith("connection reset ")
+    assert all("timestamp" in e for e in events)
