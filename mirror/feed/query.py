@@ -52,6 +52,10 @@ from mirror.store import (
     VersionClassRow,
     Watch,
     WatchStudy,
+    block_heads,
+    block_records,
+    chosen_events,
+    events_of,
     expand,
     expandable,
 )
@@ -181,12 +185,12 @@ def _stream_blocks(session: Session, flt: ChangeFilter) -> Iterator[tuple[int, l
         return
     only = field_test(flt.fields)
     bounded = flt.after is not None or flt.before is not None
-    keep = _event_test(flt)
+    keep = _id_test(flt)
     query = expandable(*where).order_by(EventBlock.first_id)
     for block in session.execute(query, execution_options={"yield_per": STREAM_BATCH // 20}):
         events = expand(block, only)
         if bounded:
-            events = [e for e in events if keep(e)]
+            events = [e for e in events if keep(e[0])]
         if events:
             yield block.first_id, events
 
@@ -435,30 +439,48 @@ BLOCK_CHUNK = 4  # blocks read by the first query of a page (a block holds ~74 e
 
 
 def _block_events(session: Session, flt: ChangeFilter) -> list[EventRow]:
-    """The events of the blocks matching ``flt``, in feed order, at most ``flt.limit``."""
+    """The events of the blocks matching ``flt``, in feed order, at most ``flt.limit``.
+
+    Blocks are walked without their records (a block's field list says which of its events
+    match); only the records of the blocks the page takes are read, in one query at the end.
+    """
     where = _block_conditions(session, flt)
     if where is None:
         return []
-    keep = _event_test(flt)
+    keep = _id_test(flt)
     only = field_test(flt.fields)
     newest = flt.newest_first
     order = EventBlock.last_id.desc() if newest else EventBlock.last_id.asc()
     chunk = BLOCK_CHUNK  # grows each round: a page often needs only a block or two
-    found: list[EventRow] = []
+    taken: list[tuple[Row[Any], list[tuple[int, str]]]] = []
+    count = walked = 0
     beyond: list[Any] = []
-    while True:
-        query = expandable(*where, *beyond).order_by(order).limit(chunk)
-        blocks = session.execute(query).all()
-        for block in blocks:
-            events = [e for e in expand(block, only) if keep(e)]
-            found += reversed(events) if newest else events
-            if len(found) >= flt.limit:
-                return found[: flt.limit]
-        if len(blocks) < chunk:
-            return found
-        last = blocks[-1].last_id
+    while count < flt.limit:
+        heads = session.execute(block_heads(*where, *beyond).order_by(order).limit(chunk)).all()
+        for head in heads:
+            chosen = [(i, f) for i, f in chosen_events(head, only) if keep(i)]
+            if newest:
+                chosen.reverse()
+            if chosen:
+                taken.append((head, chosen[: flt.limit - count]))
+                count += len(taken[-1][1])
+                if count >= flt.limit:
+                    break
+        if len(heads) < chunk:
+            break
+        last = heads[-1].last_id
         beyond = [EventBlock.last_id < last if newest else EventBlock.last_id > last]
-        chunk = min(4 * chunk, MAX_LIMIT)
+        walked += len(heads)
+        # As many blocks as the page still needs at the rate seen so far (a field filter may
+        # take one event a block), and at least four times more when none matched yet.
+        needed = (flt.limit - count) * walked // count + BLOCK_CHUNK if count else 4 * chunk
+        chunk = min(max(needed, BLOCK_CHUNK), MAX_LIMIT)
+    found = block_records(session, [(h.study_id, h.version) for h, _ in taken])
+    return [
+        event
+        for head, chosen in taken
+        for event in events_of(head, chosen, found.get((head.study_id, head.version), {}))
+    ]
 
 
 def _block_conditions(session: Session, flt: ChangeFilter) -> list[Any] | None:
@@ -503,12 +525,12 @@ def _listed(pattern: str, column: Any, *, sqlite: bool) -> Any:
     return column.like("%" + escaped.replace("*", "%").replace("?", "_") + "%", escape="\\")
 
 
-def _event_test(flt: ChangeFilter) -> Any:
-    """What a block's expanded event must also pass: the cursor bounds."""
+def _id_test(flt: ChangeFilter) -> Callable[[int], bool]:
+    """What the id of a block's event must also pass: the cursor bounds."""
     low, high = flt.after or 0, flt.before
 
-    def keep(event: EventRow) -> bool:
-        return event[0] > low and (high is None or event[0] < high)
+    def keep(event_id: int) -> bool:
+        return event_id > low and (high is None or event_id < high)
 
     return keep
 

@@ -125,17 +125,64 @@ def expand(
 ) -> list[EventRow]:
     """The events of a block row of :func:`expandable`, in id order (``only``: of the fields
     it is true for)."""
-    b = block._mapping if isinstance(block, Row) else block
-    listed = enumerate(orjson.loads(b["fields"]))
-    chosen = [(n, f) for n, f in listed if only(f)] if only else list(listed)
+    chosen = chosen_events(block, only)
     if not chosen:
         return []
-    record = orjson.loads(decompress(b["canonical"])) if b["canonical"] is not None else {}
-    first, nct_id, version = b["first_id"], b["nct_id"], b["version"]
+    canonical = (block._mapping if isinstance(block, Row) else block)["canonical"]
+    record = orjson.loads(decompress(canonical)) if canonical is not None else {}
+    return events_of(block, chosen, record)
+
+
+# A block without its version's canonical record: enough to tell which of its events a page
+# takes, before any record is read (a record is ~7 KB compressed, a block may give one event).
+_HEAD = tuple(getattr(EventBlock, name) for name in BLOCK_COLUMNS)
+
+
+def block_heads(*where: Any) -> Select[Any]:
+    """Blocks matching ``where``, without their records (unordered): see :func:`block_records`."""
+    return select(*_HEAD).where(*where)
+
+
+def chosen_events(
+    block: Row[Any] | Mapping[str, Any], only: Callable[[str], Any] | None = None
+) -> list[tuple[int, str]]:
+    """(id, field) of a block's events, in id order (``only``: of the fields it is true for)."""
+    b = block._mapping if isinstance(block, Row) else block
+    first, names = b["first_id"], orjson.loads(b["fields"])
+    if only is None:
+        return [(first + n, field) for n, field in enumerate(names)]
+    return [(first + n, field) for n, field in enumerate(names) if only(field)]
+
+
+def block_records(
+    session: Session, keys: Iterable[tuple[int, int]]
+) -> dict[tuple[int, int], dict[str, Any]]:
+    """The canonical records of the study versions ``keys`` ((study id, version)), in one query."""
+    wanted = set(keys)
+    if not wanted:
+        return {}
+    query = select(StudyVersion.study_id, StudyVersion.version, StudyVersion.canonical).where(
+        tuple_(StudyVersion.study_id, StudyVersion.version).in_(wanted)
+    )
+    return {
+        (study_id, version): orjson.loads(decompress(canonical)) if canonical is not None else {}
+        for study_id, version, canonical in session.execute(query)
+    }
+
+
+def events_of(
+    block: Row[Any] | Mapping[str, Any],
+    chosen: Iterable[tuple[int, str]],
+    record: Mapping[str, Any],
+) -> list[EventRow]:
+    """The events ``chosen`` (see :func:`chosen_events`) of a block, their values from
+    ``record``, the canonical record of the block's version."""
+    b = block._mapping if isinstance(block, Row) else block
+    nct_id, version = b["nct_id"], b["version"]
     at, source_date, added = b["observed_at"], b["source_date"], ChangeKind.ADDED
     return [
-        (first + n, nct_id, version, field, added, None, record.get(field), at, source_date, True)
-        for n, field in chosen
+        (id_, nct_id, version, field, added, None, record.get(field), at, source_date, True)
+        for id_, field in chosen
     ]
 
 
