@@ -360,7 +360,12 @@ def feed_bounds(url: str) -> dict[str, Any]:
             )
         ).scalar_one()
         ids = list(conn.execute(text("SELECT nct_id FROM studies ORDER BY id")).scalars())
-        last = conn.execute(text("SELECT max(observed_at) FROM change_events")).scalar_one()
+        last = conn.execute(
+            text(
+                "SELECT max(m) FROM (SELECT max(observed_at) AS m FROM change_events"
+                " UNION ALL SELECT max(observed_at) FROM event_blocks) AS seen"
+            )
+        ).scalar_one()
     engine.dispose()
     last_day = str(last)[:10] + "T00:00:00Z"
     return {"max_id": top, "nct_ids": ids, "last_day": last_day}
