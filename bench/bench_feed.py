@@ -255,7 +255,12 @@ def prepare(
 ) -> tuple[str, dict]:
     """The URL of the cached benchmark database (built first when missing) and its metadata."""
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    meta_path = OUT_DIR / f"feed-{backend}.meta.json"
+    # One metadata file per database: PostgreSQL may hold several (--pg-database).
+    meta_path = OUT_DIR / (
+        "feed-sqlite.meta.json"
+        if backend == "sqlite"
+        else f"feed-postgresql-{pg_database}.meta.json"
+    )
     if backend == "sqlite":
         path = OUT_DIR / "feed-sqlite.db"
         url = f"sqlite:///{path}"
