@@ -18,11 +18,13 @@
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import random
 import shutil
 import sys
 import time
 import zipfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     backends = ["sqlite", "postgresql"] if opts.backend == "both" else [opts.backend]
     folder = OUT / f"registry-{opts.studies}"
     try:
-        day1, day2 = generate(folder, opts.studies, opts.edited)
+        # In a process of its own: the zip writers keep an entry per member (about 1 KB each),
+        # and every import's process is forked from this one, so a child's peak RSS
+        # (ru_maxrss, carried across fork and exec) would start at this process's size.
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            day1, day2 = pool.submit(generate, folder, opts.studies, opts.edited).result()
         rows = [measure(b, opts.studies, day1, day2, opts.pg_url) for b in backends]
     finally:
         if not opts.keep:
