@@ -37,11 +37,9 @@ import json
 import os
 import platform
 import random
-import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 from datetime import UTC, datetime
@@ -108,6 +106,19 @@ def _sponsor_edit(study: dict[str, Any], rng: random.Random) -> None:
 # --------------------------------------------------------------------------- runs
 
 
+# Runs a command and prints its peak RSS (KB) on the last line of stderr. The peak a process
+# reports (ru_maxrss) is carried across fork and exec, so a command started straight from this
+# bench would report at least the bench's own size; started from this small process, it
+# reports its own (and, through wait4, that of its worker processes).
+_MEASURED = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[1:])
+_, status, usage = os.wait4(child.pid, 0)
+print(usage.ru_maxrss, file=sys.stderr)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def ctmirror_import(
     url: str, path: Path, observed_at: str, workers: int | None = None
 ) -> dict[str, Any]:
@@ -118,21 +129,15 @@ def ctmirror_import(
     command = [sys.executable, "-m", "mirror", "import", str(path), "--observed-at", observed_at]
     if workers is not None:
         command += ["--workers", str(workers)]
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        child = subprocess.Popen(command, env=env, stdout=out, stderr=err)
-        # wait4 reaps this child and returns its own rusage; RUSAGE_CHILDREN's ru_maxrss is
-        # the largest of every descendant reaped so far (its worker processes included).
-        _, status, usage = os.wait4(child.pid, 0)
-        seconds = time.perf_counter() - started
-        workers_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        child.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0), err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode()
-    if child.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{stdout}\n{stderr}")
-    peak = max(usage.ru_maxrss, workers_rss)
-    return {"seconds": seconds, "peak_rss_mb": peak / 1024, "summary": stdout.strip()}
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURED, *command], env=env, capture_output=True, text=True
+    )
+    seconds = time.perf_counter() - started
+    *errors, peak = done.stderr.strip().splitlines() or [""]
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout}\n{chr(10).join(errors)}")
+    return {"seconds": seconds, "peak_rss_mb": int(peak) / 1024, "summary": done.stdout.strip()}
 
 
 def bare_loads(path: Path) -> float:
