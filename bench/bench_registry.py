@@ -127,9 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     backends = ["sqlite", "postgresql"] if opts.backend == "both" else [opts.backend]
     folder = OUT / f"registry-{opts.studies}"
     try:
-        # In a process of its own: the zip writers keep an entry per member (about 1 KB each),
-        # and every import's process is forked from this one, so a child's peak RSS
-        # (ru_maxrss, carried across fork and exec) would start at this process's size.
+        # In a process of its own: the zip writers keep an entry per member (about 1 KB each,
+        # 700 MB at 600,000), which this process would otherwise hold through every import.
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
             day1, day2 = pool.submit(generate, folder, opts.studies, opts.edited).result()
         rows = [measure(b, opts.studies, day1, day2, opts.pg_url) for b in backends]
