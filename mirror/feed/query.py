@@ -53,10 +53,9 @@ from mirror.store import (
     Watch,
     WatchStudy,
     block_heads,
-    block_records,
     chosen_events,
-    events_of,
     expand,
+    expand_chosen,
     expandable,
 )
 
@@ -475,12 +474,7 @@ def _block_events(session: Session, flt: ChangeFilter) -> list[EventRow]:
         # take one event a block), and at least four times more when none matched yet.
         needed = (flt.limit - count) * walked // count + BLOCK_CHUNK if count else 4 * chunk
         chunk = min(max(needed, BLOCK_CHUNK), MAX_LIMIT)
-    found = block_records(session, [(h.study_id, h.version) for h, _ in taken])
-    return [
-        event
-        for head, chosen in taken
-        for event in events_of(head, chosen, found.get((head.study_id, head.version), {}))
-    ]
+    return expand_chosen(session, taken)
 
 
 def _block_conditions(session: Session, flt: ChangeFilter) -> list[Any] | None:

@@ -63,14 +63,13 @@ def test_a_page_reads_only_the_records_it_takes(
 ) -> None:
     """One event a block (an exact field): a page of 7 reads the records of 7 versions."""
     read: list[int] = []
-    records = feed_query.block_records
+    expand_chosen = feed_query.expand_chosen
 
-    def counted(session, keys):  # type: ignore[no-untyped-def]
-        keys = list(keys)
-        read.append(len(keys))
-        return records(session, keys)
+    def counted(session, taken):  # type: ignore[no-untyped-def]
+        read.append(len(taken))
+        return expand_chosen(session, taken)
 
-    monkeypatch.setattr(feed_query, "block_records", counted)
+    monkeypatch.setattr(feed_query, "expand_chosen", counted)
     with mirrored.session() as session:
         page = find(session, ChangeFilter(fields=("status.overallStatus",), limit=7))
     assert [e[3] for e in page] == ["status.overallStatus"] * 7
