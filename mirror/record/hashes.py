@@ -103,13 +103,8 @@ def fingerprint(study: Mapping[str, Any], ignore: Sequence[str] = ()) -> str | N
     registry regenerates it daily. Unequal fingerprints say nothing (keys may just have moved):
     the content hash decides. None when the object cannot be serialized.
     """
-    patterns = _patterns(ignore)
-    body = _parsed_body(study, patterns)
-    if body is None:
-        return None
-    digest = xxhash.xxh3_128(_fingerprint_salt(patterns))
-    digest.update(body)
-    return digest.hexdigest()
+    digest = _parsed_digest(study, ignore, xxhash.xxh3_128)
+    return None if digest is None else digest.hexdigest()
 
 
 def fingerprints(raw: bytes, study: Mapping[str, Any], ignore: Sequence[str] = ()) -> str | None:
@@ -137,13 +132,20 @@ def same_parsed(stored: str | None, study: Mapping[str, Any], ignore: Sequence[s
 def _sha256_fingerprint(study: Mapping[str, Any], ignore: Sequence[str]) -> str | None:
     """The fingerprint stored before xxh3: kept so that an upgraded mirror's first re-read
     needs no normalize either (it then stores the new kind)."""
+    digest = _parsed_digest(study, ignore, hashlib.sha256)
+    return None if digest is None else digest.hexdigest()[: 2 * DIGEST_SIZE]
+
+
+def _parsed_digest(study: Mapping[str, Any], ignore: Sequence[str], algorithm: Any) -> Any:
+    """``algorithm`` (a hashlib-style constructor) over the salt and the parsed body of
+    ``study``; None when it cannot be serialized."""
     patterns = _patterns(ignore)
     body = _parsed_body(study, patterns)
     if body is None:
         return None
-    digest = hashlib.sha256(_fingerprint_salt(patterns))
+    digest = algorithm(_fingerprint_salt(patterns))
     digest.update(body)
-    return digest.hexdigest()[: 2 * DIGEST_SIZE]
+    return digest
 
 
 def _parsed_body(study: Mapping[str, Any], patterns: tuple[str, ...]) -> bytes | None:
