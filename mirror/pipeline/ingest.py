@@ -161,7 +161,7 @@ class Ingestor:
             head = heads.get(obs.nct_id)  # the guess was wrong: the record's own study
             stored = _stored(head)
         print_ = fingerprints(obs.raw, obs.study, self.ignore)
-        if stored is not None and same_parsed(stored, obs.study, self.ignore):
+        if stored is not None and same_parsed(stored, obs.study, self.ignore, print_):
             return Pending(obs, stored, print_)
         item = self.prepare(obs, print_)
         if head is None or head.content_hash != item.hash:

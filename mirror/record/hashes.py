@@ -120,12 +120,19 @@ def same_raw(stored: str | None, raw_print: str) -> bool:
     return stored is not None and stored.startswith(f"{FINGERPRINT_KIND}{raw_print}:")
 
 
-def same_parsed(stored: str | None, study: Mapping[str, Any], ignore: Sequence[str]) -> bool:
-    """Whether a stored fingerprint, of either kind, says ``study`` normalizes as stored."""
+def same_parsed(
+    stored: str | None,
+    study: Mapping[str, Any],
+    ignore: Sequence[str],
+    fresh: str | None = None,
+) -> bool:
+    """Whether a stored fingerprint, of either kind, says ``study`` normalizes as stored
+    (``fresh``: the study's :func:`fingerprints`, when they are made already)."""
     if stored is None:
         return False
     if stored.startswith(FINGERPRINT_KIND):
-        return stored.rpartition(":")[2] == fingerprint(study, ignore)
+        parsed = fresh.rpartition(":")[2] if fresh is not None else fingerprint(study, ignore)
+        return stored.rpartition(":")[2] == parsed
     return stored == _sha256_fingerprint(study, ignore)
 
 
