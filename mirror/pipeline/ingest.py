@@ -497,12 +497,7 @@ def _stored(head: StudyHead | None) -> str | None:
 
 def _still_stored(stored: str | None, head: StudyHead | None) -> bool:
     """Whether the study still holds the fingerprints a pending item matched when read."""
-    return (
-        stored is not None
-        and head is not None
-        and head.state is StudyState.ACTIVE
-        and head.fingerprint == stored
-    )
+    return stored is not None and _stored(head) == stored
 
 
 def _changing(chunk: list[Item], heads: Mapping[str, StudyHead]) -> list[str]:
