@@ -42,6 +42,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -74,9 +75,30 @@ def corpus(size: int) -> tuple[Path, Path]:
         return day1, day2
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(SEED)
-    real = [p.read_bytes() for p in sorted((fake_ctgov.DATA_DIR / "studies").glob("NCT*.json"))]
     edited = set(rng.sample(range(size), max(1, round(EDIT_SHARE * size))))
-    deflated = {"compression": zipfile.ZIP_DEFLATED}  # as the registry ships it
+    write_days(day1, day2, size, edited, rng)  # deflated at zlib's default, as the registry is
+    print(f"  corpus {size:,}: {day1.stat().st_size / 1e6:,.0f} MB zipped", file=sys.stderr)
+    return day1, day2
+
+
+def write_days(
+    day1: Path,
+    day2: Path,
+    size: int,
+    edited: set[int],
+    rng: random.Random,
+    *,
+    member: Callable[[str], str] = "{}.json".format,
+    compresslevel: int | None = None,
+    every: int = 0,
+) -> int:
+    """``size`` studies under fresh ids as two days of the registry's bulk download: day 1 the
+    real records, day 2 every versionHolder moved on and the studies ``edited`` (indexes)
+    carrying sponsor edits drawn from ``rng``. ``member``: a study's member name from its NCT
+    id; ``every``: say on stderr every so many studies. The bytes of day 1, unpacked."""
+    real = [p.read_bytes() for p in sorted((fake_ctgov.DATA_DIR / "studies").glob("NCT*.json"))]
+    deflated: dict[str, Any] = {"compression": zipfile.ZIP_DEFLATED, "compresslevel": compresslevel}
+    unpacked = 0
     with (
         zipfile.ZipFile(day1, "w", **deflated) as one,
         zipfile.ZipFile(day2, "w", **deflated) as two,
@@ -85,13 +107,16 @@ def corpus(size: int) -> tuple[Path, Path]:
             study = orjson.loads(real[n % len(real)])
             nct_id = f"NCT{90_000_000 + n:08d}"
             study["protocolSection"]["identificationModule"]["nctId"] = nct_id
-            one.writestr(f"{nct_id}.json", orjson.dumps(study))
+            raw = orjson.dumps(study)
+            unpacked += len(raw)
+            one.writestr(member(nct_id), raw)
             study["derivedSection"]["miscInfoModule"]["versionHolder"] = "2026-11-21"
             if n in edited:
                 _sponsor_edit(study, rng)
-            two.writestr(f"{nct_id}.json", orjson.dumps(study))
-    print(f"  corpus {size:,}: {day1.stat().st_size / 1e6:,.0f} MB zipped", file=sys.stderr)
-    return day1, day2
+            two.writestr(member(nct_id), orjson.dumps(study))
+            if every and n and n % every == 0:
+                print(f"  generated {n:,} studies", file=sys.stderr, flush=True)
+    return unpacked
 
 
 def _sponsor_edit(study: dict[str, Any], rng: random.Random) -> None:

@@ -23,19 +23,15 @@ import random
 import shutil
 import sys
 import time
-import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-import fake_ctgov
 from _common import DEFAULT_PG_URL, OUT, fresh_database, write_results
-from bench_import import DAY1, DAY2, SEED, _sponsor_edit, ctmirror_import
+from bench_import import DAY1, DAY2, SEED, ctmirror_import, write_days
 from sqlalchemy import create_engine, text
 
 
@@ -44,28 +40,11 @@ def generate(folder: Path, size: int, edited: int) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     day1, day2 = folder / "day1.zip", folder / "day2.zip"
     rng = random.Random(SEED)
-    real = [p.read_bytes() for p in sorted((fake_ctgov.DATA_DIR / "studies").glob("NCT*.json"))]
     edits = set(rng.sample(range(size), min(size, edited)))
-    deflated = {"compression": zipfile.ZIP_DEFLATED, "compresslevel": 1}
-    started, unpacked = time.perf_counter(), 0
-    with (
-        zipfile.ZipFile(day1, "w", **deflated) as one,
-        zipfile.ZipFile(day2, "w", **deflated) as two,
-    ):
-        for n in range(size):
-            study = orjson.loads(real[n % len(real)])
-            nct_id = f"NCT{90_000_000 + n:08d}"
-            study["protocolSection"]["identificationModule"]["nctId"] = nct_id
-            member = f"{nct_id[-2:]}/{nct_id}.json"
-            raw = orjson.dumps(study)
-            unpacked += len(raw)
-            one.writestr(member, raw)
-            study["derivedSection"]["miscInfoModule"]["versionHolder"] = "2026-11-21"
-            if n in edits:
-                _sponsor_edit(study, rng)
-            two.writestr(member, orjson.dumps(study))
-            if n and n % 50_000 == 0:
-                print(f"  generated {n:,} studies", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    unpacked = write_days(
+        day1, day2, size, edits, rng, member=_member, compresslevel=1, every=50_000
+    )
     seconds = time.perf_counter() - started
     print(
         f"  registry of {size:,}: {unpacked / 1e9:.1f} GB unpacked, {day1.stat().st_size / 1e9:.2f}"
@@ -73,6 +52,10 @@ def generate(folder: Path, size: int, edited: int) -> tuple[Path, Path]:
         file=sys.stderr,
     )
     return day1, day2
+
+
+def _member(nct_id: str) -> str:
+    return f"{nct_id[-2:]}/{nct_id}.json"  # NN/NCT….json, as the registry's download
 
 
 def database_bytes(url: str) -> int:
