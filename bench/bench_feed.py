@@ -27,8 +27,6 @@ import asyncio
 import gc
 import json
 import math
-import os
-import platform
 import random
 import sqlite3
 import statistics
@@ -56,6 +54,8 @@ EDIT_SHARE = 0.2  # of the studies get a new version each round
 BATCH = 400
 
 sys.path.insert(0, str(REPO))
+
+from _common import write_results
 
 from mirror.config import LogSettings, load_settings
 from mirror.logging import configure_logging
@@ -481,20 +481,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"\nGET /v1/changes, limit={opts.limit}, {opts.requests} requests per shape (ms)")
     print(f"  {'shape':28s} {'events':>6}  {'API p50':>7} {'p99':>7}   {'SQL p50':>7} {'p99':>7}")
     rows = measure(url, opts.requests, opts.limit)
-    result = {
-        "backend": opts.backend,
-        "database": meta,
-        "limit": opts.limit,
-        "requests": opts.requests,
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "cpus": os.cpu_count(),
-        "results": rows,
-    }
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = OUT_DIR / f"bench_feed-{opts.backend}-{stamp}.json"
-    out.write_text(json.dumps(result, indent=2))
-    print(f"\nwritten to {out.relative_to(REPO)}  (* = the four shapes of the p99 <= 20 ms target)")
+    print()
+    result = {"backend": opts.backend, "database": meta, "limit": opts.limit}
+    result |= {"requests": opts.requests, "sqlite": sqlite3.sqlite_version, "results": rows}
+    write_results(f"bench_feed-{opts.backend}", result)
+    print("(* = the four shapes of the p99 <= 20 ms target)")
 
 
 if __name__ == "__main__":

@@ -24,16 +24,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
-import os
-import platform
 import random
 import sqlite3
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +40,8 @@ WARMUP = 10
 P99_TARGET_MS = 100
 
 sys.path.insert(0, str(REPO))
+
+from _common import write_results
 
 from mirror.config import LogSettings, load_settings
 from mirror.logging import configure_logging
@@ -157,19 +155,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("| page | p50 | p99 (spread) | API p50 | API p99 | p50 ratio | p99 ratio | ≤ 100 ms |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     rows = measure(opts.db, opts.requests, opts.runs)
-    result = {
-        "database": str(opts.db),
-        "requests": opts.requests,
-        "runs": opts.runs,
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "cpus": os.cpu_count(),
-        "results": rows,
-    }
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = OUT_DIR / f"bench_pages-{stamp}.json"
-    out.write_text(json.dumps(result, indent=2))
-    print(f"\nwritten to {out.relative_to(REPO)}")
+    print()
+    results = {"database": str(opts.db), "requests": opts.requests, "runs": opts.runs}
+    write_results("bench_pages", {**results, "sqlite": sqlite3.sqlite_version, "results": rows})
 
 
 if __name__ == "__main__":
