@@ -4,8 +4,10 @@ server on loopback."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -52,6 +54,29 @@ def wait_until_healthy(base: str, process: subprocess.Popen[bytes], seconds: flo
         except httpx.TransportError:
             time.sleep(0.1)
     pytest.fail(f"ctmirror serve did not answer /healthz within {seconds}s")
+
+
+def serve_command(port: int) -> list[str]:
+    """``ctmirror serve`` on ``port`` of loopback, as a command line."""
+    return [sys.executable, "-m", "mirror", "serve", "--host", "127.0.0.1", "--port", str(port)]
+
+
+def start_serve(
+    env: dict[str, str], port: int, *, stdout: int = subprocess.DEVNULL
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``ctmirror serve`` on ``port`` as a real process, once it answers /healthz, and its base
+    URL (its stderr is a pipe). Killed if it never answers."""
+    process = subprocess.Popen(
+        serve_command(port), env={**os.environ, **env}, stdout=stdout, stderr=subprocess.PIPE
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(base, process, seconds=30)
+    except BaseException:
+        process.kill()
+        process.communicate(timeout=30)
+        raise
+    return process, base
 
 
 def sync(app: App, request: SyncRequest) -> RunSummary:

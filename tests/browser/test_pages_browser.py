@@ -9,11 +9,8 @@ Screenshots of every page at both widths go to ``tests/.artifacts/`` for a revie
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from fake_ctgov import FakeCtgov
-from helpers import STUDY, free_port, wait_until_healthy
+from helpers import STUDY, free_port, start_serve
 from pages_mirror import OTHER, WATCH, build
 
 from mirror.app import App
@@ -48,16 +45,8 @@ def db_url(sqlite_template: Path, tmp_path: Path) -> str:
 def server(fake_api: FakeCtgov, env: dict[str, str], app: App) -> Iterator[str]:
     """``ctmirror serve`` on a free loopback port over the page-test mirror."""
     build(app, fake_api)
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mirror", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
+    process, base = start_serve(env, free_port())
     try:
-        wait_until_healthy(base, process, seconds=30)
         yield base
     finally:
         process.terminate()

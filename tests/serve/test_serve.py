@@ -6,12 +6,11 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 
 import httpx
 import pytest
 from fake_ctgov import FakeCtgov
-from helpers import STUDY, free_port, put_real, sync_ids, wait_until_healthy
+from helpers import STUDY, free_port, put_real, serve_command, start_serve, sync_ids
 
 from mirror.app import App
 
@@ -24,15 +23,8 @@ def test_serve_answers_over_loopback_and_stops_cleanly(
     put_real(fake_api, [STUDY])
     sync_ids(app, STUDY)
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mirror", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
+    process, base = start_serve(env, port, stdout=subprocess.PIPE)
     try:
-        wait_until_healthy(base, process, seconds=30)
         page = httpx.get(f"{base}/v1/changes", params={"nct_id": STUDY, "limit": 3}).json()
         assert [e["nct_id"] for e in page["changes"]] == [STUDY] * 3
         assert page["next_cursor"] == page["changes"][-1]["id"]
@@ -54,7 +46,7 @@ def test_serve_on_a_busy_port_is_one_clear_error(env: dict[str, str], app: App) 
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "mirror", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            serve_command(port),
             env={**os.environ, **env},
             capture_output=True,
             text=True,
