@@ -83,3 +83,17 @@ def test_no_module_is_too_long_to_read() -> None:
         if (n := len(p.read_text().splitlines())) > MAX_LINES
     }
     assert long == {}
+
+
+def test_loggers_come_from_mirror_logging() -> None:
+    """structlog is imported by mirror.logging alone, on the first line logged (start-up)."""
+    direct = []
+    for path in _modules():
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(name.split(".")[0] == "structlog" for name in names):
+                direct.append(str(path.relative_to(PACKAGE)))
+    assert direct == ["logging.py"]

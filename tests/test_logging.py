@@ -11,12 +11,11 @@ import orjson
 _SCRIPT = textwrap.dedent(
     """
     import logging, threading
-    import structlog
     from mirror.config import LogSettings
-    from mirror.logging import configure_logging
+    from mirror.logging import configure_logging, get_logger
 
     configure_logging(LogSettings(format="json", level="info"))
-    log = structlog.get_logger()
+    log = get_logger()
 
     def ours(n):
         for i in range(400):

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import structlog
-
 from mirror.app import App
 from mirror.daemon.jobs import (
     ClaimedJob,
@@ -32,12 +30,13 @@ from mirror.daemon.jobs import (
 from mirror.daemon.lock import SchedulerLock, scheduler_lock
 from mirror.daemon.scheduler import Timing, WatchScheduler, default_timing, enqueue_due
 from mirror.export import audit_watch, record_audit
+from mirror.logging import get_logger
 from mirror.notify import HttpSender, WebhookSender, owner_name
 from mirror.pipeline import RunSummary, SyncRequest
 from mirror.source import ApiSource
 from mirror.store import Watch, prune_raw
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 # Deliveries in flight at a stop get this long to finish; the whole stop stays under 10 s.
 SHUTDOWN_GRACE_SECONDS = 4.0

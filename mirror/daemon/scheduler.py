@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
@@ -27,11 +26,12 @@ from sqlalchemy import select
 
 from mirror.config import Settings
 from mirror.daemon.jobs import enqueue, last_queued, requeue_expired
+from mirror.logging import get_logger
 from mirror.pipeline import INTERVAL, validate_schedule
 from mirror.record import utcnow
 from mirror.store import Database, Watch
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

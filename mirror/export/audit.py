@@ -22,16 +22,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import structlog
 from sqlalchemy import select
 
 from mirror.config import Settings
 from mirror.errors import NotFound
+from mirror.logging import get_logger
 from mirror.record import format_instant, utcnow
 from mirror.source import FetchFailure, Observation, StudySource
 from mirror.store import AuditRun, Database, Study, StudyState, Watch, WatchKind, WatchStudy
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 IDS_MAX = 20_000  # list the ids of searches up to this size (20 pages); above, counts only
 ID_CHUNK = 100  # ids per filter.ids request

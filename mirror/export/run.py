@@ -10,8 +10,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import structlog
-
 from mirror.errors import StorageError, UsageError
 from mirror.export import parallel
 from mirror.export.tables import TABLES, ExportFilter, check_filter, estimate, read_chunks
@@ -24,9 +22,10 @@ from mirror.export.writers import (
     check_writable,
     partial,
 )
+from mirror.logging import get_logger
 from mirror.store import Database
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 # progress(table, total or None, rows just written)
 Progress = Callable[[str, int | None, int], None]

@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import structlog
 from sqlalchemy import select
 
 from mirror.errors import NotFound, UsageError
+from mirror.logging import get_logger
 from mirror.notify.queues import NOTIFICATIONS, WEBHOOKS, Queue
 from mirror.record import format_instant, utcnow
 from mirror.store import (
@@ -21,7 +21,7 @@ from mirror.store import (
     WebhookDelivery,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 def _instant(value: datetime | None) -> str | None:

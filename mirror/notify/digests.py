@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import structlog
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from mirror.errors import UsageError
+from mirror.logging import get_logger
 from mirror.notify.messages import Period, VersionSummary, digest_message
 from mirror.record import utcnow
 from mirror.store import (
@@ -35,7 +35,7 @@ from mirror.store import (
     NotificationTarget,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEFAULT_MINUTE = 8 * 60  # 08:00

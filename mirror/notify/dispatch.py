@@ -30,11 +30,11 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import orjson
-import structlog
 from sqlalchemy import Table, Update, bindparam, inspect, or_, select, update
 from sqlalchemy.orm import Session
 
 from mirror.config import NotificationSettings, Settings, WebhookSettings
+from mirror.logging import get_logger
 from mirror.notify.digests import build_due_digests
 from mirror.notify.fanout import Links, fan_out
 from mirror.notify.notifier import AppriseNotifier, NotificationChannel
@@ -49,7 +49,7 @@ from mirror.store import (
     WebhookSubscription,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 # A claim outlives the request timeout by this much before another dispatcher may take over.
 LEASE_MARGIN = timedelta(seconds=60)

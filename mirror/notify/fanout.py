@@ -20,13 +20,13 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-import structlog
 from sqlalchemy import select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mirror.config import Settings
 from mirror.feed import event_dict, glob_regex
+from mirror.logging import get_logger
 from mirror.notify.messages import summarize, version_message
 from mirror.notify.rules import Rule, parse_rules, passes
 from mirror.record import STUDY_FIELD, ChangeKind, format_instant, utcnow
@@ -49,7 +49,7 @@ from mirror.store import (
     version_events,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 # Versions imported from the registry's record history describe the past: never delivered.
 UNDELIVERED_ORIGINS = frozenset({"history"})

@@ -13,11 +13,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from mirror.errors import NotFound, UsageError
+from mirror.logging import get_logger
 from mirror.notify.egress import EgressPolicy
 from mirror.record import ChangeKind, format_instant, parse_nct_id, utcnow
 from mirror.store import (
@@ -29,7 +29,7 @@ from mirror.store import (
     WebhookSubscription,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 SECRET_PREFIX = "whsec_"
 FIELD_GLOB = re.compile(r"^[^\[\]]+$")

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import structlog
 from sqlalchemy import delete, select, update
 
 from mirror.config import NotificationSettings
 from mirror.errors import Conflict, NotFound, UsageError
+from mirror.logging import get_logger
 from mirror.notify.digests import DigestSchedule
 from mirror.notify.egress import EgressPolicy
 from mirror.notify.messages import Message
@@ -34,7 +34,7 @@ from mirror.store import (
     SubscriptionState,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,100}$")
 

@@ -33,13 +33,13 @@ from datetime import time as clock
 from typing import Any
 
 import orjson
-import structlog
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, object_session
 
 from mirror.config import Settings
 from mirror.errors import MirrorError, NotFound, UsageError
+from mirror.logging import bind_context, get_logger, unbind_context
 from mirror.pipeline.ingest import Ingestor
 from mirror.pipeline.ingest_items import Prepared, Writes
 from mirror.record import (
@@ -70,7 +70,7 @@ from mirror.store import (
     in_time,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 CHUNK = 25  # registry versions fetched, then written in one transaction
 ORIGIN = "history"
@@ -142,7 +142,7 @@ class Backfiller:
         return summary
 
     async def _study(self, nct_id: str, max_versions: int | None, summary: BackfillSummary) -> None:
-        structlog.contextvars.bind_contextvars(nct_id=nct_id)
+        bind_context(nct_id=nct_id)
         try:
             counts = await self._backfill(nct_id, max_versions)
             summary.counts.update(counts)
@@ -152,7 +152,7 @@ class Backfiller:
             summary.failures.append((nct_id, exc.message))
             log.warning("backfill.study_failed", error=exc.message)
         finally:
-            structlog.contextvars.unbind_contextvars("nct_id")
+            unbind_context("nct_id")
 
     async def _backfill(self, nct_id: str, max_versions: int | None) -> Counter[str]:
         entries = await self.source.history(nct_id)

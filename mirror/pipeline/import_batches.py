@@ -17,17 +17,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import structlog
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mirror.errors import UsageError
+from mirror.logging import get_logger
 from mirror.pipeline.runs import process_alive
 from mirror.record import utcnow
 from mirror.source import RecordSource, Span
 from mirror.store import Database, ImportBatch, JobStatus
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 COUNTS = ("read", "new", "changed", "unchanged", "failed")
 KEPT_FAILURES = 100  # per batch row

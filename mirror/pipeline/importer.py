@@ -31,11 +31,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-import structlog
-
 from mirror.config import Settings
 from mirror.errors import MalformedRecord, UsageError
-from mirror.logging import configure_logging
+from mirror.logging import bind_context, configure_logging, get_logger
 from mirror.pipeline.import_batches import (
     COUNTS,
     ClaimedBatch,
@@ -66,7 +64,7 @@ from mirror.source import (
 )
 from mirror.store import Database, RunStatus
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 Progress = Callable[[int | None, int], None]  # (total if now known, records done since last call)
 AUTO_WORKERS_MAX = 4
@@ -485,7 +483,7 @@ def _work_in_process(job: WorkerJob) -> None:
     """A worker process of :func:`run_workers`, with its own engine, logging and lease owner."""
     configure_logging(job.settings.log)
     db = Database(job.settings.database.url)
-    structlog.contextvars.bind_contextvars(run_id=job.run_id)
+    bind_context(run_id=job.run_id)
     try:
         source = open_archive(job.path)
         if source.key != job.round.archive:

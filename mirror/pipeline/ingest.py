@@ -21,11 +21,11 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-import structlog
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from mirror.errors import MalformedRecord
+from mirror.logging import get_logger
 from mirror.pipeline.ingest_items import (
     IngestResult,
     Item,
@@ -79,7 +79,7 @@ from mirror.store import (
     update_studies,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 # A NUL character in a record's raw JSON (it can only be written escaped).
 _NUL_ESCAPE = b"\\u0000"

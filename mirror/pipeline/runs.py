@@ -14,13 +14,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Protocol
 
-import structlog
 from sqlalchemy import select, update
 
+from mirror.logging import bind_context, get_logger, unbind_context
 from mirror.record import utcnow
 from mirror.store import Database, RunStatus, SyncRun
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 # The counts a ``sync_runs`` row keeps.
 RUN_COUNTS = ("fetched", "new", "changed", "unchanged", "gone", "failed")
@@ -84,7 +84,7 @@ def recorded(db: Database, summary: RecordedRun, event: str) -> Iterator[None]:
     the summary log line ``event``, whatever the body does. A body that leaves the status
     ``running`` has succeeded; one that raises has failed, or was interrupted."""
     started = time.monotonic()
-    structlog.contextvars.bind_contextvars(run_id=summary.run_id)
+    bind_context(run_id=summary.run_id)
     try:
         yield
         if summary.status is RunStatus.RUNNING:
@@ -105,7 +105,7 @@ def recorded(db: Database, summary: RecordedRun, event: str) -> Iterator[None]:
             error=summary.error,
             **summary.log_fields(),
         )
-        structlog.contextvars.unbind_contextvars("run_id")
+        unbind_context("run_id")
 
 
 def process_alive(pid: int) -> bool:

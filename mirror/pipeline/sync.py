@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-import structlog
 from sqlalchemy import select, update
 
 from mirror.config import Settings
+from mirror.logging import get_logger
 from mirror.pipeline.ingest import Ingestor
 from mirror.pipeline.ingest_items import IngestResult, Outcome
 from mirror.pipeline.runs import RUN_COUNTS, recorded, relaxed_gc, start_run
@@ -35,7 +35,7 @@ from mirror.source import (
 )
 from mirror.store import Database, RunStatus, Study, Watch, WatchKind, WatchStudy, load_heads
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 # Re-read this many days before the last run's date: LastUpdatePostDate is a date, not a time.
 INCREMENTAL_OVERLAP = timedelta(days=1)

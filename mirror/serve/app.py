@@ -17,7 +17,6 @@ import time
 from importlib.metadata import version
 from typing import Any
 
-import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -32,6 +31,7 @@ from mirror import feed
 from mirror.app import App
 from mirror.errors import MirrorError
 from mirror.export import last_audit
+from mirror.logging import get_logger
 from mirror.record import format_instant
 from mirror.serve import feed as api_feed
 from mirror.serve import metrics, pages
@@ -41,7 +41,7 @@ from mirror.serve import watches as api_watches
 from mirror.serve import webhooks as api_webhooks
 from mirror.serve.common import AppDep, content, error_response, refuse_nul, require_read
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 # Every router the API serves. A new part of the API adds its router here.
 ROUTERS: list[APIRouter] = [

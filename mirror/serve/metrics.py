@@ -14,7 +14,6 @@ import enum
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -22,6 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from mirror.logging import get_logger
 from mirror.record import utcnow
 from mirror.store import (
     Database,
@@ -43,7 +43,7 @@ from mirror.store import (
     event_count,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DbCollector = Callable[[Session], Iterable[Metric]]
 # Deliveries still to be attempted.

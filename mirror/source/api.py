@@ -26,7 +26,6 @@ from typing import Any
 
 import httpx
 import orjson
-import structlog
 from aiolimiter import AsyncLimiter
 from tenacity import (
     AsyncRetrying,
@@ -38,6 +37,7 @@ from tenacity import (
 
 from mirror.config import SourceSettings
 from mirror.errors import MalformedRecord, SourceError, TransientSourceError
+from mirror.logging import get_logger
 from mirror.record import NCT_ID, nct_id_of, utcnow
 from mirror.source.base import (
     Disappearance,
@@ -50,7 +50,7 @@ from mirror.source.base import (
 )
 from mirror.source.search import updated_between
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class ApiSource:

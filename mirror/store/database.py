@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import structlog
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mirror.errors import NoMirror, StorageError, UsageError
+from mirror.logging import get_logger
 from mirror.store.schema import Base
 
 # Alembic is imported where it works (migrating, checking, a schema that is not at head): a
@@ -31,7 +31,7 @@ from mirror.store.schema import Base
 if TYPE_CHECKING:
     from alembic.config import Config
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 def _json_dumps(value: Any) -> str:

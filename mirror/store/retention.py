@@ -12,15 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-import structlog
 from sqlalchemy import Table, and_, exists, func, select, text, update
 from sqlalchemy.orm import aliased
 
+from mirror.logging import get_logger
 from mirror.record import utcnow
 from mirror.store.database import Database
 from mirror.store.schema import Base, StudyVersion
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 PRUNE_BATCH = 5_000  # versions per transaction: a long prune never holds the writer lock long
 

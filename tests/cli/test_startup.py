@@ -11,23 +11,28 @@ from pathlib import Path
 import conftest
 from fake_ctgov import DATA_DIR, FakeCtgov, load_study
 
-# Runs one command, then names the heavy modules it loaded.
+HEAVY = ("fastapi", "starlette", "uvicorn", "jinja2", "feedgen", "apprise", "mirror.serve",
+         "mirror.notify", "mirror.daemon", "mirror.render.pages", "mirror.render.atom")  # fmt: skip
+
+# Runs one command, then names the modules of $HEAVY it loaded.
 SCRIPT = """
-import sys
+import os, sys
 from mirror.cli import main
 try:
     main(sys.argv[1:])
 except SystemExit as exit:
     assert not exit.code, exit.code
-heavy = ("fastapi", "starlette", "uvicorn", "jinja2", "feedgen", "apprise", "mirror.serve",
-         "mirror.notify", "mirror.daemon", "mirror.render.pages", "mirror.render.atom")
+heavy = os.environ["HEAVY"].split()
 print(" ".join(m for m in heavy if m in sys.modules) or "none", file=sys.stderr)
 """
 
 
-def loaded(tmp_path: Path, *args: str, base_url: str = "http://127.0.0.1:9") -> str:
+def loaded(
+    tmp_path: Path, *args: str, base_url: str = "http://127.0.0.1:9", heavy: tuple[str, ...] = HEAVY
+) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CTMIRROR_")}
     env |= conftest.test_env(f"sqlite:///{tmp_path / 'mirror.db'}", base_url)
+    env["HEAVY"] = " ".join(heavy)
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, *args], env=env, capture_output=True, text=True, timeout=120
     )
@@ -48,3 +53,13 @@ def test_sync_import_and_changes_load_no_http_app_pages_or_channels(
     assert loaded(tmp_path, "import", str(archive)) == "none"
     assert loaded(tmp_path, "changes", "--limit", "1") == "none"
     assert loaded(tmp_path, "changes", "--limit", "1", "--format", "json") == "none"
+
+
+def test_a_read_that_logs_nothing_loads_no_logging_library(tmp_path: Path) -> None:
+    """structlog (and rich with it) is imported on the first line logged; `changes` logs none."""
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    path = next((DATA_DIR / "studies").glob("NCT*.json"))
+    (archive / path.name).write_bytes(path.read_bytes())
+    assert loaded(tmp_path, "import", str(archive), heavy=("structlog",)) == "structlog"
+    assert loaded(tmp_path, "changes", "--limit", "1", heavy=("structlog", "rich")) == "none"
