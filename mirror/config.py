@@ -16,8 +16,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-from pydantic_settings.exceptions import SettingsError
 
 from mirror.errors import ConfigError
 
@@ -190,10 +188,8 @@ class DaemonSettings(Section):
     audit_after_full_run: bool = True
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
-    )
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     database: DatabaseSettings = DatabaseSettings()
     source: SourceSettings = SourceSettings()
@@ -206,18 +202,6 @@ class Settings(BaseSettings):
     daemon: DaemonSettings = DaemonSettings()
     notifications: NotificationSettings = NotificationSettings()
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The file's values arrive as init kwargs; the environment must beat them.
-        return (env_settings, init_settings)
-
 
 def config_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
     """The settings file to read, or None for the built-in defaults."""
@@ -229,19 +213,23 @@ def config_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
-    """Read and validate every setting; raise ConfigError naming each bad key."""
+    """Read and validate every setting; raise ConfigError naming each bad key.
+
+    The environment beats ``overrides``, which beat the file.
+    """
     file = config_path(path)
     origin = str(file) if file else "defaults"
     data = _read_toml(file) if file else {}
     for section, values in overrides.items():
         data.setdefault(section, {}).update(values)
-    problems = _unknown_env_vars()
+    from_env, problems = _environment()
+    for section, values in from_env.items():
+        if isinstance(data.setdefault(section, {}), dict):
+            data[section].update(values)
     try:
         settings = Settings(**data)
     except ValidationError as exc:
         problems += [_describe(err) for err in exc.errors()]
-    except SettingsError as exc:  # an environment value pydantic-settings could not parse
-        problems += _unparsable_env_vars() or [str(exc)]
     if problems:
         raise ConfigError(problems, origin + " + environment")
     return settings
@@ -257,44 +245,38 @@ def _read_toml(file: Path) -> dict[str, Any]:
         raise ConfigError([f"not valid TOML: {exc}"], str(file)) from None
 
 
-def _unknown_env_vars() -> list[str]:
-    # pydantic reports unknown keys of known sections; an unknown section it skips silently.
-    return [
-        f"{name}: unknown setting (there is no [{_section_of(name)}] section)"
-        for name in sorted(os.environ)
-        if name.startswith(ENV_PREFIX)
-        and not name.startswith(_NOT_SETTINGS)
-        and _section_of(name) not in Settings.model_fields
-    ]
+def _environment() -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The ``CTMIRROR_<SECTION>__<KEY>`` variables by section, and what is wrong with any.
 
-
-def _unparsable_env_vars() -> list[str]:
-    """Environment values of list settings that are not the JSON list they must be."""
+    Names are read case-blind. A list setting's value is a JSON list; any other value is
+    given to pydantic as the text it is, which reads numbers and booleans from it.
+    """
+    found: dict[str, dict[str, Any]] = {}
     problems = []
-    for name in sorted(os.environ):
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
+    for name, value in sorted(os.environ.items()):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper.startswith(_NOT_SETTINGS):
             continue
-        section, key = (part.lower() for part in name[len(ENV_PREFIX) :].split("__", 1))
+        section, _, key = upper[len(ENV_PREFIX) :].lower().partition("__")
         field = Settings.model_fields.get(section)
-        model = field.annotation if field else None
-        inner = (
-            model.model_fields.get(key)
-            if isinstance(model, type) and issubclass(model, BaseModel)
-            else None
-        )
-        if inner is None or get_origin(inner.annotation) not in (list, tuple, set, frozenset):
+        if field is None:
+            problems.append(f"{name}: unknown setting (there is no [{section}] section)")
             continue
-        try:
-            orjson.loads(os.environ[name])
-        except orjson.JSONDecodeError:
-            problems.append(
-                f"{name}: expected a JSON list such as '[\"derived.*\"]' (got {os.environ[name]!r})"
-            )
-    return problems
-
-
-def _section_of(env_name: str) -> str:
-    return env_name[len(ENV_PREFIX) :].split("__", 1)[0].lower()
+        inner = field.annotation.model_fields.get(key)  # type: ignore[union-attr]
+        if inner is None:
+            hint = "" if key else f" (expected {ENV_PREFIX}{section.upper()}__<KEY>)"
+            problems.append(f"{name}: unknown setting{hint}")
+            continue
+        if get_origin(inner.annotation) in (list, tuple, set, frozenset):
+            try:
+                value = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                problems.append(
+                    f"{name}: expected a JSON list such as '[\"derived.*\"]' (got {value!r})"
+                )
+                continue
+        found.setdefault(section, {})[key] = value
+    return found, problems
 
 
 def _describe(err: Any) -> str:
