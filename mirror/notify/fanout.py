@@ -21,7 +21,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mirror.config import Settings
@@ -46,6 +45,7 @@ from mirror.store import (
     WatchStudy,
     WebhookDelivery,
     WebhookSubscription,
+    insert_skipping_duplicates,
     version_events,
 )
 
@@ -376,8 +376,6 @@ def _insert(session: Session, model: type[Base], recipient: str, rows: list[dict
     row is skipped by the unique key."""
     if not rows:
         return 0
-    dialect = session.get_bind().dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
-    insert = module.insert(model).on_conflict_do_nothing(index_elements=[recipient, "outbox_id"])
+    insert = insert_skipping_duplicates(model, session, index_elements=[recipient, "outbox_id"])
     session.execute(insert, rows)
     return len(rows)  # planned; a row fanned out before is skipped

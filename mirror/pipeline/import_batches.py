@@ -18,14 +18,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from mirror.errors import UsageError
 from mirror.logging import get_logger
 from mirror.pipeline.runs import process_alive
 from mirror.record import utcnow
 from mirror.source import RecordSource, Span
-from mirror.store import Database, ImportBatch, JobStatus
+from mirror.store import Database, ImportBatch, JobStatus, insert_skipping_duplicates
 
 log = get_logger(__name__)
 
@@ -114,10 +113,9 @@ def _plan(db: Database, source: RecordSource, number: int, size: int, when: date
         }
         for position, span in enumerate(spans)
     ]  # fmt: skip
-    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
-    # Workers planning the same round at once: the first one's rows win, the others add none.
-    insert = dialect.insert(ImportBatch).on_conflict_do_nothing()
     with db.write() as session:
+        # Workers planning the same round at once: the first one's rows win, the others add none.
+        insert = insert_skipping_duplicates(ImportBatch, session)
         for start in range(0, len(rows), 1000):
             session.execute(insert, rows[start : start + 1000])
     log.info("import.planned", archive=source.name, round=number, batches=len(rows))

@@ -50,6 +50,7 @@ from mirror.store.rows import (
     compress,
     decompress,
     insert_classes,
+    insert_skipping_duplicates,
     insert_studies,
     load_canonicals,
     load_heads,
@@ -81,6 +82,7 @@ from mirror.store.schema import (
 __all__ = [
     "AuditRun",
     "in_time",
+    "insert_skipping_duplicates",
     "BLOCK_COLUMNS",
     "Base",
     "CONTENT_COLUMNS",

@@ -12,6 +12,7 @@ the previous canonical records of changed studies, and zstd with reused contexts
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,7 +30,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -288,9 +288,17 @@ def add_watch_members(session: Session, watch_id: int, study_ids: Iterable[int])
     rows = [{"watch_id": watch_id, "study_id": sid} for sid in set(study_ids)]
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
-    session.execute(module.insert(WatchStudy).on_conflict_do_nothing(), rows)
+    session.execute(insert_skipping_duplicates(WatchStudy, session), rows)
+
+
+def insert_skipping_duplicates(model: Any, session: Session, **conflict: Any) -> Any:
+    """``INSERT … ON CONFLICT DO NOTHING`` into ``model``'s table, in the session's dialect.
+
+    ``conflict``: ``on_conflict_do_nothing``'s arguments (which unique key). The dialect is
+    imported here, not at start-up: PostgreSQL's brings asyncio with it.
+    """
+    dialect = importlib.import_module(f"sqlalchemy.dialects.{session.get_bind().dialect.name}")
+    return dialect.insert(model).on_conflict_do_nothing(**conflict)
 
 
 CONTENT_COLUMNS = ("content_hash", "part_hashes", "source_date", "title", "overall_status")

@@ -29,8 +29,8 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.dialects.postgresql import BYTEA, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
 
 from mirror.record import ChangeKind, format_instant
 
@@ -56,23 +56,38 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class JsonText(TypeDecorator[Any]):
-    """JSON in a TEXT column: SQLite gives a column declared JSON numeric affinity, which would
-    turn a stored ``"501"`` into the integer 501."""
+    """JSON: JSONB on PostgreSQL; on SQLite, in a TEXT column, because SQLite gives a column
+    declared JSON numeric affinity, which would turn a stored ``"501"`` into the integer 501.
+
+    PostgreSQL's type is found when the engine first compiles a statement, not at import: its
+    dialect module brings asyncio with it, which a read command would load for nothing.
+    """
 
     impl = Text
     cache_ok = True
 
-    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
-        return None if value is None else orjson.dumps(value).decode()
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB
 
-    def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
-        return None if value is None else orjson.loads(value)
+            return dialect.type_descriptor(JSONB())
+        return dialect.type_descriptor(Text())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None or dialect.name == "postgresql":  # JSONB serializes its own
+            return value
+        return orjson.dumps(value).decode()
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if value is None or dialect.name == "postgresql":
+            return value
+        return orjson.loads(value)
 
 
 # Surrogate keys: BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
-JsonValue = JsonText().with_variant(JSONB(), "postgresql")
-Blob = LargeBinary().with_variant(BYTEA(), "postgresql")
+JsonValue = JsonText()
+Blob = LargeBinary()  # BYTEA on PostgreSQL, BLOB on SQLite
 
 
 def stored_enum(cls: type[enum.Enum]) -> Enum:
