@@ -55,16 +55,16 @@ class VersionChanges:
         return self.first_sight > 0
 
 
-def group_versions(events: Iterable[ChangeEvent]) -> list[VersionChanges]:
-    """Events grouped by study version in the order they come; a version whose events are all
-    ``initial`` is folded into its count."""
+def group_versions(events: Iterable[ChangeEvent], *, fold: bool = True) -> list[VersionChanges]:
+    """Events grouped by study version in the order they come; with ``fold``, a version whose
+    events are all ``initial`` is folded into its count."""
     groups: dict[tuple[str, int], list[ChangeEvent]] = {}
     for event in events:
         groups.setdefault((event.nct_id, event.version), []).append(event)
     found = []
     for (nct_id, version), group in groups.items():
         ids = [e.id or 0 for e in group]
-        folded = all(e.initial for e in group)
+        folded = fold and all(e.initial for e in group)
         found.append(
             VersionChanges(
                 nct_id,
@@ -84,7 +84,13 @@ def version_changes(db: Database, flt: ChangeFilter) -> list[VersionChanges]:
     """A page of the feed as study versions in feed order (``newest_first``: newest first),
     first sights folded: at most about ``flt.limit`` events, a first sight counting as one,
     and a version never cut in two. The next page is after (newest first: before) the last
-    entry's ``last_id`` (``first_id``)."""
+    entry's ``last_id`` (``first_id``).
+
+    Under a field filter first sights are not folded: the filter asks for those fields'
+    values, and a first sight's count would hide them.
+    """
+    if flt.fields:
+        return group_versions(changes_by_version(db, flt), fold=False)
     newest = flt.newest_first
     later: list[VersionChanges] = []
     if flt.initial is not True:

@@ -70,6 +70,19 @@ def test_change_browser_folds_first_sights_when_asked(pages: ApiClient, app: App
     assert "<table" not in first
 
 
+def test_a_field_filter_shows_the_first_sight_values_it_asks_for(
+    pages: ApiClient, app: App
+) -> None:
+    """`field=…&initial=any`: a first sight lists its matching fields with their values."""
+    body = html(pages, "/?field=status.overallStatus&initial=any")
+    first = body.split(f'id="v-{STUDY}-1"')[1].split("</article>")[0]
+    only_first = feed.ChangeFilter(nct_ids=[STUDY], initial=True, fields=["status.overallStatus"])
+    (event,) = feed.changes(app.db, only_first)
+    assert "First seen" not in first
+    assert re.findall(r"<code>([^<]+)</code>", first) == ["status.overallStatus"]
+    assert f"<ins>{event.new}</ins>" in first or f">{event.new}<" in first
+
+
 def test_change_browser_filters_like_the_feed(pages: ApiClient) -> None:
     """Field globs, kind, NCT ids and watch narrow the page; a bad value is said on the page."""
     status_only = html(pages, "/?field=status.overall*")
