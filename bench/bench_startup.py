@@ -12,10 +12,13 @@ file. Then, interleaved so that the machine's noise hits each alike, ``--runs`` 
 - ``ctmirror import`` of one already-stored study (the CLI, the workers' start-up excluded: one
   record is imported in-process).
 
-Each as ``python -m mirror …`` in a subprocess, wall time from the outside. Printed: the median
-and min-max per command, the ratio of medians to the baseline, and the heavy modules
-(``python -X importtime``) each command loads. Commands run in the temporary directory, so
-``PYTHONPATH=<another checkout>`` measures that checkout's ctmirror the same way.
+Each as ``python -m mirror …`` in a subprocess, wall time from the outside, with bytecode
+cached as an installed package has it (``PYTHONDONTWRITEBYTECODE`` is dropped and every command
+runs once before timing: otherwise each run would compile ctmirror's sources again, ~0.1 s,
+while the baseline's packages come compiled). Printed: the median and min-max per command, the
+ratio of medians to the baseline, and the heavy modules (``python -X importtime``) each command
+loads. ``--compare <another checkout>`` times that checkout's ctmirror too, interleaved with
+this one (through ``PYTHONPATH``).
 """
 
 from __future__ import annotations
@@ -39,12 +42,14 @@ sys.path.insert(0, str(REPO / "tests"))
 import fake_ctgov
 
 OUT = REPO / "bench" / "out"
-HEAVY = ("fastapi", "starlette", "jinja2", "feedgen", "apprise", "alembic", "deepdiff", "httpx")
+HEAVY = ("fastapi", "starlette", "jinja2", "feedgen", "apprise", "alembic", "deepdiff", "httpx",
+         "structlog", "rich", "pydantic_settings", "asyncio")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--compare", type=Path, help="another checkout, timed alongside")
     opts = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="ctmirror-startup-") as tmp:
         folder = Path(tmp) / "studies"
@@ -54,7 +59,11 @@ def main(argv: list[str] | None = None) -> None:
         one = Path(tmp) / "one"
         one.mkdir()
         shutil.copy(next(folder.glob("*.json")), one)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CTMIRROR_")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("CTMIRROR_") and k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH")
+        }
         env |= {"CTMIRROR_DATABASE__URL": f"sqlite:///{tmp}/mirror.db"}
         mirror = [sys.executable, "-m", "mirror"]
         subprocess.run(
@@ -68,13 +77,21 @@ def main(argv: list[str] | None = None) -> None:
                 *mirror, "changes", "--limit", "1", "--format", "json"],
             "ctmirror import (1 stored study)": [*mirror, "import", str(one)],
         }  # fmt: skip
+        envs = dict.fromkeys(commands, env)
+        if opts.compare:
+            other = env | {"PYTHONPATH": str(opts.compare.resolve())}
+            for name in list(commands)[1:]:
+                commands[f"{name} [{opts.compare.name}]"] = commands[name]
+                envs[f"{name} [{opts.compare.name}]"] = other
+        for name, command in commands.items():  # compiles and caches the bytecode
+            subprocess.run(command, env=envs[name], check=True, capture_output=True, cwd=tmp)
         times: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(opts.runs):
             for name, command in commands.items():
                 started = time.perf_counter()
-                subprocess.run(command, env=env, check=True, capture_output=True, cwd=tmp)
+                subprocess.run(command, env=envs[name], check=True, capture_output=True, cwd=tmp)
                 times[name].append(time.perf_counter() - started)
-        heavy = {name: _heavy(command, env, tmp) for name, command in commands.items()}
+        heavy = {name: _heavy(command, envs[name], tmp) for name, command in commands.items()}
     base = statistics.median(times[next(iter(commands))])
     rows = []
     for name, samples in times.items():
@@ -89,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     OUT.mkdir(exist_ok=True)
     path = OUT / f"bench_startup-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     meta = {"python": platform.python_version(), "cpus": os.cpu_count(), "runs": opts.runs}
+    meta["compare"] = str(opts.compare) if opts.compare else None
     path.write_text(json.dumps({"rows": rows, **meta}, indent=2))
     print(f"JSON: {path.relative_to(REPO)}")
 
