@@ -26,6 +26,21 @@ DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 OUT = Path(__file__).resolve().parent / "out"
 
 
+def command_env(**settings: str) -> dict[str, str]:
+    """The environment of a ctmirror command a bench runs: as a user's, with ``settings``.
+
+    ``CTMIRROR_*`` variables are dropped (they would beat the bench's settings), and so is
+    ``PYTHONDONTWRITEBYTECODE``: an installed ctmirror has its bytecode compiled, and without
+    it each command would compile ctmirror's sources again (about 0.1 s).
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("CTMIRROR_") and k != "PYTHONDONTWRITEBYTECODE"
+    }
+    return env | settings
+
+
 def write_results(name: str, document: dict[str, object]) -> Path:
     """``document`` with the machine's Python and CPU count as ``bench/out/<name>-<UTC time>.json``;
     says where."""

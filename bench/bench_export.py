@@ -41,14 +41,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from _common import command_env
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "out"
 FORMATS = ["parquet", "csv", "ndjson", "sqlite"]
 
 
 def _env(url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CTMIRROR_")}
-    return env | {"CTMIRROR_DATABASE__URL": url, "CTMIRROR_LOG__LEVEL": "warning"}
+    return command_env(CTMIRROR_DATABASE__URL=url, CTMIRROR_LOG__LEVEL="warning")
 
 
 def timed(command: list[str], url: str, stdout: Any = subprocess.PIPE) -> dict[str, Any]:

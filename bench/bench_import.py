@@ -53,7 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 import fake_ctgov
-from _common import DEFAULT_PG_URL, fresh_database
+from _common import DEFAULT_PG_URL, command_env, fresh_database
 from bench_feed import EDITS  # the sponsor-style edits of the feed benchmark
 
 from mirror.store import Database, table_stats
@@ -149,8 +149,7 @@ def ctmirror_import(
 ) -> dict[str, Any]:
     """One ``ctmirror import`` subprocess (``workers``: its --workers, else its default): wall
     seconds and the peak RSS of the largest of its processes."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CTMIRROR_")}
-    env |= {"CTMIRROR_DATABASE__URL": url, "CTMIRROR_LOG__LEVEL": "warning"}
+    env = command_env(CTMIRROR_DATABASE__URL=url, CTMIRROR_LOG__LEVEL="warning")
     command = [sys.executable, "-m", "mirror", "import", str(path), "--observed-at", observed_at]
     if workers is not None:
         command += ["--workers", str(workers)]

@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 import fake_ctgov
+from _common import command_env
 
 OUT = REPO / "bench" / "out"
 HEAVY = ("fastapi", "starlette", "jinja2", "feedgen", "apprise", "alembic", "deepdiff", "httpx",
@@ -59,12 +60,8 @@ def main(argv: list[str] | None = None) -> None:
         one = Path(tmp) / "one"
         one.mkdir()
         shutil.copy(next(folder.glob("*.json")), one)
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("CTMIRROR_") and k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH")
-        }
-        env |= {"CTMIRROR_DATABASE__URL": f"sqlite:///{tmp}/mirror.db"}
+        env = command_env(CTMIRROR_DATABASE__URL=f"sqlite:///{tmp}/mirror.db")
+        env.pop("PYTHONPATH", None)
         mirror = [sys.executable, "-m", "mirror"]
         subprocess.run(
             [*mirror, "import", str(folder)], env=env, check=True, capture_output=True, cwd=tmp

@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 import fake_ctgov  # (for the real records' location)
-from _common import ReceiverProcess, free_port, fresh_database
+from _common import ReceiverProcess, command_env, free_port, fresh_database
 
 from mirror.app import App, build_app
 from mirror.config import LogSettings, load_settings
@@ -211,7 +211,7 @@ def latency(
 
 def spawn_daemon(db_url: str, poll: float) -> subprocess.Popen[bytes]:
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("CTMIRROR_")},
+        **command_env(),
         "CTMIRROR_DATABASE__URL": db_url,
         "CTMIRROR_WEBHOOKS__POLL_SECONDS": str(poll),
         "CTMIRROR_SOURCE__BASE_URL": f"http://127.0.0.1:{free_port()}/api/v2",
