@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 import orjson
-from stream_unzip import TruncatedDataError, UnzipError, stream_unzip
 
 from mirror.errors import MalformedRecord, UsageError
 from mirror.record import nct_id_of
@@ -144,6 +143,10 @@ class ZipArchive:
                     yield record
 
     def _members(self, span: Span | None) -> Iterator[Record]:
+        # Imported here, not at start-up: it brings its decryption library, and most archives
+        # are read member by member (_span).
+        from stream_unzip import TruncatedDataError, UnzipError, stream_unzip
+
         first, limit = (span.first, span.count) if span else (0, None)
         with self.path.open("rb") as f:
             f.seek(_start(span))
