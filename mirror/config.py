@@ -229,7 +229,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        problems += [_describe(err) for err in exc.errors()]
+        problems += [_describe(err, from_env) for err in exc.errors()]
     if problems:
         raise ConfigError(problems, origin + " + environment")
     return settings
@@ -279,8 +279,11 @@ def _environment() -> tuple[dict[str, dict[str, Any]], list[str]]:
     return found, problems
 
 
-def _describe(err: Any) -> str:
+def _describe(err: Any, from_env: dict[str, dict[str, Any]]) -> str:
     key = ".".join(str(part) for part in err["loc"])
+    section, name = (str(part) for part in (*err["loc"], "", "")[:2])
+    if name in from_env.get(section, {}):
+        key += f" ({ENV_PREFIX}{section.upper()}__{name.upper()})"
     if err["type"] == "extra_forbidden":
         return f"{key}: unknown setting"
     return f"{key}: {err['msg']} (got {err.get('input')!r})"

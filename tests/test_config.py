@@ -84,10 +84,29 @@ def test_wrong_type_is_named_with_the_value(tmp_path: Path) -> None:
 
 
 def test_out_of_range_value_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A page size over the API's 1000 is refused at start-up."""
+    """A page size over the API's 1000 is refused at start-up, naming where it was set."""
     monkeypatch.setenv("CTMIRROR_SOURCE__PAGE_SIZE", "5000")
-    with pytest.raises(ConfigError, match="source.page_size"):
+    with pytest.raises(ConfigError) as err:
         load_settings()
+    (problem,) = err.value.problems
+    assert problem.startswith("source.page_size (CTMIRROR_SOURCE__PAGE_SIZE): ")
+    assert "'5000'" in problem
+
+
+def test_environment_names_are_read_case_blind_and_an_unknown_key_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As pydantic-settings read them: any case; an unknown key names its variable."""
+    monkeypatch.setenv("ctmirror_source__concurrency", "3")
+    assert load_settings().source.concurrency == 3
+    monkeypatch.setenv("CTMIRROR_SOURCE__CONCURENCY", "3")
+    monkeypatch.setenv("CTMIRROR_SOURCE", "x")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert err.value.problems == [
+        "CTMIRROR_SOURCE: unknown setting (expected CTMIRROR_SOURCE__<KEY>)",
+        "CTMIRROR_SOURCE__CONCURENCY: unknown setting",
+    ]
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
