@@ -18,6 +18,7 @@ through the same renderer, so that a JSON log holds nothing but JSON lines.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from typing import Any
@@ -29,6 +30,16 @@ __all__ = ["bind_context", "configure_logging", "get_logger", "unbind_context"]
 _lock = threading.Lock()
 _wanted: tuple[LogSettings, str | None] | None = None  # what configure_logging asked for
 _renderer: Any = None  # set up from _wanted on the first line; None until then
+
+
+def _new_lock() -> None:
+    """A forked child (an import worker) gets a lock of its own: another thread of the parent
+    may have held this one at the fork, and in the child nobody would release it."""
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock)
 
 
 def configure_logging(settings: LogSettings, *, force_format: str | None = None) -> None:

@@ -46,3 +46,26 @@ def test_json_log_lines_stay_whole_under_threads() -> None:
     assert len(ours) == len(theirs) == 1200
     assert theirs[0]["level"] == "warning" and theirs[0]["event"].startswith("connection reset ")
     assert all("timestamp" in e for e in events)
+
+
+_FORK = textwrap.dedent(
+    """
+    import os
+    from mirror import logging as mirror_logging
+    from mirror.config import LogSettings
+
+    mirror_logging._lock.acquire()  # as another thread of the parent could hold it at a fork
+    pid = os.fork()
+    if pid == 0:
+        mirror_logging.configure_logging(LogSettings(format="json", level="info"))
+        mirror_logging.get_logger().info("child.logged")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    """
+)
+
+
+def test_a_forked_worker_logs_whatever_the_parent_held() -> None:
+    """An import worker forked while the parent held the logging lock still logs (no hang)."""
+    done = subprocess.run([sys.executable, "-c", _FORK], capture_output=True, timeout=30)
+    assert orjson.loads(done.stderr.splitlines()[0])["event"] == "child.logged"
