@@ -255,6 +255,6 @@ def test_history_base_url_must_be_http(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError) as err:
         load_settings()
     assert err.value.problems == [
-        "source.history_base_url: Value error, must be an http:// or https:// URL "
-        "(got 'clinicaltrials.gov/api/int')"
+        "source.history_base_url (CTMIRROR_SOURCE__HISTORY_BASE_URL): Value error, must be an "
+        "http:// or https:// URL (got 'clinicaltrials.gov/api/int')"
     ]
