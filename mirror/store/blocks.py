@@ -100,11 +100,11 @@ EVENT_SELECT = (
 )  # fmt: skip
 
 
+# A block without its version's canonical record: enough to tell which of its events a page
+# takes, before any record is read (a record is ~7 KB compressed, a block may give one event).
+_HEAD = tuple(getattr(EventBlock, name) for name in BLOCK_COLUMNS)
 # A block with what expanding it needs: its row and the canonical record of its version.
-_EXPANDABLE = (
-    *(getattr(EventBlock, name) for name in BLOCK_COLUMNS),
-    StudyVersion.canonical,
-)
+_EXPANDABLE = (*_HEAD, StudyVersion.canonical)
 
 
 def expandable(*where: Any) -> Select[Any]:
@@ -128,18 +128,11 @@ def expand(
     chosen = chosen_events(block, only)
     if not chosen:
         return []
-    canonical = (block._mapping if isinstance(block, Row) else block)["canonical"]
-    record = orjson.loads(decompress(canonical)) if canonical is not None else {}
-    return events_of(block, chosen, record)
-
-
-# A block without its version's canonical record: enough to tell which of its events a page
-# takes, before any record is read (a record is ~7 KB compressed, a block may give one event).
-_HEAD = tuple(getattr(EventBlock, name) for name in BLOCK_COLUMNS)
+    return events_of(block, chosen, _record(_row(block)["canonical"]))
 
 
 def block_heads(*where: Any) -> Select[Any]:
-    """Blocks matching ``where``, without their records (unordered): see :func:`block_records`."""
+    """Blocks matching ``where``, without their records (unordered): see :func:`expand_chosen`."""
     return select(*_HEAD).where(*where)
 
 
@@ -147,7 +140,7 @@ def chosen_events(
     block: Row[Any] | Mapping[str, Any], only: Callable[[str], Any] | None = None
 ) -> list[tuple[int, str]]:
     """(id, field) of a block's events, in id order (``only``: of the fields it is true for)."""
-    b = block._mapping if isinstance(block, Row) else block
+    b = _row(block)
     first, names = b["first_id"], orjson.loads(b["fields"])
     if only is None:
         return [(first + n, field) for n, field in enumerate(names)]
@@ -169,8 +162,7 @@ def expand_chosen(
     )
     for study_id, version, canonical in session.execute(query):
         n = where[(study_id, version)]
-        record = orjson.loads(decompress(canonical)) if canonical is not None else {}
-        found[n] = events_of(*taken[n], record)
+        found[n] = events_of(*taken[n], _record(canonical))
     return [
         event
         for n, events in enumerate(found)
@@ -185,13 +177,22 @@ def events_of(
 ) -> list[EventRow]:
     """The events ``chosen`` (see :func:`chosen_events`) of a block, their values from
     ``record``, the canonical record of the block's version."""
-    b = block._mapping if isinstance(block, Row) else block
+    b = _row(block)
     nct_id, version = b["nct_id"], b["version"]
     at, source_date, added = b["observed_at"], b["source_date"], ChangeKind.ADDED
     return [
         (id_, nct_id, version, field, added, None, record.get(field), at, source_date, True)
         for id_, field in chosen
     ]
+
+
+def _row(block: Row[Any] | Mapping[str, Any]) -> Mapping[Any, Any]:
+    return block._mapping if isinstance(block, Row) else block
+
+
+def _record(canonical: bytes | None) -> dict[str, Any]:
+    """A version's canonical record from its stored blob ({} for a tombstone's)."""
+    return orjson.loads(decompress(canonical)) if canonical is not None else {}
 
 
 def study_events(
