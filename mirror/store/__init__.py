@@ -81,8 +81,6 @@ from mirror.store.schema import (
 
 __all__ = [
     "AuditRun",
-    "in_time",
-    "insert_skipping_duplicates",
     "BLOCK_COLUMNS",
     "Base",
     "CONTENT_COLUMNS",
@@ -137,7 +135,9 @@ __all__ = [
     "expand",
     "expand_chosen",
     "expandable",
+    "in_time",
     "insert_classes",
+    "insert_skipping_duplicates",
     "insert_studies",
     "load_canonicals",
     "load_heads",

@@ -71,7 +71,7 @@ class JsonText(TypeDecorator[Any]):
             from sqlalchemy.dialects.postgresql import JSONB
 
             return dialect.type_descriptor(JSONB())
-        return dialect.type_descriptor(Text())
+        return super().load_dialect_impl(dialect)
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None or dialect.name == "postgresql":  # JSONB serializes its own
