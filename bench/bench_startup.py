@@ -24,25 +24,20 @@ this one (through ``PYTHONPATH``).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 import fake_ctgov
-from _common import command_env
+from _common import command_env, write_results
 
-OUT = REPO / "bench" / "out"
 HEAVY = ("fastapi", "starlette", "jinja2", "feedgen", "apprise", "alembic", "deepdiff", "httpx",
          "structlog", "rich", "pydantic_settings", "asyncio")  # fmt: skip
 
@@ -100,12 +95,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{name:44s} {median:6.3f} s ({min(samples):.3f}-{max(samples):.3f})"
             f"  {median / base:4.2f}x  heavy: {' '.join(heavy[name]) or '-'}"
         )
-    OUT.mkdir(exist_ok=True)
-    path = OUT / f"bench_startup-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    meta = {"python": platform.python_version(), "cpus": os.cpu_count(), "runs": opts.runs}
-    meta["compare"] = str(opts.compare) if opts.compare else None
-    path.write_text(json.dumps({"rows": rows, **meta}, indent=2))
-    print(f"JSON: {path.relative_to(REPO)}")
+    compare = str(opts.compare) if opts.compare else None
+    write_results("bench_startup", {"rows": rows, "runs": opts.runs, "compare": compare})
 
 
 def _heavy(command: list[str], env: dict[str, str], cwd: str) -> list[str]:
